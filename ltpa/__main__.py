@@ -1,0 +1,5 @@
+import sys
+
+from ltpa.cli import main
+
+sys.exit(main())

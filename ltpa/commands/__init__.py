@@ -1,0 +1,1 @@
+"""Subcommands of the ltpa command line, one module each."""

@@ -1,0 +1,30 @@
+"""Pick the compute device: CUDA, then Apple MPS, then CPU, unless told otherwise."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def get_device(preferred: str | None = None) -> torch.device:
+    """The device to run on.
+
+    ``preferred`` (or the ``LTPA_DEVICE`` environment variable) may be ``"auto"``, ``"cuda"``,
+    ``"cuda:N"``, ``"mps"`` or ``"cpu"``; asking for an absent accelerator raises a RuntimeError.
+    """
+    choice = (preferred or os.environ.get("LTPA_DEVICE") or "auto").strip().lower()
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise ValueError(f"unknown device {choice!r}; use auto, cuda, cuda:N, mps or cpu") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("a CUDA device was requested but no CUDA GPU is available here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("an MPS device was requested but MPS is not available here")
+    return device

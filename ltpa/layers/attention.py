@@ -1,0 +1,95 @@
+"""The trainable attention estimator of "Learn to Pay Attention" (Jetley et al., ICLR 2018).
+
+For one tapped layer with local features ``l`` (B x C x H x W) and the global feature ``g`` (B x D):
+
+* compatibility ``pc``: ``c_i = <u, l_i + g>`` with a learned ``u`` (a 1x1 conv to one channel);
+* compatibility ``dp``: ``c_i = <l_i, g>`` (no parameters);
+* normalisation ``softmax`` over all H*W positions (the paper's) or ``sigmoid`` (a deviation used
+  by a popular port; each weight in [0, 1] independently, descriptor averaged over positions);
+* attended descriptor ``g_a = sum_i a_i l_i``.
+
+Both compatibilities need ``dim(l) == dim(g)``. ``match="project_l"`` (default, the paper's text)
+maps ``l`` to ``dim(g)`` with a 1x1 conv and pools the *projected* ``l``; ``match="project_g"``
+(the authors' Torch code) maps ``g`` to ``dim(l)`` with a linear layer and pools the raw ``l``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+COMPATIBILITIES = ("pc", "dp")
+NORMALISATIONS = ("softmax", "sigmoid")
+DIMENSION_MATCHING = ("project_l", "project_g")
+
+
+class AttentionResult(NamedTuple):
+    """What one attention estimator produces for a batch."""
+
+    attention: Tensor  # B x 1 x H x W, fp32; sums to 1 per image under softmax
+    scores: Tensor  # B x 1 x H x W raw compatibility scores, fp32
+    descriptor: Tensor  # B x C attended descriptor g_a, fp32
+
+
+def check_choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise a ValueError naming the valid choices when ``value`` is not one of them."""
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}; valid choices: {', '.join(choices)}")
+
+
+class AttentionBlock(nn.Module):
+    """Attention over one tapped layer, given that layer's local features and the global feature."""
+
+    def __init__(
+        self,
+        local_dim: int,
+        global_dim: int,
+        compatibility: str = "pc",
+        normalisation: str = "softmax",
+        match: str = "project_l",
+    ) -> None:
+        super().__init__()
+        check_choice("compatibility", compatibility, COMPATIBILITIES)
+        check_choice("normalisation", normalisation, NORMALISATIONS)
+        check_choice("dimension matching", match, DIMENSION_MATCHING)
+        self.compatibility = compatibility
+        self.normalisation = normalisation
+        self.match = match
+        self.project_local: nn.Module = nn.Identity()
+        self.project_global: nn.Module = nn.Identity()
+        if local_dim != global_dim and match == "project_l":
+            self.project_local = nn.Conv2d(local_dim, global_dim, kernel_size=1, bias=False)
+        elif local_dim != global_dim:
+            self.project_global = nn.Linear(global_dim, local_dim, bias=False)
+        self.descriptor_dim = global_dim if match == "project_l" else local_dim
+        # u_s of the paper: one learned vector per tapped layer, only for pc.
+        self.u = (
+            nn.Conv2d(self.descriptor_dim, 1, kernel_size=1, bias=False)
+            if compatibility == "pc"
+            else None
+        )
+
+    def forward(self, local: Tensor, global_feature: Tensor) -> AttentionResult:
+        local = self.project_local(local)
+        global_feature = self.project_global(global_feature)
+        # Scores, normalisation and the weighted sum run in fp32 even under bf16 autocast:
+        # in bf16 a 1024-way softmax and its sum lose enough precision that training collapsed
+        # to chance in a probe (GUIDE.md section 7).
+        with torch.autocast(device_type=local.device.type, enabled=False):
+            local32 = local.float()
+            global32 = global_feature.float()[:, :, None, None]
+            if self.u is not None:
+                weight = self.u.weight.float()
+                scores = F.conv2d(local32 + global32, weight)
+            else:
+                scores = (local32 * global32).sum(dim=1, keepdim=True)
+            batch, _, height, width = scores.shape
+            if self.normalisation == "softmax":
+                attention = torch.softmax(scores.flatten(1), dim=1).view(batch, 1, height, width)
+                descriptor = (attention * local32).sum(dim=(2, 3))
+            else:
+                attention = torch.sigmoid(scores)
+                descriptor = (attention * local32).mean(dim=(2, 3))
+        return AttentionResult(attention, scores, descriptor)

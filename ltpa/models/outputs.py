@@ -1,0 +1,43 @@
+"""The value every ltpa model's ``forward`` returns."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor
+
+
+class ModelOutput(NamedTuple):
+    """Logits plus everything needed to show attention, without hooks.
+
+    ``maps[k]`` is the attention of stage ``stages[k]`` (B x 1 x H x W, fp32; sums to 1 per image
+    under softmax), ``scores[k]`` its raw compatibility scores. Models without attention return
+    empty tuples. ``features`` is the last spatial feature map (B x C x h x w) kept in the graph so
+    CAM and Grad-CAM can be computed from it with ``torch.autograd.grad``.
+    """
+
+    logits: Tensor
+    maps: tuple[Tensor, ...]
+    scores: tuple[Tensor, ...]
+    stages: tuple[str, ...]
+    features: Tensor
+
+
+MIN_INPUT_SIZE = 32
+
+
+def check_input(x: Tensor, in_channels: int = 3) -> None:
+    """Raise a ValueError describing what is wrong with an input batch, if anything."""
+    if x.dim() != 4:
+        raise ValueError(
+            f"expected a batch of images shaped (B, {in_channels}, H, W); got shape {tuple(x.shape)}"
+        )
+    if x.shape[1] != in_channels:
+        raise ValueError(
+            f"expected {in_channels} colour channels (RGB) in dimension 1; got {x.shape[1]} "
+            f"(shape {tuple(x.shape)})"
+        )
+    if x.shape[2] < MIN_INPUT_SIZE or x.shape[3] < MIN_INPUT_SIZE:
+        raise ValueError(
+            f"images must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}; got "
+            f"{x.shape[2]}x{x.shape[3]}"
+        )

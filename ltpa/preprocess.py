@@ -1,0 +1,65 @@
+"""Normalisation and model input preparation: the one place pixels become model inputs.
+
+Models are trained on normalised tensors; everything user-facing (images, attacks, masks) works in
+pixel space [0, 1]. ``PixelModel`` wraps a model with its normalisation so callers never mix the
+two spaces (FGSM in normalised space is a classic bug).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ltpa.models.outputs import ModelOutput
+
+# Channel statistics of the CIFAR-10 training set (pixel space [0, 1]).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+
+
+def normalise(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Map pixel-space [0, 1] images (B x 3 x H x W) to the model's normalised space."""
+    mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def denormalise(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Inverse of :func:`normalise`."""
+    mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return x * std_t + mean_t
+
+
+class PixelModel(nn.Module):
+    """A model that takes pixel-space [0, 1] input and normalises it itself."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        return self.model((x - self.mean) / self.std)
+
+
+def image_to_input(image: np.ndarray, size: int | tuple[int, int] = 32) -> Tensor:
+    """An RGB uint8 image (H x W x 3) resized to the model's input size, as a 1 x 3 x S x S
+    float tensor in [0, 1]. Downscaling uses area interpolation (no aliasing)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"expected an RGB uint8 image of shape (H, W, 3); got {image.dtype} {image.shape}"
+        )
+    height, width = (size, size) if isinstance(size, int) else size
+    shrinking = image.shape[0] > height or image.shape[1] > width
+    resized = cv2.resize(
+        image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    )
+    return torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)[None].float() / 255.0
