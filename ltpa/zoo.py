@@ -95,3 +95,59 @@ def load_zoo_model(
     model, meta = load_checkpoint(entry.path, device=device)
     pixel_model = PixelModel(model, entry.card["mean"], entry.card["std"]).to(device).eval()
     return LoadedModel(entry, pixel_model, meta)
+
+
+def describe_model(model: torch.nn.Module, input_size: int = 32) -> dict[str, Any]:
+    """Parameters, stage names and map sizes of a model at ``input_size`` (one dummy forward)."""
+    inner = getattr(model, "model", model)
+    was_training = inner.training
+    inner.eval()
+    device = next(inner.parameters()).device
+    with torch.no_grad():
+        out = inner(torch.zeros(1, 3, input_size, input_size, device=device))
+    inner.train(was_training)
+    return {
+        "params": sum(p.numel() for p in inner.parameters()),
+        "stages": list(out.stages),
+        "map_sizes": [list(m.shape[-2:]) for m in out.maps],
+    }
+
+
+def make_card(
+    model_id: str,
+    checkpoint_path: Path,
+    meta: dict[str, Any],
+    model: torch.nn.Module,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A model card for a checkpoint file that sits in the zoo folder.
+
+    ``meta`` is the checkpoint's metadata (class names, mean/std, input size, dataset, training);
+    ``extra`` adds or overrides fields (e.g. measured ``test_error``, ``per_class_accuracy``).
+    """
+    config = getattr(model, "ltpa_config", None) or getattr(model, "model").ltpa_config
+    input_size = int(meta.get("input_size", 32))
+    card = {
+        "id": model_id,
+        "file": Path(checkpoint_path).name,
+        "registry_name": config["name"],
+        "kwargs": config["kwargs"],
+        "class_names": meta["class_names"],
+        "mean": meta["mean"],
+        "std": meta["std"],
+        "input_size": input_size,
+        "dataset": meta.get("dataset", ""),
+        "sha256": file_sha256(checkpoint_path),
+        "training": meta.get("training", {}),
+        **describe_model(model, input_size),
+    }
+    card.update(extra)
+    return card
+
+
+def write_manifest(cards: list[dict[str, Any]], folder: Path | None = None) -> Path:
+    """Write the manifest listing ``cards`` (replacing any previous one)."""
+    path = (folder or zoo_dir()) / MANIFEST_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"models": cards}, indent=2) + "\n")
+    return path

@@ -1,0 +1,50 @@
+"""Shared fixtures. ``tiny_zoo`` builds a throwaway zoo of small untrained models for fast tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import ltpa
+from ltpa.preprocess import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
+from ltpa.zoo import make_card, write_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# id -> (registry name, overrides): small widths and a shallow ResNet keep CPU tests fast.
+TINY_MODELS = {
+    "vgg_att3_concat_pc": ("vgg_att3_concat_pc", {"width": 0.125}),
+    "vgg_att3_concat_dp": ("vgg_att3_concat_dp", {"width": 0.125}),
+    "resnet_att2_concat_pc": ("resnet_att2_concat_pc", {"width": 0.25, "depth": 11}),
+    "vgg": ("vgg", {"width": 0.125}),
+    "vgg_gap": ("vgg_gap", {"width": 0.125}),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A zoo folder with untrained small models and a manifest (built once per test session)."""
+    folder = tmp_path_factory.mktemp("tiny_zoo")
+    torch.manual_seed(0)
+    cards = []
+    for model_id, (name, overrides) in TINY_MODELS.items():
+        model = ltpa.create_model(name, **overrides).eval()
+        meta = {
+            "class_names": list(CIFAR10_CLASSES),
+            "mean": list(CIFAR10_MEAN),
+            "std": list(CIFAR10_STD),
+            "input_size": 32,
+            "dataset": "untrained test fixture",
+        }
+        path = ltpa.save_checkpoint(folder / f"{model_id}.pt", model, meta)
+        cards.append(make_card(model_id, path, meta, model, test_error=None))
+    write_manifest(cards, folder)
+    return folder
+
+
+@pytest.fixture()
+def tiny_zoo(tiny_zoo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point ``ltpa.zoo`` (and apps started in-process) at the tiny zoo for one test."""
+    monkeypatch.setenv("LTPA_ZOO", str(tiny_zoo_dir))
+    return tiny_zoo_dir
