@@ -22,9 +22,17 @@ def get_device(preferred: str | None = None) -> torch.device:
     try:
         device = torch.device(choice)
     except RuntimeError:
-        raise ValueError(f"unknown device {choice!r}; use auto, cuda, cuda:N, mps or cpu") from None
+        device = None
+    # torch.device also accepts types ltpa cannot compute on (meta, xla, ...): refuse them here.
+    if device is None or device.type not in ("cuda", "mps", "cpu"):
+        raise ValueError(f"unknown device {choice!r}; use auto, cuda, cuda:N, mps or cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("a CUDA device was requested but no CUDA GPU is available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RuntimeError(
+            f"CUDA device {device.index} was requested but only {torch.cuda.device_count()} "
+            "GPU(s) are available here"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise RuntimeError("an MPS device was requested but MPS is not available here")
     return device
