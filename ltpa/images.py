@@ -1,0 +1,169 @@
+"""Decode user images safely: any common file becomes an upright RGB uint8 array, or a clear error.
+
+The header is read first (Pillow opens lazily) so an image too large to decode safely is refused
+before its pixels are touched. Every conversion (16-bit, CMYK, transparency, greyscale, EXIF
+rotation, animation, tiny size) is recorded as a plain-language note for the user.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# 40 megapixels is ~120 MB as RGB uint8: beyond that we refuse rather than risk a memory blow-up.
+MAX_PIXELS = 40_000_000
+SUPPORTED_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "TIFF", "GIF")
+# Extensions for upload widgets (MPO is what some cameras call a JPEG).
+UPLOAD_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif")
+MODEL_INPUT_SIZE = 32
+EXIF_ORIENTATION_TAG = 0x0112
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_ALPHA_MODES = ("RGBA", "LA", "La", "RGBa", "PA")
+
+
+class ImageError(ValueError):
+    """A file that cannot be shown to the model, with a message meant for the user."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An upright RGB uint8 image decoded from a file, plus what was done to get there."""
+
+    array: np.ndarray  # H x W x 3, uint8, RGB
+    format: str  # Pillow's format name, e.g. "PNG"
+    mode: str  # the file's original Pillow mode, e.g. "CMYK", "I;16", "P"
+    sha256: str  # of the file's bytes: identifies the input of a view
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def height(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.array.shape[1])
+
+
+def bytes_sha256(data: bytes) -> str:
+    """Hex sha256 of a byte string."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _png_bit_depth(data: bytes) -> int | None:
+    """Bits per channel from a PNG's IHDR chunk (Pillow silently reduces 16-bit RGB to 8-bit)."""
+    if data[:8] == _PNG_SIGNATURE and len(data) >= 25 and data[12:16] == b"IHDR":
+        return data[24]
+    return None
+
+
+def _open_header(data: bytes) -> Image.Image:
+    """Open lazily: only the header is parsed, no pixels are decoded yet."""
+    if len(data) == 0:
+        raise ImageError("the file is empty (0 bytes); choose an image file")
+    try:
+        with warnings.catch_warnings():
+            # We apply our own, lower pixel limit below; Pillow's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"the image is too large to decode safely (over {MAX_PIXELS / 1e6:.0f} megapixels); "
+            "resize it first"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            "this file is not an image that can be read; use PNG, JPEG, WebP, BMP, TIFF or GIF"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageError(f"the image file is damaged or truncated and cannot be read ({error})") from None
+
+
+def _check_header(image: Image.Image) -> None:
+    if image.format not in SUPPORTED_FORMATS:
+        raise ImageError(
+            f"{image.format or 'this'} images are not supported; use PNG, JPEG, WebP, BMP, TIFF or GIF"
+        )
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"the image has no pixels (size {width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"the image is {width}x{height} ({width * height / 1e6:.1f} megapixels), over the "
+            f"{MAX_PIXELS / 1e6:.0f}-megapixel limit for safe decoding; resize it first"
+        )
+
+
+def _decode_first_frame(image: Image.Image) -> None:
+    try:
+        image.seek(0)
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageError(f"the image file is damaged or truncated and cannot be read ({error})") from None
+
+
+def _to_rgb(image: Image.Image, notes: list[str]) -> np.ndarray:
+    """Convert any decoded Pillow image to RGB uint8, noting what changed."""
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        values = np.asarray(image).astype(np.float64)
+        if mode in _SIXTEEN_BIT_MODES or (mode == "I" and values.min() >= 0 and values.max() <= 65535):
+            grey = values / 257.0  # 65535 -> 255 exactly
+            notes.append("16-bit greyscale reduced to 8 bits and copied to the three colour channels")
+        else:
+            low, high = float(values.min()), float(values.max())
+            grey = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
+            notes.append(f"{mode}-mode greyscale stretched from [{low:g}, {high:g}] to 8 bits and "
+                         "copied to the three colour channels")
+        grey = np.clip(np.round(grey), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    has_alpha = mode in _ALPHA_MODES or (mode in ("P", "L", "RGB") and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        notes.append("transparent areas composited on white")
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    if mode in ("L", "1"):
+        notes.append("greyscale copied to the three colour channels")
+    elif mode == "CMYK":
+        notes.append("CMYK converted to RGB (colours approximate: no colour profile applied)")
+    elif mode not in ("RGB", "P"):
+        notes.append(f"{mode} converted to RGB")
+    return np.asarray(image.convert("RGB"))
+
+
+def load_image(data: bytes) -> LoadedImage:
+    """Decode image bytes to an upright RGB uint8 array; an ImageError says why it cannot be.
+
+    Accepts PNG, JPEG, WebP, BMP, TIFF and GIF (first frame of an animation). Images over
+    ``MAX_PIXELS`` are refused from the header alone, before any pixel is decoded.
+    """
+    image = _open_header(data)
+    _check_header(image)
+    notes: list[str] = []
+    frames = int(getattr(image, "n_frames", 1) or 1)
+    if frames > 1:
+        notes.append(f"animated image with {frames} frames: the first frame is used")
+    if _png_bit_depth(data) == 16 and image.mode not in _SIXTEEN_BIT_MODES + ("I",):
+        notes.append("16 bits per channel reduced to 8")
+    original_mode, file_format = image.mode, str(image.format or "")
+    _decode_first_frame(image)
+    orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    if orientation not in (None, 1):
+        try:
+            image = ImageOps.exif_transpose(image)
+        except (OSError, ValueError) as error:
+            raise ImageError(f"the image's EXIF orientation could not be applied ({error})") from None
+        notes.append(f"rotated upright using its EXIF orientation tag ({orientation})")
+    array = np.ascontiguousarray(_to_rgb(image, notes), dtype=np.uint8)
+    height, width = array.shape[:2]
+    if min(height, width) < MODEL_INPUT_SIZE:
+        notes.append(
+            f"small image ({width}x{height}): it is enlarged to the model's "
+            f"{MODEL_INPUT_SIZE}x{MODEL_INPUT_SIZE} input, so expect a coarse result"
+        )
+    return LoadedImage(array, file_format, original_mode, bytes_sha256(data), tuple(notes))

@@ -1,0 +1,152 @@
+"""Plotly figure builders for the app (the only ltpa module that imports Plotly).
+
+Each function takes plain numbers (arrays, dicts, lists) and returns a ``plotly.graph_objects
+.Figure``; nothing here knows about Streamlit, so the figures can be tested and reused anywhere.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ltpa.maps import MapStats
+
+_MARGIN = dict(l=10, r=10, t=40, b=10)
+
+
+def top_k_bar(top: Sequence[tuple[str, float]], title: str = "Top-5 prediction") -> go.Figure:
+    """Horizontal bars of (class, probability), the most probable at the top."""
+    names = [name for name, _ in top][::-1]
+    probabilities = [float(p) for _, p in top][::-1]
+    figure = go.Figure(go.Bar(
+        x=probabilities, y=names, orientation="h",
+        text=[f"{p:.1%}" for p in probabilities], textposition="auto",
+        hovertemplate="%{y}: %{x:.2%}<extra></extra>",
+    ))
+    figure.update_layout(
+        title=title, xaxis=dict(range=[0, 1], tickformat=".0%", title="probability"),
+        height=60 + 34 * max(1, len(names)), margin=_MARGIN,
+    )
+    return figure
+
+
+def map_heatmap(attention: np.ndarray, title: str = "", colorscale: str = "Jet") -> go.Figure:
+    """A raw attention map as a heatmap in image orientation; hovering a cell shows its weight
+    and its share of the map's total attention mass."""
+    values = np.asarray(attention, dtype=np.float64)
+    total = values.sum()
+    share = values / total if total > 0 else np.zeros_like(values)
+    figure = go.Figure(go.Heatmap(
+        z=values, customdata=share, colorscale=colorscale,
+        hovertemplate=("row %{y}, column %{x}<br>weight %{z:.4g}<br>"
+                       "share of attention mass %{customdata:.2%}<extra></extra>"),
+        colorbar=dict(thickness=10),
+    ))
+    figure.update_layout(title=title, margin=_MARGIN, height=300)
+    # Row 0 at the top and square cells, like the image.
+    figure.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")
+    figure.update_xaxes(constrain="domain")
+    return figure
+
+
+STAT_PANELS = (
+    ("normalised_entropy", "entropy / log(N)", "1 = spread evenly"),
+    ("peak_over_uniform", "peak × N", "1 = uniform"),
+    ("top10_mass", "mass in top 10%", "0.1 = uniform"),
+)
+
+
+def stage_stats_figure(stats: Mapping[str, MapStats], title: str = "Per-stage attention") -> go.Figure:
+    """Three panels comparing stages: normalised entropy, peak relative to uniform, and the
+    share of attention mass held by the top 10% of positions."""
+    stages = list(stats)
+    figure = make_subplots(rows=1, cols=len(STAT_PANELS),
+                           subplot_titles=[f"{name}<br><sup>{hint}</sup>" for _, name, hint in STAT_PANELS])
+    for column, (field, name, _) in enumerate(STAT_PANELS, start=1):
+        values = [float(getattr(stats[s], field)) for s in stages]
+        figure.add_trace(go.Bar(
+            x=stages, y=values, name=name, showlegend=False,
+            text=[f"{v:.3g}" for v in values], textposition="auto",
+            hovertemplate="%{x}: %{y:.4g}<extra>" + name + "</extra>",
+        ), row=1, col=column)
+    figure.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=90, b=10))
+    return figure
+
+
+def training_curves(epochs: Sequence[Mapping[str, Any]], title: str = "Training") -> go.Figure:
+    """Loss, test error and per-stage attention entropy against epoch, from a training log's
+    ``epochs`` list (keys ``epoch``, ``train_loss``, ``test_loss``, ``train_acc``, ``test_acc``,
+    optional ``entropy`` {stage: normalised entropy})."""
+    x = [e["epoch"] for e in epochs]
+    stages = list(dict.fromkeys(s for e in epochs for s in (e.get("entropy") or {})))
+    columns = 3 if stages else 2
+    figure = make_subplots(rows=1, cols=columns, subplot_titles=(
+        "loss", "error (%)", "attention entropy / log(N)")[:columns])
+
+    def series(key: str) -> list[float | None]:
+        return [e.get(key) for e in epochs]
+
+    def error(key: str) -> list[float | None]:
+        return [None if a is None else 100.0 * (1.0 - float(a)) for a in series(key)]
+
+    for key, name in (("train_loss", "train"), ("test_loss", "test")):
+        figure.add_trace(go.Scatter(x=x, y=series(key), name=f"{name} loss", mode="lines"), 1, 1)
+    for key, name in (("train_acc", "train"), ("test_acc", "test")):
+        figure.add_trace(go.Scatter(x=x, y=error(key), name=f"{name} error", mode="lines"), 1, 2)
+    for stage in stages:
+        values = [(e.get("entropy") or {}).get(stage) for e in epochs]
+        figure.add_trace(go.Scatter(x=x, y=values, name=f"entropy {stage}", mode="lines"), 1, 3)
+    figure.update_xaxes(title="epoch")
+    figure.update_layout(title=title, height=340, margin=dict(l=10, r=10, t=60, b=10))
+    return figure
+
+
+def per_class_bars(accuracy: Mapping[str, Mapping[str, float]], title: str = "Per-class accuracy") -> go.Figure:
+    """Grouped bars: for each model (outer key), its accuracy (0-1) on each class (inner key)."""
+    figure = go.Figure()
+    for model, per_class in accuracy.items():
+        classes = list(per_class)
+        figure.add_trace(go.Bar(
+            x=classes, y=[100.0 * float(per_class[c]) for c in classes], name=model,
+            hovertemplate="%{x}: %{y:.1f}%<extra>" + model + "</extra>",
+        ))
+    figure.update_layout(title=title, barmode="group", yaxis=dict(title="accuracy (%)"),
+                         height=380, margin=_MARGIN)
+    return figure
+
+
+def confusion_heatmap(confusion: Sequence[Sequence[float]], class_names: Sequence[str],
+                      title: str = "Confusion matrix") -> go.Figure:
+    """Rows are true classes, columns predicted; colour is the share of the true class's images,
+    hover also shows the raw count."""
+    counts = np.asarray(confusion, dtype=np.float64)
+    row_totals = counts.sum(axis=1, keepdims=True)
+    rates = np.divide(counts, row_totals, out=np.zeros_like(counts), where=row_totals > 0)
+    names = list(class_names)
+    figure = go.Figure(go.Heatmap(
+        z=rates, x=names, y=names, customdata=counts, colorscale="Blues", zmin=0, zmax=1,
+        hovertemplate=("true %{y}, predicted %{x}<br>%{customdata:.0f} images "
+                       "(%{z:.1%} of the class)<extra></extra>"),
+    ))
+    figure.update_layout(title=title, height=480, margin=_MARGIN,
+                         xaxis=dict(title="predicted"), yaxis=dict(title="true", autorange="reversed"))
+    return figure
+
+
+def error_vs_paper(rows: Sequence[Mapping[str, Any]], title: str = "Test error: ours vs paper") -> go.Figure:
+    """Grouped bars of our test error next to the paper's, from rows with ``model``, ``ours`` and
+    ``paper`` (percent; either may be None)."""
+    models = [r["model"] for r in rows]
+    figure = go.Figure()
+    for key, name in (("ours", "this repository"), ("paper", "paper (CIFAR-10)")):
+        values = [r.get(key) for r in rows]
+        figure.add_trace(go.Bar(
+            x=models, y=values, name=name,
+            text=[f"{v:.2f}" if v is not None else "" for v in values], textposition="auto",
+            hovertemplate="%{x}: %{y:.2f}%<extra>" + name + "</extra>",
+        ))
+    figure.update_layout(title=title, barmode="group", yaxis=dict(title="top-1 error (%)"),
+                         height=380, margin=_MARGIN)
+    return figure

@@ -1,0 +1,67 @@
+"""Session-state keys shared by every page, and the one way to read and write them.
+
+Streamlit deletes a widget's state when a page that does not draw it runs, so values that must
+survive a page switch live under these plain keys; widgets use their own keys and copy their
+value here (see ``persisted``).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import streamlit as st
+
+# The chosen image: the file's bytes and name, and where it came from ("upload" or "example").
+IMAGE_BYTES = "ltpa.image.bytes"
+IMAGE_NAME = "ltpa.image.name"
+IMAGE_SOURCE = "ltpa.image.source"
+# The model shown on the home page (and the default elsewhere); a zoo id.
+MODEL_ID = "ltpa.model_id"
+# The models compared side by side on the Compare page; a list of zoo ids.
+COMPARE_MODEL_IDS = "ltpa.compare_model_ids"
+# Display settings shared by all pages that draw overlays.
+OPACITY = "ltpa.display.opacity"
+COLORMAP = "ltpa.display.colormap"
+
+DEFAULT_OPACITY = 0.5
+DEFAULT_COLORMAP = "jet"
+
+
+def get(key: str, default: Any = None) -> Any:
+    """The persisted value of ``key`` (one of the constants above)."""
+    return st.session_state.get(key, default)
+
+
+def put(key: str, value: Any) -> None:
+    """Persist ``value`` under ``key`` for every page of this session."""
+    st.session_state[key] = value
+
+
+def set_image(data: bytes, name: str, source: str) -> None:
+    """Make an image file the chosen image of this session."""
+    st.session_state[IMAGE_BYTES] = bytes(data)
+    st.session_state[IMAGE_NAME] = name
+    st.session_state[IMAGE_SOURCE] = source
+
+
+def get_image() -> tuple[bytes, str, str] | None:
+    """The chosen image as (bytes, name, source), or None when none has been chosen."""
+    if IMAGE_BYTES not in st.session_state:
+        return None
+    return st.session_state[IMAGE_BYTES], st.session_state[IMAGE_NAME], st.session_state[IMAGE_SOURCE]
+
+
+def clear_image() -> None:
+    """Forget the chosen image."""
+    for key in (IMAGE_BYTES, IMAGE_NAME, IMAGE_SOURCE):
+        st.session_state.pop(key, None)
+
+
+def persisted(widget: Callable[..., Any], label: str, key: str, default: Any, **kwargs: Any) -> Any:
+    """Draw ``widget`` whose value survives page switches: it starts from the value persisted
+    under ``key`` (or ``default``) and writes its value back there."""
+    widget_key = f"widget.{key}"
+    if widget_key not in st.session_state:
+        st.session_state[widget_key] = st.session_state.get(key, default)
+    value = widget(label, key=widget_key, **kwargs)
+    st.session_state[key] = value
+    return value

@@ -1,0 +1,149 @@
+"""Output blocks several pages draw: display controls, the top-5 chart, the stage overlays side by
+side, raw-map heatmaps, per-stage figures and the downloads."""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import streamlit as st
+
+import ltpa
+from ltpa import viz
+from ltpa.inference import Analysis, StageMap
+from ltpa.maps import COLORMAPS
+from pages.ui import state
+from pages.ui.compute import overlay_for
+from pages.ui.widgets import ChosenImage
+
+
+def display_controls() -> tuple[float, str]:
+    """Opacity and colormap of the overlays (persisted across pages)."""
+    opacity = state.persisted(st.slider, "Overlay opacity", state.OPACITY, state.DEFAULT_OPACITY,
+                              min_value=0.0, max_value=1.0, step=0.05)
+    colormap = state.persisted(st.selectbox, "Colormap", state.COLORMAP, state.DEFAULT_COLORMAP,
+                               options=list(COLORMAPS))
+    return float(opacity), str(colormap)
+
+
+def top5_chart(analysis: Analysis, key: str, title: str | None = None) -> None:
+    """The top-5 classes as a Plotly bar chart."""
+    figure = viz.top_k_bar(analysis.top(5), title or f"Top-5: {analysis.predicted_class}")
+    st.plotly_chart(figure, width="stretch", key=key)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """An RGB uint8 image encoded as PNG."""
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buffer.tobytes()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An array in NumPy's .npy format."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def csv_text(array: np.ndarray) -> str:
+    """A 2-D map as CSV (one row per map row)."""
+    buffer = io.StringIO()
+    np.savetxt(buffer, array, delimiter=",", fmt="%.8g")
+    return buffer.getvalue()
+
+
+def _file_stem(*parts: str) -> str:
+    return "_".join(p.replace(" ", "-").replace("/", "-") for p in parts if p)
+
+
+def stage_overlays(
+    chosen: ChosenImage, maps: Sequence[StageMap], opacity: float, colormap: str, key: str,
+    downloads: bool = True, caption_prefix: str = "",
+) -> None:
+    """Every stage's map over the image at the image's resolution, side by side, each with its
+    downloads (overlay PNG at full resolution, raw map as .npy and CSV)."""
+    if not maps:
+        return
+    stem = chosen.name.rsplit(".", 1)[0]
+    for column, stage_map in zip(st.columns(len(maps)), maps):
+        with column:
+            image = overlay_for(chosen, stage_map, opacity, colormap)
+            height, width = stage_map.native_size
+            st.image(image, caption=f"{caption_prefix}{stage_map.stage} ({height}x{width} map)",
+                     width="stretch", output_format="JPEG")
+            if not downloads:
+                continue
+            name = _file_stem(stem, key, stage_map.stage)
+            st.download_button(
+                "Overlay PNG", lambda m=stage_map: png_bytes(
+                    overlay_for(chosen, m, opacity, colormap, full_resolution=True)),
+                file_name=f"{name}_overlay.png", mime="image/png", key=f"{key}.{stage_map.stage}.png",
+                on_click="ignore", icon=":material/download:",
+            )
+            left, right = st.columns(2)
+            left.download_button(
+                ".npy", lambda m=stage_map: npy_bytes(m.native), file_name=f"{name}_map.npy",
+                mime="application/octet-stream", key=f"{key}.{stage_map.stage}.npy", on_click="ignore",
+            )
+            right.download_button(
+                "CSV", lambda m=stage_map: csv_text(m.native), file_name=f"{name}_map.csv",
+                mime="text/csv", key=f"{key}.{stage_map.stage}.csv", on_click="ignore",
+            )
+
+
+def raw_heatmaps(maps: Sequence[StageMap], key: str, per_row: int = 3) -> None:
+    """Each stage's raw map as a Plotly heatmap (hover: weight and share of attention mass)."""
+    for start in range(0, len(maps), per_row):
+        row = maps[start:start + per_row]
+        for column, stage_map in zip(st.columns(per_row), row):
+            height, width = stage_map.native_size
+            figure = viz.map_heatmap(stage_map.native, f"{stage_map.stage} ({height}x{width})")
+            column.plotly_chart(figure, width="stretch", key=f"{key}.{stage_map.stage}.heatmap")
+
+
+def stats_rows(maps: Sequence[StageMap]) -> list[dict[str, Any]]:
+    """Per-stage figures as table rows."""
+    return [{
+        "stage": m.stage,
+        "map size": f"{m.native_size[0]}x{m.native_size[1]}",
+        "entropy (nats)": round(m.stats.entropy, 4),
+        "entropy / log(N)": round(m.stats.normalised_entropy, 4),
+        "peak weight": float(f"{m.stats.peak:.4g}"),
+        "peak × N": round(m.stats.peak_over_uniform, 3),
+        "mass in top 10%": round(m.stats.top10_mass, 4),
+    } for m in maps]
+
+
+def stage_stats(maps: Sequence[StageMap], key: str) -> None:
+    """Entropy, peak and top-10% mass of every stage: a table and a figure."""
+    st.dataframe(stats_rows(maps), hide_index=True, width="stretch")
+    figure = viz.stage_stats_figure({m.stage: m.stats for m in maps})
+    st.plotly_chart(figure, width="stretch", key=f"{key}.stats")
+
+
+def view_record(chosen: ChosenImage, analyses: Sequence[Analysis], settings: dict[str, Any]) -> dict[str, Any]:
+    """What is needed to reproduce a view: models and checkpoint hashes, settings, image hash."""
+    return {
+        "ltpa_version": ltpa.__version__,
+        "image": {"name": chosen.name, "sha256": chosen.sha256, "height": chosen.loaded.height,
+                  "width": chosen.loaded.width, "notes": list(chosen.loaded.notes)},
+        "models": [{
+            "id": a.model_id, "checkpoint_sha256": a.checkpoint_sha256, "device": a.device,
+            "input_size": a.input_size, "top5": [[name, round(p, 6)] for name, p in a.top(5)],
+            "stages": [{"stage": m.stage, "map_size": list(m.native_size), **m.stats._asdict()}
+                       for m in a.maps],
+        } for a in analyses],
+        "settings": settings,
+    }
+
+
+def record_download(record: dict[str, Any], file_stem: str, key: str) -> None:
+    """A button downloading the view record as JSON."""
+    st.download_button(
+        "View record (JSON)", json.dumps(record, indent=2), file_name=f"{file_stem}_view.json",
+        mime="application/json", key=key, on_click="ignore", icon=":material/download:",
+    )

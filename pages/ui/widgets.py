@@ -1,0 +1,259 @@
+"""Widgets every page shares: the image picker, the model picker, cached model loading.
+
+Pages call these inside ``with st.sidebar:`` (or anywhere); the chosen image and model persist
+across pages through ``pages.ui.state``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from ltpa.device import get_device
+from ltpa.images import UPLOAD_EXTENSIONS, ImageError, LoadedImage, load_image
+from ltpa.registry import get_spec
+from ltpa.zoo import MANIFEST_NAME, LoadedModel, list_zoo, load_zoo_model, zoo_dir
+from pages.ui import state
+
+REPO = Path(__file__).resolve().parents[2]
+GALLERY_DIR = REPO / "assets" / "examples"
+NO_MODELS_MESSAGE = (
+    "No models in the zoo yet: the manifest at {folder} lists none. Train one with `ltpa train` "
+    "and register it, or set LTPA_ZOO to a folder holding a manifest.json."
+)
+
+
+# --- images ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Example:
+    """One image of the example gallery."""
+
+    file: str
+    title: str
+    credit: str
+    label: str | None
+
+    @property
+    def path(self) -> Path:
+        return GALLERY_DIR / self.file
+
+
+@dataclass(frozen=True)
+class ChosenImage:
+    """The image a page works on: the file as given, and its decoded RGB pixels."""
+
+    name: str
+    data: bytes
+    source: str  # "upload" or "example"
+    loaded: LoadedImage
+
+    @property
+    def array(self) -> np.ndarray:
+        return self.loaded.array
+
+    @property
+    def sha256(self) -> str:
+        return self.loaded.sha256
+
+
+@st.cache_data(show_spinner=False)
+def gallery() -> list[Example]:
+    """The shipped example images, in gallery order (empty if the gallery is missing)."""
+    index = GALLERY_DIR / "gallery.json"
+    if not index.is_file():
+        return []
+    examples = [Example(e["file"], e["title"], e["credit"], e.get("label"))
+                for e in json.loads(index.read_text())["examples"]]
+    return [e for e in examples if e.path.is_file()]
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def decode_image(data: bytes) -> LoadedImage:
+    """``ltpa.images.load_image`` cached on the file's bytes (errors are not cached)."""
+    return load_image(data)
+
+
+def _on_upload(upload_key: str, example_key: str) -> None:
+    uploaded = st.session_state.get(upload_key)
+    if uploaded is None:  # the user removed the file: fall back to the default example
+        state.clear_image()
+        return
+    state.set_image(uploaded.getvalue(), uploaded.name, "upload")
+    st.session_state[example_key] = None
+
+
+def _on_example(example_key: str) -> None:
+    title = st.session_state.get(example_key)
+    example = next((e for e in gallery() if e.title == title), None)
+    if example is not None:
+        state.set_image(example.path.read_bytes(), example.file, "example")
+
+
+def image_picker(key: str = "image", preview: bool = True) -> ChosenImage | None:
+    """Upload an image or pick one from the gallery; returns the decoded image, or None after
+    showing a clear error (the page goes on running). Until the user chooses, the first gallery
+    image is used so every page has something to show."""
+    upload_key, example_key = f"{key}.upload", f"{key}.example"
+    examples = gallery()
+    st.file_uploader(
+        "Upload an image", type=list(UPLOAD_EXTENSIONS), key=upload_key,
+        on_change=_on_upload, args=(upload_key, example_key),
+        help="PNG, JPEG, WebP, BMP, TIFF or GIF (first frame); up to 40 megapixels.",
+    )
+    st.selectbox(
+        "…or pick an example", [e.title for e in examples], index=None, key=example_key,
+        placeholder="Choose an example image", on_change=_on_example, args=(example_key,),
+    )
+    if state.get_image() is None and examples:
+        state.set_image(examples[0].path.read_bytes(), examples[0].file, "example")
+    chosen = state.get_image()
+    if chosen is None:
+        st.info("Upload an image to begin (the example gallery is missing).")
+        return None
+    data, name, source = chosen
+    try:
+        loaded = decode_image(data)
+    except ImageError as error:
+        st.error(f"Cannot use **{name}**: {error}.")
+        return None
+    if preview:
+        st.image(loaded.array, caption=f"{name} ({loaded.width}x{loaded.height})", width="stretch")
+    for note in loaded.notes:
+        st.caption(f"ℹ️ {note}")
+    return ChosenImage(name, data, source, loaded)
+
+
+# --- models ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A zoo model described by the choices that tell models apart."""
+
+    id: str
+    paper_name: str
+    backbone: str  # "vgg" or "resnet"
+    attention: bool
+    levels: int  # number of attention stages (0 for baselines)
+    head: str | None  # "concat" / "indep", None for baselines
+    compatibility: str | None  # "pc" / "dp", None for baselines
+    gap: bool  # global-average-pooling baseline (has CAM)
+    test_error: float | None
+
+    @property
+    def label(self) -> str:
+        if self.attention:
+            text = f"att{self.levels} · {self.head} · {self.compatibility}"
+        elif self.gap:
+            text = "GAP baseline (no attention; CAM)"
+        else:
+            text = "baseline (no attention)"
+        error = f", test error {self.test_error:.2f}%" if self.test_error is not None else ""
+        return f"{text} — {self.paper_name}{error}"
+
+
+BACKBONE_LABELS = {"vgg": "VGG", "resnet": "ResNet"}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _zoo_choices(folder: str, manifest_mtime: float) -> list[ModelChoice]:
+    choices = []
+    for entry in list_zoo():
+        card = entry.card
+        spec = get_spec(entry.registry_name)
+        error = card.get("test_error")
+        choices.append(ModelChoice(
+            id=entry.id,
+            paper_name=str(card.get("paper_name") or spec.paper_name),
+            backbone=spec.backbone,
+            attention=spec.attention,
+            levels=len(spec.fixed.get("taps", ())),
+            head=spec.fixed.get("head") if spec.attention else None,
+            compatibility=spec.fixed.get("compatibility") if spec.attention else None,
+            gap=bool(spec.fixed.get("gap", False)),
+            test_error=float(error) if error is not None else None,
+        ))
+    return choices
+
+
+def zoo_choices() -> list[ModelChoice]:
+    """Every shipped model (of the zoo ``LTPA_ZOO`` points to now), in manifest order."""
+    manifest = zoo_dir() / MANIFEST_NAME
+    # The manifest's mtime is part of the key: a zoo that lands while the app runs shows up.
+    return _zoo_choices(str(zoo_dir()), manifest.stat().st_mtime if manifest.is_file() else 0.0)
+
+
+def choice_of(model_id: str) -> ModelChoice | None:
+    """The description of one shipped model, or None if the zoo lacks it."""
+    return next((c for c in zoo_choices() if c.id == model_id), None)
+
+
+def no_models_message() -> None:
+    """Tell the user the zoo is empty."""
+    st.warning(NO_MODELS_MESSAGE.format(folder=zoo_dir()))
+
+
+def model_picker(
+    key: str = "model", persist_key: str = state.MODEL_ID, label: str = "Model",
+    attention_only: bool = False,
+) -> str | None:
+    """Choose a zoo model by backbone, then by attention stages / head / compatibility.
+
+    Returns the model id (persisted under ``persist_key``), or None after saying the zoo is empty.
+    """
+    choices = [c for c in zoo_choices() if c.attention or not attention_only]
+    if not choices:
+        no_models_message()
+        return None
+    ids = [c.id for c in choices]
+    current = state.get(persist_key)
+    if current not in ids:
+        current = ids[0]
+    by_id = {c.id: c for c in choices}
+    backbones = list(dict.fromkeys(c.backbone for c in choices))
+    backbone_key, variant_key = f"{key}.backbone", f"{key}.variant"
+    # Widget state is dropped on page switches: start both boxes from the persisted model.
+    if st.session_state.get(backbone_key) not in backbones:
+        st.session_state[backbone_key] = by_id[current].backbone
+    backbone = st.selectbox(
+        f"{label}: backbone", backbones, key=backbone_key,
+        format_func=lambda b: BACKBONE_LABELS.get(b, b),
+    )
+    options = [c.id for c in choices if c.backbone == backbone]
+    if st.session_state.get(variant_key) not in options:
+        st.session_state[variant_key] = current if current in options else options[0]
+    model_id = st.selectbox(
+        f"{label}: attention · head · compatibility", options, key=variant_key,
+        format_func=lambda i: by_id[i].label,
+        help="pc: learned compatibility <u, l + g>; dp: dot product <l, g>. concat: one classifier "
+             "on all attended features; indep: one per stage.",
+    )
+    state.put(persist_key, model_id)
+    return model_id
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=16)
+def _load(folder: str, model_id: str, sha256: str, device: str) -> LoadedModel:
+    # folder and sha256 are part of the cache key so a replaced zoo or checkpoint is reloaded.
+    return load_zoo_model(model_id, device=device)
+
+
+def load_model(model_id: str) -> LoadedModel:
+    """The zoo model in eval mode on the best device, loaded once per process and shared by all
+    sessions: never call ``.train()``, register hooks or ``.backward()`` on it."""
+    entry = next((e for e in list_zoo() if e.id == model_id), None)
+    if entry is None:
+        raise ValueError(f"no shipped model {model_id!r} in {zoo_dir()}")
+    return _load(str(zoo_dir()), model_id, str(entry.card.get("sha256", "")), str(get_device()))
+
+
+def model_or_error(model_id: str) -> LoadedModel | None:
+    """``load_model`` that shows a clear error in the page (and returns None) instead of raising."""
+    try:
+        return load_model(model_id)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:
+        st.error(f"Cannot load model **{model_id}**: {error}")
+        return None
