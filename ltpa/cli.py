@@ -12,6 +12,8 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("ltpa.commands.models", "list registered models (parameters, map sizes)"),
     "train": ("ltpa.commands.train", "train a registered model"),
+    "train-zoo": ("ltpa.commands.train_zoo", "train and ship the model-zoo recipes"),
+    "zoo-finalize": ("ltpa.commands.zoo_finalize", "write the zoo manifest from shipped cards"),
     "eval": ("ltpa.commands.evaluate", "evaluate a model: top-1 error, per-class accuracy, confusion"),
     "segment-eval": ("ltpa.commands.segment_eval", "score attention masks against ground truth"),
     "robustness": ("ltpa.commands.robustness", "FGSM robustness curves over a dataset"),

@@ -1,0 +1,77 @@
+"""``ltpa train``: train any registered model (resumable, seeded, bf16 on CUDA)."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from ltpa.training import STATE_FILE, TrainConfig, Trainer
+
+
+def _override(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig()
+    parser.add_argument("model", nargs="?", help="registered model name (see `ltpa models`)")
+    parser.add_argument("--data", default=defaults.data,
+                        help="cifar10, cifar100, svhn, or an ImageFolder tree with train/ and test/")
+    parser.add_argument("--data-root", default=None, help="folder holding torchvision dataset files")
+    parser.add_argument("--no-download", dest="download", action="store_false",
+                        help="never try to download a torchvision dataset")
+    parser.add_argument("--out", default=None, help="run folder (default runs/<model>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue an interrupted run from its folder (its saved config is used)")
+    parser.add_argument("--width", type=float, default=defaults.width, help="channel width multiplier")
+    parser.add_argument("--set", dest="overrides", action="append", type=_override, default=[],
+                        metavar="KEY=VALUE", help="model override, e.g. --set match=project_g")
+    for name, kind in (("epochs", int), ("batch_size", int), ("lr", float), ("momentum", float),
+                       ("weight_decay", float), ("label_smoothing", float), ("warmup", float),
+                       ("pad", int), ("cutout", int), ("seed", int), ("image_size", int)):
+        parser.add_argument("--" + name.replace("_", "-"), type=kind,
+                            default=getattr(defaults, name), help=f"default {getattr(defaults, name)}")
+    parser.add_argument("--device", default=defaults.device, help="auto, cuda, cuda:N, mps or cpu")
+    parser.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    parser.add_argument("--compile", action="store_true", help="model.compile() (CUDA; slower start)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run configuration: from the run folder when resuming, else from the arguments."""
+    if args.resume:
+        state = Path(args.resume) / STATE_FILE
+        if not state.is_file():
+            raise FileNotFoundError(f"nothing to resume: {state} does not exist")
+        import torch
+
+        saved = torch.load(state, map_location="cpu", weights_only=True)["config"]
+        config = TrainConfig.from_dict(saved)
+        config.out = str(args.resume)
+        if args.epochs != TrainConfig().epochs:
+            config.epochs = args.epochs  # allow extending a finished run
+        return config
+    if not args.model:
+        raise ValueError("name a model to train (see `ltpa models`) or pass --resume RUN_DIR")
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    values["overrides"] = dict(args.overrides)
+    values["out"] = args.out or f"runs/{args.model}"
+    return TrainConfig.from_dict(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if not args.resume and (Path(config.out) / STATE_FILE).is_file():
+        raise ValueError(f"{config.out} already holds a run: pass --resume {config.out} to continue "
+                         "it, or choose another --out")
+    log = Trainer(config).run()
+    if log and log[-1]["test_acc"] is not None:
+        print(f"done: {config.out}/model.pt, test error {100 * (1 - log[-1]['test_acc']):.2f}%")
+    return 0

@@ -1,0 +1,26 @@
+"""``ltpa train-zoo``: train and ship the zoo recipes (see ltpa.shipping)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ltpa.shipping import ZOO_RECIPES, train_zoo
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ids", default=",".join(ZOO_RECIPES),
+                        help=f"comma-separated recipes (default all: {', '.join(ZOO_RECIPES)})")
+    parser.add_argument("--data", required=True, help="dataset name or ImageFolder tree")
+    parser.add_argument("--runs", default="runs/zoo", help="folder for the training runs")
+    parser.add_argument("--zoo", default="assets/models", help="where shipped files and cards go")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="int8", choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+
+
+def run(args: argparse.Namespace) -> int:
+    ids = [i.strip() for i in args.ids.split(",") if i.strip()]
+    train_zoo(ids, args.data, Path(args.runs), Path(args.zoo), args.device, args.compile,
+              args.precision, args.epochs)
+    return 0
