@@ -1,0 +1,191 @@
+"""``ltpa segment-eval`` end to end on a tiny generated folder with the tiny zoo, plus its parts."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from ltpa import masks, segmentation
+from ltpa.cli import main
+from ltpa.zoo import load_zoo_model
+
+ATTENTION_IDS = ("vgg_att3_concat_pc", "vgg_att3_concat_dp", "resnet_att2_concat_pc")
+
+
+def write_pair(images: Path, masks_dir: Path, stem: str, rng: np.random.Generator,
+               size: tuple[int, int] = (48, 64), mask_size: tuple[int, int] | None = None,
+               mask_kind: str = "object") -> None:
+    height, width = size
+    image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    cv2.imwrite(str(images / f"{stem}.jpg"), image)
+    mh, mw = mask_size or size
+    mask = np.zeros((mh, mw), dtype=np.uint8)
+    if mask_kind == "object":
+        mask[mh // 4: 3 * mh // 4, mw // 4: 3 * mw // 4] = 255
+    elif mask_kind == "full":
+        mask[:] = 255
+    cv2.imwrite(str(masks_dir / f"{stem}.png"), mask)
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> tuple[Path, Path]:
+    """Four good pairs (one mask at half size), plus every kind of bad input."""
+    images, masks_dir = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks_dir.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        write_pair(images, masks_dir, f"good{k}", rng)
+    write_pair(images, masks_dir, "halfmask", rng, size=(96, 128), mask_size=(48, 64))
+    write_pair(images, masks_dir, "empty", rng, mask_kind="empty")
+    write_pair(images, masks_dir, "full", rng, mask_kind="full")
+    write_pair(images, masks_dir, "squashed", rng, size=(48, 64), mask_size=(48, 48))
+    (masks_dir / "stray_mask.png").write_bytes((masks_dir / "good0.png").read_bytes())
+    (images / "stray_image.jpg").write_bytes((images / "good0.jpg").read_bytes())
+    (images / "notes.txt").write_text("not an image")
+    (images / "broken.png").write_bytes(b"not really a png")
+    (masks_dir / "broken.png").write_bytes((masks_dir / "good1.png").read_bytes())
+    return images, masks_dir
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_segment_eval_end_to_end(tiny_zoo: Path, folder: tuple[Path, Path], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture) -> None:
+    images, masks_dir = folder
+    out = tmp_path / "out"
+    code = main(["segment-eval", "--images", str(images), "--masks", str(masks_dir),
+                 "--out", str(out), "--batch-size", "3"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    info = json.loads((out / "summary.json").read_text())
+    assert info["evaluated"] == 4
+    assert info["skipped_by_reason"] == {
+        "not_an_image": 1, "mask_without_image": 1, "image_without_mask": 1,
+        "unreadable_image": 1, "empty_mask": 1, "full_mask": 1, "aspect_ratio": 1,
+    }
+    assert "skipped 7" in printed and "mask has no foreground" in printed
+
+    summary = read_csv(out / "summary.csv")
+    sources = {(r["method"], r["model"], r["stage"]) for r in summary}
+    expected = {("attention", "vgg_att3_concat_pc", s) for s in ("layer7", "layer10", "layer13", "combined")}
+    expected |= {("attention", "resnet_att2_concat_pc", s) for s in ("stage2", "stage3", "combined")}
+    expected |= {("cam", "vgg_gap", "cam"), ("grad_cam", "vgg", "grad_cam"), ("centre_prior", "", "centre_prior")}
+    assert expected <= sources
+    assert len(sources) == 4 + 4 + 3 + 3
+    assert {r["rule"] for r in summary} == set(masks.RULES)
+    assert all(r["images"] == "4" for r in summary)
+    assert {r["threshold"] for r in summary if r["rule"] == "fraction"} == {"0.5"}
+
+    per_image = read_csv(out / "per_image.csv")
+    assert len(per_image) == 4 * 14 * len(masks.RULES)
+    assert {r["image"] for r in per_image} == {"good0", "good1", "good2", "halfmask"}
+    # The summary is the mean of the per-image rows.
+    rows = [float(r["jaccard"]) for r in per_image
+            if r["model"] == "vgg_gap" and r["rule"] == "top"]
+    cam_top = next(r for r in summary if r["model"] == "vgg_gap" and r["rule"] == "top")
+    assert float(cam_top["mean_jaccard"]) == pytest.approx(np.mean(rows), abs=1e-5)
+    # The centre prior's peak is the image centre, inside every centred square object.
+    prior = [r for r in per_image if r["method"] == "centre_prior"]
+    assert prior and all(r["pointing_hit"] == "1" for r in prior)
+
+    sweep = read_csv(out / "sweep.csv")
+    assert len([r for r in sweep if r["model"] == "vgg_gap" and r["rule"] == "fraction"]) == 20
+    best = read_csv(out / "best_thresholds.csv")
+    for row in best:
+        curve = [float(r["mean_jaccard"]) for r in sweep if (r["method"], r["model"], r["stage"], r["rule"])
+                 == (row["method"], row["model"], row["stage"], row["rule"])]
+        assert float(row["best_mean_jaccard"]) == pytest.approx(max(curve), abs=1e-5)
+    skipped = read_csv(out / "skipped.csv")
+    assert {"images/stray_image.jpg", "masks/stray_mask.png", "images/notes.txt"} <= {r["name"] for r in skipped}
+    results_md = (out / "results.md").read_text()
+    assert "not tuned" in results_md and "tuned on this set" in results_md
+    assert "| CAM (vgg_gap) |" in results_md
+
+
+def test_segment_eval_models_stages_rules_and_clean_up(tiny_zoo: Path, folder: tuple[Path, Path],
+                                                       tmp_path: Path) -> None:
+    images, masks_dir = folder
+    out = tmp_path / "out"
+    code = main(["segment-eval", "--images", str(images), "--masks", str(masks_dir), "--out", str(out),
+                 "--models", "vgg_att3_concat_pc", "--stages", "layer13,combined", "--rules", "mass,otsu",
+                 "--mass", "70", "--compare", "centre_prior", "--largest-component", "--opening", "3"])
+    assert code == 0
+    summary = read_csv(out / "summary.csv")
+    assert {(r["model"], r["stage"], r["rule"]) for r in summary} == {
+        (m, s, rule) for m, s in (("vgg_att3_concat_pc", "layer13"), ("vgg_att3_concat_pc", "combined"),
+                                  ("", "centre_prior")) for rule in ("mass", "otsu")}
+    assert {r["threshold"] for r in summary if r["rule"] == "mass"} == {"70"}
+    assert {r["threshold"] for r in summary if r["rule"] == "otsu"} == {"auto"}
+    settings = json.loads((out / "summary.json").read_text())["settings"]
+    assert settings["largest_component"] and settings["opening"] == 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--fraction", "1.5"], r"\(0, 1\]"),
+    (["--top", "0"], r"\(0, 100\]"),
+    (["--rules", "median"], "valid choices"),
+    (["--models", "nope"], "no shipped model"),
+    (["--models", "vgg"], "no attention stages"),
+    (["--stages", "layer99"], "unknown stage"),
+])
+def test_segment_eval_bad_arguments(tiny_zoo: Path, folder: tuple[Path, Path], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture, argv: list[str], message: str) -> None:
+    images, masks_dir = folder
+    code = main(["segment-eval", "--images", str(images), "--masks", str(masks_dir),
+                 "--out", str(tmp_path / "out"), *argv])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert error.count("\n") == 1 and error.startswith("ltpa segment-eval: error:")  # no traceback
+    assert re.search(message, error)
+
+
+def test_missing_folder_and_empty_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      folder: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    code = main(["segment-eval", "--images", str(tmp_path / "nope"), "--masks", str(tmp_path)])
+    assert code == 2 and "no image folder" in capsys.readouterr().err
+    monkeypatch.setenv("LTPA_ZOO", str(tmp_path / "empty_zoo"))
+    images, masks_dir = folder
+    code = main(["segment-eval", "--images", str(images), "--masks", str(masks_dir),
+                 "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "no attention model in the zoo" in printed and "CAM left out" in printed
+    assert {r["method"] for r in read_csv(tmp_path / "out" / "summary.csv")} == {"centre_prior"}
+
+
+def test_pairing_with_mask_suffix(tmp_path: Path) -> None:
+    images, masks_dir = tmp_path / "i", tmp_path / "m"
+    images.mkdir()
+    masks_dir.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (images / name).write_bytes(b"")
+    for name in ("a_mask.png", "b_mask.png", "c.png"):
+        (masks_dir / name).write_bytes(b"")
+    pairs, skips = segmentation.pair_folders(images, masks_dir, mask_suffix="_mask")
+    assert [(p.stem, p.mask.name) for p in pairs] == [("a", "a_mask.png"), ("b", "b_mask.png")]
+    assert [(s.name, s.reason) for s in skips] == [("masks/c.png", "mask_without_image")]
+
+
+def test_batched_maps_equal_one_at_a_time(tiny_zoo: Path) -> None:
+    loaded = load_zoo_model("vgg_att3_concat_pc")
+    x = torch.rand(5, 3, 32, 32)
+    batched = segmentation.native_maps(loaded, "attention", x, batch_size=2)
+    single = segmentation.native_maps(loaded, "attention", x[3:4])
+    assert set(batched) == {"layer7", "layer10", "layer13"}
+    for stage in batched:
+        assert batched[stage].shape[0] == 5
+        np.testing.assert_allclose(batched[stage][3], single[stage][0], rtol=1e-4, atol=1e-7)
+    baseline = load_zoo_model("vgg")
+    grad = segmentation.native_maps(baseline, "grad_cam", x, batch_size=2)
+    grad_single = segmentation.native_maps(baseline, "grad_cam", x[3:4])
+    np.testing.assert_allclose(grad["grad_cam"][3], grad_single["grad_cam"][0], rtol=1e-3, atol=1e-6)
