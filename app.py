@@ -41,6 +41,7 @@ with st.sidebar:
     model_id = model_picker()
     st.header("Display")
     opacity, colormap = views.display_controls()
+    scaling = views.scaling_control()
 
 if chosen is None or model_id is None:
     st.info("Choose an image and a model in the sidebar to see the attention maps.")
@@ -69,13 +70,14 @@ if not analysis.maps:
     )
 else:
     st.subheader(f"Attention at every stage ({len(analysis.maps)})")
-    views.stage_overlays(chosen, analysis.maps, opacity, colormap, key="home")
+    views.stage_overlays(chosen, analysis.maps, opacity, colormap, key="home", scaling=scaling)
     st.subheader("Raw maps")
     st.caption("The maps as the model computes them; hover a cell for its weight and its share of "
                "the attention mass.")
-    views.raw_heatmaps(analysis.maps, key="home")
+    views.raw_heatmaps(analysis.maps, key="home", colormap=colormap)
     st.subheader("Per-stage figures")
     views.stage_stats(analysis.maps, key="home")
 
-record = views.view_record(chosen, [analysis], {"page": "home", "opacity": opacity, "colormap": colormap})
+record = views.view_record(chosen, [analysis], {
+    "page": "home", "opacity": opacity, "colormap": colormap, "scaling": scaling})
 views.record_download(record, chosen.name.rsplit(".", 1)[0] + f"_{model_id}", key="home.record")

@@ -51,10 +51,11 @@ def map_heatmap(attention: np.ndarray, title: str = "", colorscale: str = "Jet")
     return figure
 
 
+# (MapStats field, panel title, hint, value of a uniform map: drawn as a dashed reference line)
 STAT_PANELS = (
-    ("normalised_entropy", "entropy / log(N)", "1 = spread evenly"),
-    ("peak_over_uniform", "peak × N", "1 = uniform"),
-    ("top10_mass", "mass in top 10%", "0.1 = uniform"),
+    ("normalised_entropy", "entropy / log(N)", "1 = spread evenly", 1.0),
+    ("peak_over_uniform", "peak × N", "1 = uniform", 1.0),
+    ("top10_mass", "mass in top 10%", "0.1 = uniform", 0.1),
 )
 
 
@@ -63,14 +64,15 @@ def stage_stats_figure(stats: Mapping[str, MapStats], title: str = "Per-stage at
     share of attention mass held by the top 10% of positions."""
     stages = list(stats)
     figure = make_subplots(rows=1, cols=len(STAT_PANELS),
-                           subplot_titles=[f"{name}<br><sup>{hint}</sup>" for _, name, hint in STAT_PANELS])
-    for column, (field, name, _) in enumerate(STAT_PANELS, start=1):
+                           subplot_titles=[f"{name}<br><sup>{hint}</sup>" for _, name, hint, _ in STAT_PANELS])
+    for column, (field, name, _, uniform) in enumerate(STAT_PANELS, start=1):
         values = [float(getattr(stats[s], field)) for s in stages]
         figure.add_trace(go.Bar(
             x=stages, y=values, name=name, showlegend=False,
             text=[f"{v:.3g}" for v in values], textposition="auto",
             hovertemplate="%{x}: %{y:.4g}<extra>" + name + "</extra>",
         ), row=1, col=column)
+        figure.add_hline(y=uniform, line_dash="dash", line_color="grey", row=1, col=column)
     figure.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=90, b=10))
     return figure
 
@@ -92,12 +94,12 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], title: str = "Training"
         return [None if a is None else 100.0 * (1.0 - float(a)) for a in series(key)]
 
     for key, name in (("train_loss", "train"), ("test_loss", "test")):
-        figure.add_trace(go.Scatter(x=x, y=series(key), name=f"{name} loss", mode="lines"), 1, 1)
+        figure.add_trace(go.Scatter(x=x, y=series(key), name=f"{name} loss", mode="lines", connectgaps=True), 1, 1)
     for key, name in (("train_acc", "train"), ("test_acc", "test")):
-        figure.add_trace(go.Scatter(x=x, y=error(key), name=f"{name} error", mode="lines"), 1, 2)
+        figure.add_trace(go.Scatter(x=x, y=error(key), name=f"{name} error", mode="lines", connectgaps=True), 1, 2)
     for stage in stages:
         values = [(e.get("entropy") or {}).get(stage) for e in epochs]
-        figure.add_trace(go.Scatter(x=x, y=values, name=f"entropy {stage}", mode="lines"), 1, 3)
+        figure.add_trace(go.Scatter(x=x, y=values, name=f"entropy {stage}", mode="lines", connectgaps=True), 1, 3)
     figure.update_xaxes(title="epoch")
     figure.update_layout(title=title, height=340, margin=dict(l=10, r=10, t=60, b=10))
     return figure

@@ -55,17 +55,18 @@ def display_copy(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndar
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _overlay(image_key: str, native_map: np.ndarray, opacity: float, colormap: str,
+def _overlay(image_key: str, native_map: np.ndarray, opacity: float, colormap: str, scaling: str,
              _image: np.ndarray) -> np.ndarray:
-    return overlay(_image, native_map, opacity=opacity, colormap=colormap)
+    return overlay(_image, native_map, opacity=opacity, colormap=colormap, mode=scaling)
 
 
 def overlay_for(chosen: ChosenImage, stage_map: StageMap, opacity: float, colormap: str,
-                full_resolution: bool = False) -> np.ndarray:
+                full_resolution: bool = False, scaling: str = "max") -> np.ndarray:
     """A stage's map blended over the chosen image (``ltpa.maps.overlay``), cached per setting.
 
     On screen very large images are drawn at ``DISPLAY_MAX_SIDE``; ``full_resolution`` gives the
-    overlay at the image's own size (for downloads)."""
+    overlay at the image's own size (for downloads). ``scaling`` is an ``ltpa.maps`` normalisation
+    mode: ``max`` (a / peak) or ``minmax``."""
     image = chosen.array if full_resolution else display_copy(chosen.array)
     key = f"{chosen.sha256}:{image.shape[0]}x{image.shape[1]}"
-    return _overlay(key, stage_map.native, float(opacity), colormap, image)
+    return _overlay(key, stage_map.native, float(opacity), colormap, scaling, image)

@@ -21,9 +21,11 @@ COMPARE_MODEL_IDS = "ltpa.compare_model_ids"
 # Display settings shared by all pages that draw overlays.
 OPACITY = "ltpa.display.opacity"
 COLORMAP = "ltpa.display.colormap"
+SCALING = "ltpa.display.scaling"  # "max" (a / peak) or "minmax" (stretch min..max), ltpa.maps modes
 
 DEFAULT_OPACITY = 0.5
 DEFAULT_COLORMAP = "jet"
+DEFAULT_SCALING = "max"
 
 
 def get(key: str, default: Any = None) -> Any:

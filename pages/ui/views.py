@@ -28,6 +28,21 @@ def display_controls() -> tuple[float, str]:
     return float(opacity), str(colormap)
 
 
+SCALING_LABELS = {"max": "a / peak (keeps contrast honest)", "minmax": "stretch min to max"}
+
+
+def scaling_control() -> str:
+    """How maps are scaled to colours (persisted): ``max`` divides by the peak, so a nearly
+    uniform map looks uniform; ``minmax`` stretches tiny differences to the full range."""
+    return str(state.persisted(
+        st.radio, "Map scaling", state.SCALING, state.DEFAULT_SCALING, options=list(SCALING_LABELS),
+        format_func=SCALING_LABELS.get,
+        help="Softmax maps are tiny numbers (uniform is 1/1024 on a 32x32 map), so they are scaled "
+             "for display. Dividing by the peak shows a nearly uniform map as nearly uniform; "
+             "min-max stretching reveals small differences but exaggerates them.",
+    ))
+
+
 def top5_chart(analysis: Analysis, key: str, title: str | None = None) -> None:
     """The top-5 classes as a Plotly bar chart."""
     figure = viz.top_k_bar(analysis.top(5), title or f"Top-5: {analysis.predicted_class}")
@@ -49,6 +64,13 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """Several named arrays in one compressed .npz file."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
 def csv_text(array: np.ndarray) -> str:
     """A 2-D map as CSV (one row per map row)."""
     buffer = io.StringIO()
@@ -60,48 +82,56 @@ def _file_stem(*parts: str) -> str:
     return "_".join(p.replace(" ", "-").replace("/", "-") for p in parts if p)
 
 
+def stage_cell(
+    chosen: ChosenImage, stage_map: StageMap, opacity: float, colormap: str, key: str,
+    downloads: bool = True, caption: str | None = None, scaling: str = "max",
+) -> None:
+    """One stage's map over the image at the image's resolution, optionally with its downloads
+    (overlay PNG at full resolution, raw map as .npy and CSV; generated only when clicked)."""
+    image = overlay_for(chosen, stage_map, opacity, colormap, scaling=scaling)
+    height, width = stage_map.native_size
+    st.image(image, caption=caption or f"{stage_map.stage} ({height}x{width} map)",
+             width="stretch", output_format="JPEG")
+    if not downloads:
+        return
+    name = _file_stem(chosen.name.rsplit(".", 1)[0], key, stage_map.stage)
+    st.download_button(
+        "Overlay PNG", lambda: png_bytes(overlay_for(chosen, stage_map, opacity, colormap,
+                                                     full_resolution=True, scaling=scaling)),
+        file_name=f"{name}_overlay.png", mime="image/png", key=f"{key}.{stage_map.stage}.png",
+        on_click="ignore", icon=":material/download:",
+    )
+    left, right = st.columns(2)
+    left.download_button(
+        ".npy", lambda: npy_bytes(stage_map.native), file_name=f"{name}_map.npy",
+        mime="application/octet-stream", key=f"{key}.{stage_map.stage}.npy", on_click="ignore",
+    )
+    right.download_button(
+        "CSV", lambda: csv_text(stage_map.native), file_name=f"{name}_map.csv",
+        mime="text/csv", key=f"{key}.{stage_map.stage}.csv", on_click="ignore",
+    )
+
+
 def stage_overlays(
     chosen: ChosenImage, maps: Sequence[StageMap], opacity: float, colormap: str, key: str,
-    downloads: bool = True, caption_prefix: str = "",
+    downloads: bool = True, scaling: str = "max",
 ) -> None:
-    """Every stage's map over the image at the image's resolution, side by side, each with its
-    downloads (overlay PNG at full resolution, raw map as .npy and CSV)."""
+    """Every stage's map over the image, side by side (see ``stage_cell``)."""
     if not maps:
         return
-    stem = chosen.name.rsplit(".", 1)[0]
     for column, stage_map in zip(st.columns(len(maps)), maps):
         with column:
-            image = overlay_for(chosen, stage_map, opacity, colormap)
-            height, width = stage_map.native_size
-            st.image(image, caption=f"{caption_prefix}{stage_map.stage} ({height}x{width} map)",
-                     width="stretch", output_format="JPEG")
-            if not downloads:
-                continue
-            name = _file_stem(stem, key, stage_map.stage)
-            st.download_button(
-                "Overlay PNG", lambda m=stage_map: png_bytes(
-                    overlay_for(chosen, m, opacity, colormap, full_resolution=True)),
-                file_name=f"{name}_overlay.png", mime="image/png", key=f"{key}.{stage_map.stage}.png",
-                on_click="ignore", icon=":material/download:",
-            )
-            left, right = st.columns(2)
-            left.download_button(
-                ".npy", lambda m=stage_map: npy_bytes(m.native), file_name=f"{name}_map.npy",
-                mime="application/octet-stream", key=f"{key}.{stage_map.stage}.npy", on_click="ignore",
-            )
-            right.download_button(
-                "CSV", lambda m=stage_map: csv_text(m.native), file_name=f"{name}_map.csv",
-                mime="text/csv", key=f"{key}.{stage_map.stage}.csv", on_click="ignore",
-            )
+            stage_cell(chosen, stage_map, opacity, colormap, key, downloads, scaling=scaling)
 
 
-def raw_heatmaps(maps: Sequence[StageMap], key: str, per_row: int = 3) -> None:
+def raw_heatmaps(maps: Sequence[StageMap], key: str, per_row: int = 3, colormap: str = "jet") -> None:
     """Each stage's raw map as a Plotly heatmap (hover: weight and share of attention mass)."""
     for start in range(0, len(maps), per_row):
         row = maps[start:start + per_row]
         for column, stage_map in zip(st.columns(per_row), row):
             height, width = stage_map.native_size
-            figure = viz.map_heatmap(stage_map.native, f"{stage_map.stage} ({height}x{width})")
+            figure = viz.map_heatmap(stage_map.native, f"{stage_map.stage} ({height}x{width})",
+                                     colorscale=colormap)
             column.plotly_chart(figure, width="stretch", key=f"{key}.{stage_map.stage}.heatmap")
 
 

@@ -1,0 +1,153 @@
+"""Models: the shipped model cards, accuracy against the paper, training curves, per-class
+accuracy and confusion matrices."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from ltpa import viz
+from ltpa.zoo import list_zoo, zoo_dir
+from pages.ui.widgets import choice_of, model_picker, no_models_message
+
+# Top-1 test error (%) on CIFAR-10 reported by Jetley et al. (ICLR 2018), by registry name.
+PAPER_CIFAR10_ERROR = {
+    "vgg": 7.77,
+    "vgg_gap": 9.87,
+    "vgg_att2_concat_pc": 5.23,
+    "vgg_att3_concat_pc": 6.34,
+    "resnet164": 5.46,
+}
+# Card fields too bulky for the card view (they get their own figures).
+BULKY_FIELDS = ("confusion", "per_class_accuracy", "fixture")
+
+st.set_page_config(page_title="Models · Learn to Pay Attention", page_icon="🔎", layout="wide")
+st.title("The model zoo")
+
+entries = list_zoo()
+if not entries:
+    no_models_message()
+    st.stop()
+
+st.markdown(
+    "Every model shipped with the app, as listed in its model card. Errors are top-1 test errors "
+    "in percent. **Our data is a JPEG (quality 75) re-encode of CIFAR-10**, so our errors are "
+    "measured on slightly degraded images and are not exactly comparable with the paper's, which "
+    "used the original images and much longer schedules (see each card for the recipe)."
+)
+
+
+def _hours(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "—"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
+
+
+def _paper_error(card: dict[str, Any]) -> float | None:
+    return PAPER_CIFAR10_ERROR.get(card.get("registry_name", ""))
+
+
+rows = []
+for entry in entries:
+    card = entry.card
+    choice = choice_of(entry.id)
+    training = card.get("training") or {}
+    ours, paper = card.get("test_error"), _paper_error(card)
+    rows.append({
+        "id": entry.id,
+        "paper name": choice.paper_name if choice else entry.id,
+        "attention stages": ", ".join(card.get("stages") or []) or "none",
+        "parameters (M)": round(card["params"] / 1e6, 2) if card.get("params") else None,
+        "test error % (ours)": ours,
+        "test error % (paper)": paper,
+        "ours − paper": round(ours - paper, 2) if ours is not None and paper is not None else None,
+        "epochs": training.get("epochs"),
+        "training time": _hours(training.get("wall_time_s")),
+        "hardware": training.get("hardware", "—"),
+        "checkpoint sha256": str(card.get("sha256", ""))[:12],
+    })
+st.subheader("Accuracy against the paper")
+st.dataframe(rows, hide_index=True, width="stretch")
+st.caption("Paper figures (CIFAR-10 top-1 error): VGG 7.77, VGG-GAP 9.87, (VGG-att2)-concat-pc "
+           "5.23, (VGG-att3)-concat-pc 6.34, ResNet-164 5.46. The paper lists no figure for the "
+           "other variants shipped here; a dash means no comparison.")
+compared = [{"model": r["paper name"], "ours": r["test error % (ours)"], "paper": r["test error % (paper)"]}
+            for r in rows if r["test error % (ours)"] is not None]
+if compared:
+    st.plotly_chart(viz.error_vs_paper(compared), width="stretch", key="models.vs_paper")
+else:
+    st.info("No shipped model has a measured test error yet.")
+
+per_class = {choice_of(e.id).paper_name if choice_of(e.id) else e.id: e.card["per_class_accuracy"]
+             for e in entries if e.card.get("per_class_accuracy")}
+if per_class:
+    st.subheader("Per-class accuracy of every model")
+    st.plotly_chart(viz.per_class_bars(per_class), width="stretch", key="models.per_class")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def read_log(path: str, mtime: float) -> dict[str, Any]:
+    """A training log (cached until the file changes)."""
+    return json.loads(Path(path).read_text())
+
+
+st.subheader("Model card")
+with st.sidebar:
+    st.header("Model")
+    model_id = model_picker()
+if model_id is None:
+    st.stop()
+card = next(e.card for e in entries if e.id == model_id)
+choice = choice_of(model_id)
+title = choice.paper_name if choice else model_id
+st.markdown(f"### {title} (`{model_id}`)")
+
+left, middle, right = st.columns(3)
+error = card.get("test_error")
+paper = _paper_error(card)
+left.metric("Test error (ours)", f"{error:.2f}%" if error is not None else "not measured",
+            delta=f"{error - paper:+.2f} vs paper" if error is not None and paper is not None else None,
+            delta_color="inverse")
+middle.metric("Parameters", f"{card['params'] / 1e6:.2f} M" if card.get("params") else "—")
+right.metric("Map sizes", " · ".join(f"{h}×{w}" for h, w in card.get("map_sizes") or []) or "no attention")
+st.caption(f"Dataset: {card.get('dataset') or 'not stated'}")
+
+training = card.get("training") or {}
+if training.get("command"):
+    st.markdown("Trained with:")
+    st.code(training["command"], language="bash")
+st.markdown(" · ".join(f"**{k}**: {training[k]}" for k in ("epochs", "hardware", "images_per_s") if k in training)
+            + (f" · **wall time**: {_hours(training['wall_time_s'])}" if "wall_time_s" in training else ""))
+
+log_path = zoo_dir() / card["log"] if card.get("log") else None
+if log_path is not None and log_path.is_file():
+    log = read_log(str(log_path), log_path.stat().st_mtime)
+    if log.get("epochs"):
+        st.plotly_chart(viz.training_curves(log["epochs"], f"Training of {title}"), width="stretch",
+                        key="models.curves")
+    else:
+        st.info("The training log lists no epochs.")
+else:
+    st.info("No training log is shipped with this model.")
+
+left, right = st.columns(2)
+with left:
+    if card.get("per_class_accuracy"):
+        st.plotly_chart(viz.per_class_bars({title: card["per_class_accuracy"]}, f"Per-class accuracy: {title}"),
+                        width="stretch", key="models.card_per_class")
+    else:
+        st.info("No per-class accuracy in this card.")
+with right:
+    if card.get("confusion"):
+        st.plotly_chart(viz.confusion_heatmap(card["confusion"], card["class_names"], f"Confusion matrix: {title}"),
+                        width="stretch", key="models.confusion")
+    else:
+        st.info("No confusion matrix in this card.")
+
+with st.expander("The full model card (JSON)"):
+    st.json({k: v for k, v in card.items() if k not in BULKY_FIELDS})
+st.download_button("Model card (JSON)", json.dumps(card, indent=2), file_name=f"{model_id}_card.json",
+                   mime="application/json", key="models.card_download", on_click="ignore",
+                   icon=":material/download:")

@@ -1,0 +1,131 @@
+"""The home page through AppTest: what it shows agrees with ltpa called directly; bad files get a
+clear message and the page keeps working."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import sample_images as samples
+from app_helpers import (GALLERY, assert_page_matches, captions, direct_analysis, errors,
+                         figures_titled, image_captions, start_app, upload)
+from pages.ui import state
+
+COFFEE = (GALLERY / "photo_coffee.jpg").read_bytes()
+
+
+def test_upload_shows_the_prediction_and_maps_ltpa_computes(tiny_zoo):
+    at = upload(start_app(), "coffee.jpg", COFFEE, "image/jpeg")
+    assert not at.exception and not errors(at)
+    expected = direct_analysis("vgg_att3_concat_pc", COFFEE)
+    assert_page_matches(at, expected)
+    shown = image_captions(at)
+    for stage_map in expected.maps:
+        height, width = stage_map.native_size
+        assert f"{stage_map.stage} ({height}x{width} map)" in shown
+    table = at.dataframe[0].value
+    assert list(table["stage"]) == list(expected.stages)
+    np.testing.assert_allclose(table["mass in top 10%"], [m.stats.top10_mass for m in expected.maps], atol=1e-4)
+    assert at.session_state[state.IMAGE_NAME] == "coffee.jpg"
+
+
+def test_switching_models_updates_everything(tiny_zoo):
+    at = upload(start_app(), "coffee.jpg", COFFEE, "image/jpeg")
+    at.selectbox(key="model.variant").select("vgg_att3_concat_dp").run()
+    assert_page_matches(at, direct_analysis("vgg_att3_concat_dp", COFFEE))
+    at.selectbox(key="model.backbone").select("resnet").run()
+    expected = direct_analysis("resnet_att2_concat_pc", COFFEE)
+    assert expected.stages == ("stage2", "stage3")
+    assert_page_matches(at, expected)
+    assert at.session_state[state.MODEL_ID] == "resnet_att2_concat_pc"
+    assert not any(c.startswith("layer7 (") for c in image_captions(at))
+
+
+def test_baseline_without_attention_says_so(tiny_zoo):
+    at = upload(start_app(), "coffee.jpg", COFFEE, "image/jpeg")
+    at.selectbox(key="model.variant").select("vgg").run()
+    assert_page_matches(at, direct_analysis("vgg", COFFEE))
+    assert any("baseline without attention" in info.value for info in at.info)
+
+
+def test_gallery_example_is_analysed(tiny_zoo):
+    at = start_app()
+    at.selectbox(key="image.example").select("Falcon 9 launch").run()
+    assert at.session_state[state.IMAGE_NAME] == "photo_rocket.jpg"
+    assert_page_matches(at, direct_analysis("vgg_att3_concat_pc", (GALLERY / "photo_rocket.jpg").read_bytes()))
+
+
+def test_display_controls_change_the_view_and_persist(tiny_zoo):
+    at = upload(start_app(), "coffee.jpg", COFFEE, "image/jpeg")
+    at.slider(key=f"widget.{state.OPACITY}").set_value(0.8).run()
+    at.selectbox(key=f"widget.{state.COLORMAP}").select("viridis").run()
+    assert at.session_state[state.OPACITY] == pytest.approx(0.8)
+    heatmaps = figures_titled(at, "layer7 (")
+    colours = heatmaps[0]["data"][0]["colorscale"]
+    assert colours[0][1].lower() in ("#440154", "rgb(68,1,84)")  # viridis starts dark purple
+    assert_page_matches(at, direct_analysis("vgg_att3_concat_pc", COFFEE))
+
+
+# name, bytes, mime, expected message (error for refusals, note for accepted-but-converted files)
+REFUSED = {
+    "non-image": ("data.png", b"name,value\nalpha,1\n" * 20, "image/png", "not an image"),
+    "zero-byte": ("empty.png", b"", "image/png", "empty"),
+    "truncated": ("cut.png", samples.truncated(samples.png_rgb()), "image/png", "truncated"),
+    "over-40-megapixels": ("huge.png", samples.huge_png(8000, 6000), "image/png", "40-megapixel limit"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_bad_file_gets_a_clear_error_and_the_app_keeps_working(tiny_zoo, case):
+    name, data, mime, message = REFUSED[case]
+    at = upload(start_app(), name, data, mime)
+    assert not at.exception
+    assert any(name in e and message in e for e in errors(at)), errors(at)
+    # The next good upload works normally.
+    upload(at, "coffee.jpg", COFFEE, "image/jpeg")
+    assert not errors(at)
+    assert_page_matches(at, direct_analysis("vgg_att3_concat_pc", COFFEE))
+
+
+ACCEPTED = {
+    "16-bit": ("deep.png", samples.png_16bit_grey(), "image/png", "16-bit", (40, 40)),
+    "cmyk": ("print.jpg", samples.jpeg_cmyk(), "image/jpeg", "CMYK", (40, 40)),
+    "palette-transparency": ("logo.png", samples.png_palette_transparent(), "image/png", "white", (40, 40)),
+    "greyscale": ("grey.png", samples.png_greyscale(), "image/png", "greyscale", (40, 40)),
+    "exif-rotated": ("phone.jpg", samples.jpeg_exif_rotated(60, 30), "image/jpeg", "EXIF", (60, 30)),
+    "animated-gif": ("anim.gif", samples.gif_animated(), "image/gif", "first frame", (40, 40)),
+    "8x8": ("tiny.png", samples.png_tiny(8), "image/png", "8x8", (8, 8)),
+}
+
+
+@pytest.mark.parametrize("case", list(ACCEPTED))
+def test_awkward_file_is_converted_with_a_visible_note(tiny_zoo, case):
+    name, data, mime, note, (height, width) = ACCEPTED[case]
+    at = upload(start_app(), name, data, mime)
+    assert not at.exception and not errors(at)
+    assert any(note in c for c in captions(at)), captions(at)
+    assert f"{name} ({width}x{height})" in image_captions(at)  # shown upright, at its own size
+    expected = direct_analysis("vgg_att3_concat_pc", data)
+    assert expected.image_size == (height, width)
+    assert_page_matches(at, expected)
+
+
+def test_empty_zoo_is_explained(tmp_path, monkeypatch):
+    monkeypatch.setenv("LTPA_ZOO", str(tmp_path))
+    at = start_app()
+    assert any("No models in the zoo" in w.value for w in at.warning)
+    assert any("Choose an image and a model" in i.value for i in at.info)
+
+
+def test_missing_checkpoint_file_is_reported(tiny_zoo_dir, tmp_path, monkeypatch):
+    broken = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo_dir, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    first = manifest["models"][0]
+    (broken / first["file"]).unlink()
+    monkeypatch.setenv("LTPA_ZOO", str(broken))
+    at = start_app()
+    assert not at.exception
+    assert any(f"Cannot load model **{first['id']}**" in e for e in errors(at)), errors(at)
