@@ -60,6 +60,13 @@ SWEEP_GRIDS: dict[str, tuple[float, ...]] = {
     "mass": tuple(float(5 * k) for k in range(1, 21)),
     "otsu": (),
 }
+# Finer grids for the page's sliders and curves (100 steps).
+FINE_GRIDS: dict[str, tuple[float, ...]] = {
+    "fraction": tuple(round(0.01 * k, 2) for k in range(1, 101)),
+    "top": tuple(float(k) for k in range(1, 101)),
+    "mass": tuple(float(k) for k in range(1, 101)),
+    "otsu": (),
+}
 RULE_HELP = {
     "fraction": "keep pixels at or above this fraction of the map's maximum, in (0, 1]",
     "top": "keep this percentage of the highest pixels, in (0, 100]",
@@ -211,6 +218,20 @@ def binarise(unit: np.ndarray | RankedMap, rule: str, value: float | None = None
     return unit >= (ranked or RankedMap(unit)).cut(rule, value)
 
 
+def cut_table(unit: np.ndarray | RankedMap, rule: str, thresholds: Sequence[float]) -> dict[float, float]:
+    """Threshold -> cut level for every threshold of a grid, from one sort: ``unit >= cut`` is
+    then exactly ``binarise(unit, rule, threshold)``, so a slider can re-threshold a cached map
+    with one comparison. (Degenerate maps get an infinite cut, as ``binarise`` treats them.)"""
+    if rule == "otsu":
+        raise ValueError("Otsu's rule has no threshold to tabulate; use binarise()")
+    values = [check_threshold(rule, t) for t in thresholds]
+    ranked = unit if isinstance(unit, RankedMap) else RankedMap(unit)
+    peak, low = float(ranked.unit.max()), float(ranked.unit.min())
+    if peak <= 0 or peak == low:  # binarise's degenerate cases: nothing, or everything, kept
+        return {float(t): float("inf") if peak <= 0 else float("-inf") for t in values}
+    return {float(t): float(c) for t, c in zip(values, ranked.cuts(rule, values))}
+
+
 def clean_mask(mask: np.ndarray, opening: int = 0, largest_component: bool = False) -> np.ndarray:
     """Optional clean-up: an opening with an ``opening``-pixel elliptical kernel (0 = off), then
     keep only the largest 8-connected component."""
@@ -338,6 +359,55 @@ def jaccard_sweep(unit: np.ndarray | RankedMap, truth: np.ndarray, rule: str,
     union = kept + n_true - tp
     scores = np.where(union > 0, tp / np.maximum(union, 1), 1.0)  # empty vs empty: 1.0
     return Sweep(rule, grid, scores.astype(np.float64))
+
+
+def threshold_curve(unit: np.ndarray | RankedMap, truth: np.ndarray, rule: str,
+                    thresholds: Sequence[float] | None = None, opening: int = 0,
+                    largest_component: bool = False) -> Sweep:
+    """Jaccard versus threshold with the same clean-up as the masks: the fast one-sort sweep
+    when there is no clean-up, thresholding one by one otherwise."""
+    if not (opening or largest_component):
+        return jaccard_sweep(unit, truth, rule, thresholds)
+    ranked = unit if isinstance(unit, RankedMap) else RankedMap(np.asarray(unit, dtype=np.float32))
+    truth = np.asarray(truth, dtype=bool)
+    grid = () if rule == "otsu" else tuple(SWEEP_GRIDS[rule] if thresholds is None else thresholds)
+    scores = [jaccard(clean_mask(binarise(ranked, rule, t), opening, largest_component), truth)
+              for t in (grid or (None,))]
+    return Sweep(rule, grid, np.array(scores, dtype=np.float64))
+
+
+def best_threshold(sweep: Sweep) -> tuple[float | None, float]:
+    """(threshold, Jaccard) at the sweep's maximum (the smallest such threshold on ties);
+    ``None`` as the threshold for Otsu."""
+    index = int(np.argmax(sweep.jaccard))
+    return (sweep.thresholds[index] if sweep.thresholds else None), float(sweep.jaccard[index])
+
+
+def mask_overlay(image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None = None,
+                 colour: tuple[int, int, int] = (0, 200, 255), opacity: float = 0.45) -> np.ndarray:
+    """An RGB uint8 image with the mask tinted in ``colour`` and outlined; the ground truth, if
+    given, outlined in yellow. ``mask`` and ``truth`` must have the image's height and width."""
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1]; got {opacity}")
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != image.shape[:2]:
+        raise ValueError(f"mask {mask.shape} and image {image.shape[:2]} differ in size")
+    out = image.copy()
+    tint = np.empty_like(image)
+    tint[:] = colour
+    blended = cv2.addWeighted(image, 1.0 - opacity, tint, opacity, 0.0)
+    out[mask] = blended[mask]
+    thickness = max(1, round(max(image.shape[:2]) / 300))
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, colour, thickness)
+    if truth is not None:
+        truth = np.asarray(truth, dtype=bool)
+        if truth.shape != image.shape[:2]:
+            raise ValueError(f"ground truth {truth.shape} and image {image.shape[:2]} differ in size")
+        contours, _ = cv2.findContours(truth.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, (255, 230, 0), thickness)
+    return out
 
 
 # --------------------------------------------------------------------------------------- ground truth

@@ -363,13 +363,8 @@ def score_sources(
                 "f1": scores.f1, "pointing_hit": int(hit), "mask_fraction": float(pred.mean()),
                 "truth_fraction": float(truth.mean()),
             })
-            if settings.cleans:
-                grid = masks.SWEEP_GRIDS[rule] or (None,)
-                curve = np.array([masks.jaccard(masks.clean_mask(
-                    masks.binarise(ranked, rule, t), settings.opening, settings.largest_component), truth)
-                    for t in grid])
-            else:
-                curve = masks.jaccard_sweep(ranked, truth, rule).jaccard
+            curve = masks.threshold_curve(ranked, truth, rule, None, settings.opening,
+                                          settings.largest_component).jaccard
             key = (source, rule)
             result.sweep_sums[key] = result.sweep_sums.get(key, 0.0) + curve
             result.sweep_counts[key] += 1

@@ -152,3 +152,45 @@ def error_vs_paper(rows: Sequence[Mapping[str, Any]], title: str = "Test error: 
     figure.update_layout(title=title, barmode="group", yaxis=dict(title="top-1 error (%)"),
                          height=380, margin=_MARGIN)
     return figure
+
+
+RULE_AXIS_TITLES = {
+    "fraction": "threshold (fraction of the map's maximum)",
+    "top": "threshold (% of pixels kept)",
+    "mass": "threshold (% of attention mass kept)",
+}
+
+
+def jaccard_threshold_figure(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    rule: str,
+    current: float | None = None,
+    title: str = "Jaccard versus threshold",
+) -> go.Figure:
+    """Jaccard (IoU with the ground truth) against the threshold of one mask rule, one line per
+    map (label -> (thresholds, Jaccard values)); each line's best threshold is marked with a star,
+    the threshold in use with a dashed vertical line. (Added by the masks page.)"""
+    figure = go.Figure()
+    for label, (thresholds, values) in curves.items():
+        x, y = np.asarray(thresholds, dtype=np.float64), np.asarray(values, dtype=np.float64)
+        if x.size == 0:
+            continue
+        best = int(np.argmax(y))
+        figure.add_trace(go.Scatter(
+            x=x, y=y, mode="lines", name=label, legendgroup=label,
+            hovertemplate="threshold %{x:g}: Jaccard %{y:.3f}<extra>" + label + "</extra>",
+        ))
+        figure.add_trace(go.Scatter(
+            x=[x[best]], y=[y[best]], mode="markers", marker=dict(symbol="star", size=13),
+            name=f"best: {x[best]:g} (J = {y[best]:.3f})", legendgroup=label, showlegend=True,
+            hovertemplate="best threshold %{x:g}: Jaccard %{y:.3f}<extra>" + label + "</extra>",
+        ))
+    if current is not None:
+        figure.add_vline(x=float(current), line_dash="dash", line_color="grey")
+    figure.update_layout(
+        title=title, height=380, margin=_MARGIN,
+        xaxis=dict(title=RULE_AXIS_TITLES.get(rule, "threshold")),
+        yaxis=dict(title="Jaccard (IoU)", range=[0, 1]),
+        legend=dict(orientation="h", y=-0.25),
+    )
+    return figure
