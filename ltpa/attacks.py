@@ -57,7 +57,9 @@ def check_epsilon(epsilon: float, max_epsilon: float = MAX_EPSILON) -> float:
     """``epsilon`` as a float, or a ValueError when it is not a number in [0, max_epsilon]."""
     if max_epsilon > MAX_EPSILON:
         raise ValueError(f"max_epsilon cannot exceed {MAX_EPSILON} (the whole pixel range)")
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
+    if isinstance(epsilon, bool):
+        raise ValueError(f"epsilon must be a number; got {epsilon!r}")
+    if not isinstance(epsilon, (int, float)):
         try:
             epsilon = float(epsilon)  # numpy scalars, 0-d tensors
         except (TypeError, ValueError):
