@@ -4,14 +4,21 @@ The file is a plain dict readable with ``torch.load(weights_only=True)`` (tensor
 lists, dicts only), so loading never executes pickled code: a file that needs arbitrary objects
 is refused. ``precision="fp16"`` stores floating weights in half precision to halve the file
 (batch-norm statistics stay fp32); loading always gives an fp32 model.
+
+PyTorch's zip reader does not verify the bytes of stored tensors, so a damaged file would load
+silently with wrong weights: the file also carries a sha256 of its weights (``state_sha256``),
+checked on every read (files written before it existed still load).
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import pickle
+import pickletools
 import platform
+import re
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +32,8 @@ FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "fp16")
 # Buffers kept in fp32 under fp16 storage: batch-norm statistics lose too much in half precision.
 _KEEP_FP32_SUFFIXES = ("running_mean", "running_var")
+# What torch's weights_only unpickler says when a pickle names a class or function it refuses.
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 class CheckpointError(ValueError):
@@ -93,6 +102,7 @@ def save_checkpoint(
         "model": _plain(config, "model"),
         "precision": precision,
         "state_dict": state,
+        "state_sha256": state_digest(state),
         "meta": _plain(
             {"library_versions": library_versions(), "git_revision": git_revision(), **(meta or {})},
             "meta",
@@ -106,24 +116,91 @@ def save_checkpoint(
     return path
 
 
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """A sha256 over the names, dtypes, shapes and raw bytes of a state dict's tensors."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _pickled_globals(data: bytes) -> list[str] | None:
+    """Classes/functions a pickle stream would import, or None if the bytes are no complete pickle.
+
+    Read with ``pickletools`` (which only parses, never executes) to say *why* a file is refused.
+    """
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name in ("GLOBAL", "INST"):
+                names.append(str(arg).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL":
+                names.append(".".join(strings[-2:]) if len(strings) >= 2 else "<unknown>")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # truncated or not a pickle at all
+        return None
+    return names
+
+
+def _pickle_part(data: bytes) -> bytes:
+    """The pickle stream of a file: ``data.pkl`` inside a torch zip file, else the bytes themselves."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            return archive.read(member) if member else b""
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return data
+
+
+def _explain_load_failure(name: str, data: bytes, error: Exception) -> str:
+    """A one-line reason why ``torch.load(weights_only=True)`` could not read ``data``."""
+    if not data:
+        return f"{name} is empty (0 bytes): not a checkpoint"
+    refused = _REFUSED_GLOBAL.search(str(error))
+    unsafe = [refused.group(1)] if refused else None
+    if unsafe is None and isinstance(error, pickle.UnpicklingError):
+        found = _pickled_globals(_pickle_part(data)) or []
+        unsafe = [g for g in found if not g.startswith(("torch.", "collections.OrderedDict"))]
+    if unsafe:
+        return (
+            f"{name} was refused for safety: it contains pickled Python objects "
+            f"({', '.join(sorted(set(unsafe)))}) that could run arbitrary code when loaded; "
+            "ltpa checkpoints hold only tensors and plain data (weights_only loading)"
+        )
+    if data[:4] == b"PK\x03\x04" and not zipfile.is_zipfile(io.BytesIO(data)):
+        return (
+            f"{name} is truncated or damaged: it starts like a PyTorch checkpoint but its zip "
+            "directory is missing or unreadable"
+        )
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # torch's weights_only message opens with generic advice; the actual reason follows this tag.
+    tagged = [i for i, line in enumerate(lines) if line.startswith("Please file an issue")]
+    detail = lines[tagged[0] + 1] if tagged and tagged[0] + 1 < len(lines) else (lines[0] if lines else "")
+    first_line = detail.removeprefix("WeightsUnpickler error:").strip()
+    return (
+        f"{name} is not a readable PyTorch checkpoint (corrupt, truncated or another format): "
+        f"{type(error).__name__}: {first_line}"
+    )
+
+
+def _source_name(source: str | Path | bytes) -> str:
+    return "<bytes>" if isinstance(source, bytes) else str(source)
+
+
 def read_checkpoint(source: str | Path | bytes) -> dict[str, Any]:
     """Read and validate a checkpoint file (or its bytes) without building the model."""
-    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    name = _source_name(source)
     if not isinstance(source, bytes) and not Path(source).is_file():
         raise CheckpointError(f"checkpoint {name} does not exist")
-    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
     try:
-        payload = torch.load(stream, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{name} holds objects other than tensors and plain data and was refused for safety "
-            f"(weights_only loading): {str(error).splitlines()[0]}"
-        ) from None
-    except Exception as error:  # zip/EOF/format errors from torch.load vary by version
-        raise CheckpointError(
-            f"{name} is not a readable PyTorch checkpoint (corrupt or another format): "
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        ) from None
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # zip/EOF/unpickling errors from torch.load vary by version
+        raise CheckpointError(_explain_load_failure(name, data, error)) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{name} is a PyTorch file but not an ltpa checkpoint (no format={FORMAT!r} marker); "
@@ -137,26 +214,59 @@ def read_checkpoint(source: str | Path | bytes) -> dict[str, Any]:
     for key in ("model", "state_dict", "meta"):
         if key not in payload:
             raise CheckpointError(f"{name} is missing its {key!r} section")
+    if not isinstance(payload["model"], dict) or not isinstance(payload["model"].get("name"), str):
+        raise CheckpointError(f"{name} has a malformed 'model' section (no model name)")
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise CheckpointError(f"{name} has a malformed 'state_dict' section (expected name -> tensor)")
+    expected_digest = payload.get("state_sha256")
+    if expected_digest is not None and state_digest(state) != expected_digest:
+        raise CheckpointError(
+            f"{name} is corrupt: its weights do not match the sha256 stored when it was saved "
+            "(the file was damaged or edited after saving)"
+        )
     return payload
+
+
+def _few(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def load_checkpoint(
     source: str | Path | bytes, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model from the file alone; returns ``(model in eval mode, metadata)``."""
+    name = _source_name(source)
     payload = read_checkpoint(source)
     config = payload["model"]
     try:
         model = create_model(config["name"], **config.get("kwargs", {}))
     except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"checkpoint describes a model ltpa cannot build: {error}") from None
+        raise CheckpointError(f"{name} describes a model ltpa cannot build: {error}") from None
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
+    # Name the offending tensors: load_state_dict's own message is many lines long.
+    expected = model.state_dict()
+    problems = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} (model expects {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s): {_few(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s): {_few(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} tensor(s) of the wrong shape: {_few(mismatched, 3)}")
+    if problems:
         raise CheckpointError(
-            f"checkpoint weights do not fit model {config['name']!r}: {str(error).splitlines()[0]}"
-        ) from None
+            f"{name}: weights do not fit model {config['name']!r} "
+            f"{config.get('kwargs', {})}: {'; '.join(problems)}"
+        )
+    model.load_state_dict(state, strict=True)
     model.eval().to(device)
     return model, payload["meta"]
 

@@ -1,0 +1,228 @@
+"""Checkpoints: exact round trips, fp16 storage, and clear refusals of unsafe or broken files."""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+import ltpa
+from ltpa.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+
+SMALL = {"width": 0.125}
+META = {"class_names": ["a", "b", "c"], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+        "input_size": 32, "dataset": "unit test", "metrics": {"test_error": 12.5}}
+
+
+class Unsafe:
+    """Any class outside torch: its pickle would import and run code from this module."""
+
+
+@pytest.fixture(scope="module")
+def trained_like_model() -> torch.nn.Module:
+    """A small model whose batch-norm statistics are no longer the defaults."""
+    torch.manual_seed(0)
+    model = ltpa.create_model("vgg_att3_concat_pc", num_classes=3, **SMALL)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(4, 3, 32, 32))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def saved(trained_like_model: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("ck") / "model.pt", trained_like_model, META)
+
+
+@pytest.fixture(scope="module")
+def batch() -> torch.Tensor:
+    return torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("name", ["vgg_att2_indep_dp", "resnet_att2_concat_pc", "vgg_gap", "resnet164"])
+def test_round_trip_is_bit_exact(name: str, tmp_path: Path, batch: torch.Tensor) -> None:
+    overrides = {"width": 0.125, **({"depth": 11} if name.startswith("resnet") else {})}
+    model = ltpa.create_model(name, match="project_g", **overrides) if "att" in name else (
+        ltpa.create_model(name, **overrides)
+    )
+    model.eval()
+    path = save_checkpoint(tmp_path / "m.pt", model, META)
+    loaded, meta = load_checkpoint(path)
+    assert not loaded.training
+    assert loaded.ltpa_config == model.ltpa_config
+    with torch.no_grad():
+        before, after = model(batch), loaded(batch)
+    assert torch.equal(before.logits, after.logits)
+    for a, b in zip(before.maps, after.maps):
+        assert torch.equal(a, b)
+    assert meta["class_names"] == META["class_names"]
+
+
+def test_metadata_and_versions_are_stored(saved: Path, trained_like_model: torch.nn.Module,
+                                          batch: torch.Tensor) -> None:
+    loaded, meta = load_checkpoint(saved)
+    with torch.no_grad():
+        assert torch.equal(loaded(batch).logits, trained_like_model(batch).logits)
+    for key, value in META.items():
+        assert meta[key] == value
+    assert meta["library_versions"]["torch"] == str(torch.__version__)
+    assert isinstance(meta["git_revision"], str) and meta["git_revision"]
+    # The file alone is enough, and it is plain data that weights_only loading accepts.
+    payload = torch.load(saved, weights_only=True)
+    assert payload["model"] == {"name": "vgg_att3_concat_pc", "kwargs": {"num_classes": 3, **SMALL}}
+
+
+def test_loading_from_bytes_matches_loading_from_file(saved: Path) -> None:
+    from_bytes = read_checkpoint(saved.read_bytes())
+    from_file = read_checkpoint(saved)
+    assert from_bytes["meta"] == from_file["meta"]
+    assert all(torch.equal(from_bytes["state_dict"][k], v) for k, v in from_file["state_dict"].items())
+
+
+def test_fp16_storage_loads_into_fp32_model(trained_like_model: torch.nn.Module, saved: Path,
+                                            tmp_path: Path, batch: torch.Tensor) -> None:
+    half = save_checkpoint(tmp_path / "half.pt", trained_like_model, META, precision="fp16")
+    stored = read_checkpoint(half)["state_dict"]
+    assert stored["layers.0.0.weight"].dtype == torch.float16
+    assert stored["layers.0.1.running_var"].dtype == torch.float32  # BN statistics stay fp32
+    ratio = half.stat().st_size / saved.stat().st_size
+    assert 0.45 < ratio < 0.6, f"fp16 file is {ratio:.2f} of the fp32 file"
+    loaded, _ = load_checkpoint(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    original = dict(trained_like_model.named_buffers())
+    for key, buffer in loaded.named_buffers():
+        if key.endswith(("running_mean", "running_var")):
+            assert torch.equal(buffer, original[key])
+    with torch.no_grad():
+        expected, got = trained_like_model(batch), loaded(batch)
+    assert not torch.equal(expected.logits, got.logits)  # it really was rounded ...
+    torch.testing.assert_close(got.logits, expected.logits, rtol=0.02, atol=0.02)  # ... but close
+    for a, b in zip(expected.maps, got.maps):
+        torch.testing.assert_close(b, a, rtol=0.05, atol=1e-3)
+
+
+def test_unknown_precision_is_rejected(trained_like_model: torch.nn.Module, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown precision .int4."):
+        save_checkpoint(tmp_path / "x.pt", trained_like_model, precision="int4")
+
+
+def test_model_not_from_registry_cannot_be_saved(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="create_model"):
+        save_checkpoint(tmp_path / "x.pt", torch.nn.Linear(2, 2))
+
+
+def test_metadata_must_be_plain_data(trained_like_model: torch.nn.Module, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="Unsafe"):
+        save_checkpoint(tmp_path / "x.pt", trained_like_model, {"bad": Unsafe()})
+
+
+# ---- files that must be refused -------------------------------------------------------------
+
+
+def refused(path: Path, *fragments: str) -> str:
+    """Load ``path``, expect a CheckpointError, check its message names the problem."""
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_pickled_custom_object_is_refused_and_never_run(tmp_path: Path) -> None:
+    path = tmp_path / "object.pt"
+    torch.save({"format": "ltpa-checkpoint", "payload": Unsafe()}, path)
+    refused(path, "refused for safety", "Unsafe", "arbitrary code")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_plain_pickle_of_a_function_is_refused(tmp_path: Path, protocol: int) -> None:
+    path = tmp_path / "function.pkl"
+    path.write_bytes(pickle.dumps(os.system, protocol=protocol))
+    refused(path, "refused for safety", "system")
+
+
+def test_damaged_weights_are_detected(saved: Path, tmp_path: Path) -> None:
+    data = bytearray(saved.read_bytes())
+    middle = len(data) // 2  # the bulk of the file is tensor data
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    path = tmp_path / "damaged.pt"
+    path.write_bytes(bytes(data))
+    refused(path, "corrupt")
+
+
+def test_random_bytes_are_not_a_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "junk.pt"
+    path.write_bytes(bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(3),
+                                         dtype=torch.uint8).tolist()))
+    message = refused(path, "not a readable PyTorch checkpoint")
+    assert "refused for safety" not in message
+
+
+def test_truncated_file_is_refused(saved: Path, tmp_path: Path) -> None:
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
+    refused(path, "truncated")
+
+
+def test_empty_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.pt"
+    path.write_bytes(b"")
+    refused(path, "empty")
+
+
+def test_missing_file_is_refused(tmp_path: Path) -> None:
+    refused(tmp_path / "nowhere.pt", "does not exist")
+
+
+def test_plain_state_dict_is_not_an_ltpa_checkpoint(trained_like_model: torch.nn.Module,
+                                                    tmp_path: Path) -> None:
+    path = tmp_path / "state_dict.pt"
+    torch.save(trained_like_model.state_dict(), path)
+    refused(path, "not an ltpa checkpoint", "save_checkpoint")
+
+
+def rewrite(saved: Path, tmp_path: Path, edit) -> Path:
+    """A copy of ``saved`` with its payload edited (digest recomputed, so only the edit is wrong)."""
+    from ltpa.checkpoint import state_digest
+
+    payload = torch.load(saved, weights_only=True)
+    edit(payload)
+    payload["state_sha256"] = state_digest(payload["state_dict"])
+    path = tmp_path / "edited.pt"
+    torch.save(payload, path)
+    return path
+
+
+def test_missing_weights_are_named(saved: Path, tmp_path: Path) -> None:
+    path = rewrite(saved, tmp_path, lambda p: p["state_dict"].pop("classifier.classifiers.0.weight"))
+    refused(path, "missing 1 tensor", "classifier.classifiers.0.weight", "vgg_att3_concat_pc")
+
+
+def test_weights_of_another_size_are_named(saved: Path, tmp_path: Path) -> None:
+    def wider(payload: dict) -> None:
+        payload["model"]["kwargs"]["width"] = 0.25
+
+    refused(rewrite(saved, tmp_path, wider), "wrong shape", "layers.0.0.weight")
+
+
+def test_unknown_model_name_in_file_is_named(saved: Path, tmp_path: Path) -> None:
+    def rename(payload: dict) -> None:
+        payload["model"]["name"] = "alexnet_att9"
+
+    refused(rewrite(saved, tmp_path, rename), "alexnet_att9", "vgg_att3_concat_pc")
+
+
+def test_missing_section_is_named(saved: Path, tmp_path: Path) -> None:
+    refused(rewrite(saved, tmp_path, lambda p: p.pop("meta")), "missing its 'meta' section")
+
+
+def test_newer_format_asks_for_an_upgrade(saved: Path, tmp_path: Path) -> None:
+    def newer(payload: dict) -> None:
+        payload["format_version"] = 99
+
+    refused(rewrite(saved, tmp_path, newer), "format 99", "upgrade ltpa")
