@@ -1,0 +1,296 @@
+"""Masks: threshold a stage's attention map into a mask, score it against an uploaded ground
+truth, and see CAM, Grad-CAM and a centre prior thresholded the same way.
+
+Maps are computed once per image and model (``st.cache_data``); moving the threshold only
+re-thresholds the cached map with a precomputed cut table (``ltpa.masks.cut_table``).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import streamlit as st
+
+from ltpa import masks, viz
+from ltpa.images import UPLOAD_EXTENSIONS, bytes_sha256
+from ltpa.maps import colorize
+from ltpa.preprocess import image_to_input
+from ltpa.saliency import centre_prior
+from ltpa.segmentation import COMBINED, DEFAULT_CAM_MODEL, DEFAULT_GRAD_CAM_MODEL, native_maps
+from ltpa.zoo import zoo_dir
+from pages.ui.compute import analysis_for
+from pages.ui.widgets import image_picker, load_model, model_or_error, model_picker, zoo_choices
+
+# Masks are computed at the ground truth's size (as ``ltpa segment-eval`` does), else at the
+# image's; capped so a huge photo keeps the page live.
+MAX_SIDE = 1024
+RULE_LABELS = {
+    "fraction": "fraction of the maximum",
+    "top": "top q % of pixels",
+    "mass": "p % of the attention mass",
+    "otsu": "Otsu (automatic)",
+}
+PRIOR_SIGMA = 0.25
+
+st.set_page_config(page_title="Masks · Learn to Pay Attention", page_icon="🔎", layout="wide")
+st.title("Masks: from attention to segmentation")
+st.markdown(
+    "The paper's boldest claim beyond accuracy: attention maps, binarised, **segment the object** "
+    "better than post-hoc saliency. Pick a stage (or all stages combined), a rule and a threshold "
+    "to turn its map into a mask. Upload the object's ground-truth mask to score it (Jaccard = "
+    "intersection over union) and to see how the score depends on the threshold. Below, CAM, "
+    "Grad-CAM and a plain centred blob are thresholded the same way: learned attention should "
+    "beat the blob."
+)
+with st.expander("The rules"):
+    st.markdown(
+        "Every map is first stretched to the image (bilinear) and divided by its maximum.\n"
+        "- **fraction of the maximum** t: keep pixels at or above t × max.\n"
+        "- **top q %**: keep the q % highest pixels (pixels tied at the cut are kept).\n"
+        "- **p % of the attention mass**: keep the fewest highest pixels that hold p % of the map's "
+        "total attention.\n"
+        "- **Otsu**: OpenCV's automatic threshold on the 8-bit map.\n"
+        "- **combined** stages: the mean (or product) of the max-normalised stage maps.\n"
+        "- Scores with an empty denominator are 1.0 when both masks are empty, else 0.0. The "
+        "pointing game asks whether the map's maximum lies on the object. The best threshold on "
+        "the curve is tuned on this one image: an optimistic figure, not a fair one."
+    )
+
+with st.sidebar:
+    st.header("Image")
+    chosen = image_picker()
+    st.header("Model")
+    model_id = model_picker(attention_only=True)
+    st.header("Ground truth")
+    truth_file = st.file_uploader(
+        "Ground-truth mask (optional)", type=list(UPLOAD_EXTENSIONS), key="masks.truth",
+        help="White (or any non-black) object on black: 0/255, 0/1, RGB or JPEG masks are fine; "
+             "a different size is resized (nearest neighbour).",
+    )
+
+if chosen is None or model_id is None:
+    st.info("Choose an image and an attention model in the sidebar.")
+    st.stop()
+if model_or_error(model_id) is None:
+    st.stop()
+analysis = analysis_for(model_id, chosen)
+
+
+# ----------------------------------------------------------------------------- cached computations
+def _checkpoint(model_key: str) -> str:
+    return f"{zoo_dir()}:{model_key}:{load_model(model_key).entry.card.get('sha256', '')}"
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _truth_mask(data: bytes) -> np.ndarray:
+    return masks.load_mask(data)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _work_image(image_sha: str, size: tuple[int, int], _image: np.ndarray) -> np.ndarray:
+    if _image.shape[:2] == size:
+        return _image
+    shrinking = size[0] < _image.shape[0]
+    return cv2.resize(_image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _attention_unit(checkpoint: str, image_sha: str, stage: str, combine: str, size: tuple[int, int],
+                    _natives: dict[str, np.ndarray]) -> np.ndarray:
+    if stage == COMBINED:
+        return masks.combine_maps([masks.unit_map(m, size) for m in _natives.values()], combine)
+    return masks.unit_map(_natives[stage], size)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _posthoc_unit(checkpoint: str, image_sha: str, method: str, size: tuple[int, int],
+                  _model_id: str, _image: np.ndarray) -> np.ndarray:
+    loaded = load_model(_model_id)
+    native = native_maps(loaded, method, image_to_input(_image, loaded.input_size))[method][0]
+    return masks.unit_map(native, size)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _prior_unit(size: tuple[int, int], sigma: float) -> np.ndarray:
+    return masks.unit_map(centre_prior(size[0], size[1], sigma))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _rule_table(map_key: str, rule: str, truth_key: str, opening: int, largest: bool,
+                _unit: np.ndarray, _truth: np.ndarray | None) -> tuple[dict[float, float] | None,
+                                                                      np.ndarray | None, masks.Sweep | None]:
+    """What a threshold change needs, computed once: the cut table (or Otsu's mask) and the
+    Jaccard-versus-threshold curve against the ground truth."""
+    ranked = masks.RankedMap(_unit)
+    grid = masks.FINE_GRIDS[rule]
+    cuts = masks.cut_table(ranked, rule, grid) if rule != "otsu" else None
+    otsu = masks.binarise(ranked, "otsu") if rule == "otsu" else None
+    curve = None
+    if _truth is not None:
+        curve = masks.threshold_curve(ranked, _truth, rule, grid, opening, largest)
+    return cuts, otsu, curve
+
+
+# ----------------------------------------------------------------------------- ground truth
+image_size = (chosen.loaded.height, chosen.loaded.width)
+truth = None
+truth_note = ""
+if truth_file is not None:
+    truth_bytes = truth_file.getvalue()
+    try:
+        truth = _truth_mask(truth_bytes)
+    except (ValueError, OSError) as error:
+        st.error(f"Cannot use the ground-truth mask **{truth_file.name}**: {error}")
+    if truth is not None:
+        if masks.aspect_mismatch(image_size, truth.shape):
+            st.warning(
+                f"The ground truth ({truth.shape[1]}x{truth.shape[0]}) and the image "
+                f"({image_size[1]}x{image_size[0]}) differ in aspect ratio: is it the mask of this image? "
+                "It is scored anyway, with the image stretched to the mask's shape (`ltpa segment-eval` "
+                "would skip this pair)."
+            )
+        if not truth.any() or truth.all():
+            st.warning("The ground truth is " + ("empty" if not truth.any() else "all foreground")
+                       + ": Jaccard cannot tell a good mask from a bad one here.")
+        truth_note = f"ground truth {truth_file.name}"
+
+base_size = truth.shape if truth is not None else image_size
+scale = min(1.0, MAX_SIDE / max(base_size))
+size = (max(1, round(base_size[0] * scale)), max(1, round(base_size[1] * scale)))
+if truth is not None and truth.shape != size:
+    truth = masks.fit_mask(truth, size)
+truth_key = bytes_sha256(truth_bytes) if truth is not None else ""
+work_image = _work_image(chosen.sha256, size, chosen.array)
+
+# ----------------------------------------------------------------------------- controls
+stages = list(analysis.stages) + ([COMBINED] if len(analysis.stages) > 1 else [])
+left, middle, right = st.columns(3)
+with left:
+    stage = st.selectbox("Stage", stages, index=len(stages) - 1, key="masks.stage",
+                         format_func=lambda s: "all stages combined" if s == COMBINED else s)
+    combine = "mean"
+    if stage == COMBINED:
+        combine = st.radio("Combine stages by", masks.COMBINE_MODES, horizontal=True, key="masks.combine",
+                           help="mean: a pixel counts when stages agree on average; product: every "
+                                "stage must attend to it.")
+with middle:
+    rule = st.radio("Mask rule", masks.RULES, key="masks.rule", format_func=RULE_LABELS.get,
+                    help="; ".join(f"{r}: {h}" for r, h in masks.RULE_HELP.items()))
+    threshold: float | None = None
+    if rule == "fraction":
+        threshold = round(float(st.slider("Threshold: fraction of the maximum", 0.01, 1.0,
+                                          float(masks.DEFAULT_THRESHOLDS["fraction"]), 0.01,
+                                          key="masks.threshold.fraction")), 2)
+    elif rule in ("top", "mass"):
+        label = "Keep the top q % of pixels" if rule == "top" else "Keep p % of the attention mass"
+        threshold = float(st.slider(label, 1, 100, int(masks.DEFAULT_THRESHOLDS[rule]), 1,
+                                    key=f"masks.threshold.{rule}"))
+    else:
+        st.caption("Otsu picks its own threshold from the map's histogram.")
+with right:
+    opening = int(st.slider("Clean-up: opening (pixels, 0 = off)", 0, 25, 0, 1, key="masks.opening",
+                            help="Removes specks and thin bridges smaller than the kernel."))
+    largest = st.checkbox("Keep only the largest connected region", key="masks.largest")
+    show_comparisons = st.toggle("Compare with CAM, Grad-CAM and the centre prior", value=True,
+                                 key="masks.compare")
+
+
+# ----------------------------------------------------------------------------- masks
+def make(map_key: str, unit: np.ndarray) -> tuple[np.ndarray, masks.Sweep | None]:
+    """The mask at the chosen rule and threshold, and the curve (None without ground truth)."""
+    cuts, otsu, curve = _rule_table(map_key, rule, truth_key, opening, largest, unit, truth)
+    mask = otsu if rule == "otsu" else unit >= cuts[threshold]
+    return masks.clean_mask(mask, opening, largest), curve
+
+
+checkpoint = _checkpoint(model_id)
+attention_unit = _attention_unit(checkpoint, chosen.sha256, stage, combine, size,
+                                 {m.stage: m.native for m in analysis.maps})
+# label -> (map key, unit map); the attention map first.
+stage_label = "all stages" if stage == COMBINED else stage
+sources = {f"attention: {stage_label}": (f"{checkpoint}:{chosen.sha256}:{stage}:{combine}:{size}", attention_unit)}
+if show_comparisons:
+    choices = zoo_choices()
+    gap_id = next((c.id for c in choices if c.id == DEFAULT_CAM_MODEL), None) or \
+        next((c.id for c in choices if c.gap), None)
+    vgg_id = next((c.id for c in choices if c.id == DEFAULT_GRAD_CAM_MODEL), None) or \
+        next((c.id for c in choices if c.backbone == "vgg" and not c.attention and not c.gap), None)
+    for method, label, posthoc_id in (("cam", "CAM", gap_id), ("grad_cam", "Grad-CAM", vgg_id)):
+        if posthoc_id is None:
+            continue
+        if model_or_error(posthoc_id) is None:
+            continue
+        key = f"{_checkpoint(posthoc_id)}:{chosen.sha256}:{method}:{size}"
+        sources[f"{label} ({posthoc_id})"] = (key, _posthoc_unit(_checkpoint(posthoc_id), chosen.sha256,
+                                                                   method, size, posthoc_id, chosen.array))
+    sources["centre prior"] = (f"prior:{size}:{PRIOR_SIGMA}", _prior_unit(size, PRIOR_SIGMA))
+
+results = {label: make(key, unit) for label, (key, unit) in sources.items()}
+attention_label = next(iter(sources))
+mask, curve = results[attention_label]
+
+# ----------------------------------------------------------------------------- the attention mask
+rule_text = RULE_LABELS[rule] + ("" if threshold is None else f" = {threshold:g}")
+size_text = f"{size[1]}x{size[0]}" + (" (the ground truth's size)" if truth is not None and scale == 1 else "")
+st.subheader(f"{analysis.predicted_class} · {model_id} · {stage_label} · {rule_text}")
+image_column, map_column = st.columns(2)
+with image_column:
+    st.image(masks.mask_overlay(work_image, mask, truth), width="stretch",
+             caption=f"mask ({mask.mean():.1%} of the image) at {size_text}"
+                     + ("; yellow outline: ground truth" if truth is not None else ""))
+    stem = chosen.name.rsplit(".", 1)[0]
+    threshold_text = "auto" if threshold is None else f"{threshold:g}"
+    st.download_button(
+        "Mask PNG", lambda: masks.mask_to_png(mask), file_name=f"{stem}_{model_id}_{stage}_{rule}{threshold_text}_mask.png",
+        mime="image/png", key="masks.download", on_click="ignore", icon=":material/download:",
+    )
+with map_column:
+    st.image(colorize(attention_unit), width="stretch",
+             caption=f"{stage_label} map, divided by its maximum")
+
+if truth is not None:
+    scores = masks.score_mask(mask, truth)
+    hit = masks.pointing_hit(attention_unit, truth)
+    cells = st.columns(5)
+    cells[0].metric("Jaccard (IoU)", f"{scores.jaccard:.3f}")
+    cells[1].metric("Precision", f"{scores.precision:.3f}")
+    cells[2].metric("Recall", f"{scores.recall:.3f}")
+    cells[3].metric("F1", f"{scores.f1:.3f}")
+    cells[4].metric("Pointing game", "hit" if hit else "miss", help="Is the map's maximum on the object?")
+else:
+    st.info("Upload the ground-truth mask of this image in the sidebar to score the mask.")
+
+# ----------------------------------------------------------------------------- comparisons
+if show_comparisons:
+    st.subheader("The same rule on post-hoc saliency and a trivial guess")
+    columns = st.columns(len(results))
+    for column, (label, (other_mask, _)) in zip(columns, results.items()):
+        with column:
+            caption = label
+            if truth is not None:
+                caption += f": Jaccard {masks.jaccard(other_mask, truth):.3f}"
+            st.image(masks.mask_overlay(work_image, other_mask, truth), width="stretch", caption=caption)
+    if len(sources) == 2:
+        st.caption("The zoo has no VGG-GAP / plain VGG model, so CAM / Grad-CAM are left out.")
+
+if truth is not None:
+    table = []
+    for label, (other_mask, other_curve) in results.items():
+        unit = sources[label][1]
+        scores = masks.score_mask(other_mask, truth)
+        best_t, best_j = masks.best_threshold(other_curve)
+        table.append({"map": label, "Jaccard": round(scores.jaccard, 4), "precision": round(scores.precision, 4),
+                      "recall": round(scores.recall, 4), "F1": round(scores.f1, 4),
+                      "pointing game": "hit" if masks.pointing_hit(unit, truth) else "miss",
+                      "best threshold (tuned on this image)": "auto" if best_t is None else best_t,
+                      "Jaccard at best": round(best_j, 4)})
+    st.dataframe(table, hide_index=True, width="stretch")
+    if rule == "otsu":
+        st.caption("Otsu's rule has no threshold, so there is no curve: switch to another rule to see one.")
+    else:
+        figure = viz.jaccard_threshold_figure(
+            {label: (c.thresholds, c.jaccard) for label, (_, c) in results.items()}, rule, threshold,
+            title=f"Jaccard versus threshold: {RULE_LABELS[rule]}")
+        st.plotly_chart(figure, width="stretch", key="masks.curve")
+        st.caption("Stars mark each map's best threshold on this image (tuned on one image: optimistic); "
+                   "the dashed line is the threshold in use. `ltpa segment-eval` reports fixed "
+                   "thresholds over a whole data set.")
