@@ -1,0 +1,289 @@
+"""Robustness curves (library and ``ltpa robustness``), attention shift and the one-image report."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ltpa.attacks import fgsm, iterative_fgsm
+from ltpa.cli import main
+from ltpa.preprocess import CIFAR10_CLASSES
+from ltpa.robustness import (
+    SHIPPED_DIR,
+    attack_report,
+    attention_shift,
+    average_ranks,
+    confidence_curve,
+    load_results,
+    moved_mass,
+    parse_levels,
+    perturbation_image,
+    results_markdown,
+    spearman,
+    sweep_model,
+)
+from ltpa.zoo import load_zoo_model
+
+TINY_ID = "resnet_att2_concat_pc"
+
+
+def smooth_images(count: int, seed: int = 0) -> torch.Tensor:
+    """uint8 images N x 3 x 32 x 32 that look a little like photos (smooth colour blobs)."""
+    noise = torch.rand(count, 3, 6, 6, generator=torch.Generator().manual_seed(seed))
+    x = F.interpolate(noise, size=32, mode="bicubic", align_corners=False).clamp(0, 1)
+    return (x * 255).round().to(torch.uint8)
+
+
+@pytest.fixture()
+def model(tiny_zoo):
+    return load_zoo_model(TINY_ID).model
+
+
+# ------------------------------------------------------------------------------- attention shift
+def test_average_ranks_share_ties():
+    assert average_ranks(np.array([10.0, 20.0, 20.0, 5.0])).tolist() == [2.0, 3.5, 3.5, 1.0]
+
+
+def test_spearman_known_values():
+    a = np.array([1.0, 2.0, 3.0, 4.0])
+    assert spearman(a, a * 10 + 3) == pytest.approx(1.0)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    # 1 - 6 * sum(d^2) / (n (n^2 - 1)) with one swapped pair: 1 - 12 / 60.
+    assert spearman(a, np.array([1.0, 3.0, 2.0, 4.0])) == pytest.approx(0.8)
+    assert np.isnan(spearman(a, np.ones(4)))
+
+
+def test_moved_mass_is_total_variation():
+    assert moved_mass(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == pytest.approx(1.0)
+    assert moved_mass(np.array([0.5, 0.5]), np.array([1.0, 0.0])) == pytest.approx(0.5)
+    p = np.random.default_rng(0).random((8, 8))
+    assert moved_mass(p, 7 * p) == pytest.approx(0.0)  # scale does not matter, only the distribution
+    with pytest.raises(ValueError, match="no positive attention"):
+        moved_mass(np.zeros(4), np.ones(4))
+
+
+def test_attention_shift_of_identical_and_moved_maps():
+    rng = np.random.default_rng(0)
+    clean = rng.random((8, 8))
+    same = attention_shift(clean, clean)
+    assert same.iou == 1.0 and same.moved_mass == pytest.approx(0.0) and same.spearman == pytest.approx(1.0)
+    flipped = attention_shift(clean, clean[::-1, ::-1])
+    assert flipped.iou < 1.0 and flipped.moved_mass > 0.0 and flipped.spearman < 1.0
+    with pytest.raises(ValueError, match="one size"):
+        attention_shift(clean, clean[:4])
+
+
+# ------------------------------------------------------------------------------- sweep
+def test_sweep_counts_follow_the_definitions(model):
+    images, labels = smooth_images(24), torch.arange(24) % 10
+    levels = [0, 2, 8]
+    curve = sweep_model(model, images, labels, levels, batch_size=7)
+    x = images.float() / 255
+    with torch.no_grad():
+        clean = model(x).logits.argmax(dim=1)
+    right = clean == labels
+    assert curve.n_clean_correct == int(right.sum())
+    for index, k in enumerate(levels):
+        adversarial = fgsm(model, x, k / 255, label=labels)
+        with torch.no_grad():
+            prediction = model(adversarial).logits.argmax(dim=1)
+        assert curve.correct[index] == int((prediction == labels).sum())
+        assert curve.fooled[index] == int((right & (prediction != labels)).sum())
+    assert curve.fooled[0] == 0 and curve.accuracy[0] == curve.n_clean_correct / 24
+    # Batching does not change the numbers (each image's gradient is its own).
+    again = sweep_model(model, images, labels, levels, batch_size=24)
+    assert (again.correct, again.fooled) == (curve.correct, curve.fooled)
+
+
+def test_sweep_with_ifgsm_and_predicted_labels(model):
+    images = smooth_images(6)
+    x = images.float() / 255
+    with torch.no_grad():
+        labels = model(x).logits.argmax(dim=1)  # every image is "correct"
+    curve = sweep_model(model, images, labels, [0, 16], batch_size=6, method="ifgsm", steps=2,
+                        label_mode="predicted")
+    adversarial = iterative_fgsm(model, x, 16 / 255, steps=2)
+    with torch.no_grad():
+        changed = int((model(adversarial).logits.argmax(dim=1) != labels).sum())
+    assert curve.n_clean_correct == 6 and curve.fooled == [0, changed]
+    assert curve.fooling_rate[1] == pytest.approx(changed / 6)
+
+
+def test_sweep_refuses_bad_input(model):
+    images, labels = smooth_images(4), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="uint8"):
+        sweep_model(model, images.float(), labels)
+    with pytest.raises(ValueError, match="one label per image"):
+        sweep_model(model, images, labels[:2])
+    with pytest.raises(ValueError, match="unknown attack"):
+        sweep_model(model, images, labels, method="cw")
+    with pytest.raises(ValueError, match="batch size"):
+        sweep_model(model, images, labels, batch_size=0)
+
+
+@pytest.mark.parametrize("text, message", [("1,x", "integers"), ("0,2.5", "integers"),
+                                            ("0,300", r"\[0, 255\]"), ("", "integers")])
+def test_parse_levels_errors(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_levels(text)
+
+
+def test_parse_levels_sorts_and_dedups():
+    assert parse_levels("8, 0,2,2") == [0, 2, 8]
+
+
+# ------------------------------------------------------------------------------- CLI
+def make_image_folder(root: Path, per_class: int = 2) -> Path:
+    """A small ImageFolder test tree with CIFAR-10's class folders (PNG files)."""
+    images = smooth_images(per_class * len(CIFAR10_CLASSES), seed=3).permute(0, 2, 3, 1).numpy()
+    for index, name in enumerate(CIFAR10_CLASSES):
+        folder = root / "test" / name
+        folder.mkdir(parents=True)
+        for j in range(per_class):
+            Image.fromarray(images[index * per_class + j]).save(folder / f"{j:04d}.png")
+    return root
+
+
+def test_cli_end_to_end(tiny_zoo, tmp_path, capsys):
+    data = make_image_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    code = main(["robustness", "--models", "resnet_att2_concat_pc,vgg", "--data", str(data),
+                 "--eps", "0,4,16", "--batch-size", "8", "--out", str(out), "--device", "cpu"])
+    assert code == 0
+    results = json.loads((out / "robustness.json").read_text())
+    assert results["levels"] == [0, 4, 16] and results["dataset"]["n_images"] == 20
+    assert [m["id"] for m in results["models"]] == ["resnet_att2_concat_pc", "vgg"]
+    for model in results["models"]:
+        assert model["accuracy"] == pytest.approx([c / 20 for c in model["correct"]])
+        assert model["fooling_rate"][0] == 0.0
+    assert results["models"][0]["attention"] is True and results["models"][1]["attention"] is False
+    rows = list(csv.DictReader(io.StringIO((out / "robustness.csv").read_text())))
+    assert len(rows) == 6 and {r["epsilon_255"] for r in rows} == {"0", "4", "16"}
+    assert (out / "robustness.html").is_file()  # plotly is installed on this machine
+    printed = capsys.readouterr().out
+    assert "| (RN-att2)-concat-pc (`resnet_att2_concat_pc`) | yes |" in printed
+    # --markdown reprints the tables of a results file.
+    assert main(["robustness", "--markdown", str(out)]) == 0
+    assert "**Fooling rate (%)**" in capsys.readouterr().out
+
+
+def test_cli_without_plotly_skips_the_figure(tiny_zoo, tmp_path, capsys, monkeypatch):
+    data = make_image_folder(tmp_path / "data", per_class=1)
+    monkeypatch.setitem(sys.modules, "plotly", None)  # what the GPU machine looks like
+    monkeypatch.setitem(sys.modules, "plotly.graph_objects", None)
+    code = main(["robustness", "--models", "vgg", "--data", str(data / "test"), "--eps", "0,2",
+                 "--out", str(tmp_path / "out"), "--limit", "5", "--device", "cpu"])
+    assert code == 0
+    assert (tmp_path / "out" / "robustness.json").is_file()
+    assert not (tmp_path / "out" / "robustness.html").exists()
+    assert "plotly is not installed" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "robustness.json").read_text())["dataset"]["n_images"] == 5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--models", "nope"], "no shipped model 'nope'"),
+    (["--eps", "1,x"], "integers"),
+    (["--data", "/no/such/folder"], "neither a dataset name"),
+    (["--limit", "0"], "--limit"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--markdown", "/no/such/results.json"], "no robustness results"),
+])
+def test_cli_bad_input_gives_one_clear_line(tiny_zoo, tmp_path, capsys, args, message):
+    data = make_image_folder(tmp_path / "data", per_class=1)
+    base = {"--models": "vgg", "--data": str(data), "--eps": "0,2", "--out": str(tmp_path / "o")}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    argv = ["robustness"] + [item for pair in base.items() for item in pair]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ltpa robustness: error:") and message in err
+
+
+def test_cli_refuses_data_with_other_classes(tiny_zoo, tmp_path, capsys):
+    folder = tmp_path / "data" / "test"
+    for name in ("cat", "dog"):
+        (folder / name).mkdir(parents=True)
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(folder / name / "0.png")
+    assert main(["robustness", "--models", "vgg", "--data", str(tmp_path / "data")]) == 2
+    assert "do not match" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- results files
+def test_results_markdown_and_validation(tmp_path):
+    results = {
+        "format": "ltpa-robustness/1", "attack": "fgsm", "attack_name": "FGSM", "label": "true",
+        "levels": [0, 8], "dataset": {"source": "test", "n_images": 10}, "device": "cpu",
+        "models": [{"id": "a", "paper_name": "A", "attention": True, "accuracy": [0.9, 0.25],
+                    "fooling_rate": [0.0, 0.75]}],
+    }
+    table = results_markdown(results)
+    assert "| A (`a`) | yes | 90.0 | 25.0 |" in table and "| A (`a`) | yes | 0.0 | 75.0 |" in table
+    (tmp_path / "robustness.json").write_text(json.dumps(results))
+    assert load_results(tmp_path)["models"][0]["id"] == "a"
+    (tmp_path / "robustness.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_results(tmp_path)
+    (tmp_path / "robustness.json").write_text(json.dumps({**results, "levels": [0]}))
+    with pytest.raises(ValueError, match="one value per epsilon"):
+        load_results(tmp_path)
+    assert load_results(tmp_path / "missing") is None
+
+
+def test_shipped_results_if_any_are_valid():
+    results = load_results(SHIPPED_DIR)  # None until the lead ships the H100 results
+    assert results is None or (results["models"] and results["dataset"]["n_images"] > 0)
+
+
+# ------------------------------------------------------------------------------- one image
+def test_attack_report(model):
+    x = smooth_images(1).float() / 255
+    report = attack_report(model, x, 8, "fgsm")
+    assert report.linf <= 8 + 1e-4 and report.linf > 0
+    assert report.clean.shape == report.adversarial.shape == (32, 32, 3)
+    assert report.stages and len(report.clean_maps) == len(report.shifts) == len(report.stages)
+    for clean, adversarial, shift in zip(report.clean_maps, report.adversarial_maps, report.shifts):
+        assert clean.shape == adversarial.shape and clean.sum() == pytest.approx(1.0, abs=1e-4)
+        assert 0 <= shift.iou <= 1 and 0 <= shift.moved_mass <= 1 and -1 <= shift.spearman <= 1
+    assert report.attacked_class == report.clean_prediction
+    with torch.no_grad():
+        expected = torch.softmax(model(x).logits, dim=1)[0].numpy()
+    assert np.allclose(report.clean_probabilities, expected, atol=1e-5)
+    zero = attack_report(model, x, 0)
+    assert zero.linf == 0 and not zero.flipped and all(s.moved_mass == 0 for s in zero.shifts)
+    targeted = attack_report(model, x, 4, "ifgsm", target=3, steps=2)
+    assert targeted.targeted and targeted.attacked_class == 3
+    with pytest.raises(ValueError, match="0 to 32"):
+        attack_report(model, x, 33)
+    with pytest.raises(ValueError, match="whole number"):
+        attack_report(model, x, 2.5)
+
+
+def test_confidence_curve(model):
+    x = smooth_images(1).float() / 255
+    with torch.no_grad():
+        clean = torch.softmax(model(x).logits, dim=1)[0]
+    predicted = int(clean.argmax())
+    levels, probability, predictions = confidence_curve(model, x, predicted)
+    assert levels == list(range(33)) and probability.shape == (33,)
+    assert probability[0] == pytest.approx(float(clean[predicted]), abs=1e-5)
+    assert predictions[0] == predicted
+    levels, probability, _ = confidence_curve(model, x, predicted, "ifgsm", steps=1)
+    assert levels == [0, 1, 2, 4, 8, 16, 32] and probability.shape == (7,)
+    with pytest.raises(ValueError, match="does not exist"):
+        confidence_curve(model, x, 10)
+
+
+def test_perturbation_image():
+    delta = np.array([[[-4 / 255, 0.0, 4 / 255]]], dtype=np.float32)
+    shown = perturbation_image(delta, 10)
+    assert shown[0, 0, 1] == 0.5 and shown[0, 0, 0] < 0.5 < shown[0, 0, 2]
+    with pytest.raises(ValueError, match="gain"):
+        perturbation_image(delta, 0)
