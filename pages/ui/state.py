@@ -58,12 +58,18 @@ def clear_image() -> None:
         st.session_state.pop(key, None)
 
 
+def _copy_widget_value(widget_key: str, key: str) -> None:
+    st.session_state[key] = st.session_state[widget_key]
+
+
 def persisted(widget: Callable[..., Any], label: str, key: str, default: Any, **kwargs: Any) -> Any:
-    """Draw ``widget`` whose value survives page switches: it starts from the value persisted
-    under ``key`` (or ``default``) and writes its value back there."""
+    """Draw ``widget`` whose value survives page switches: it shows the value persisted under
+    ``key`` (or ``default``) and a change by the user is written back there.
+
+    The widget's own state is reset from ``key`` on every run because pages sharing a widget key
+    would otherwise see a stale value left by another page.
+    """
     widget_key = f"widget.{key}"
-    if widget_key not in st.session_state:
-        st.session_state[widget_key] = st.session_state.get(key, default)
-    value = widget(label, key=widget_key, **kwargs)
-    st.session_state[key] = value
-    return value
+    st.session_state[key] = st.session_state.get(key, default)
+    st.session_state[widget_key] = st.session_state[key]
+    return widget(label, key=widget_key, on_change=_copy_widget_value, args=(widget_key, key), **kwargs)

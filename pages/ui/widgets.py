@@ -212,27 +212,43 @@ def model_picker(
     current = state.get(persist_key)
     if current not in ids:
         current = ids[0]
+    state.put(persist_key, current)
     by_id = {c.id: c for c in choices}
     backbones = list(dict.fromkeys(c.backbone for c in choices))
     backbone_key, variant_key = f"{key}.backbone", f"{key}.variant"
-    # Widget state is dropped on page switches: start both boxes from the persisted model.
-    if st.session_state.get(backbone_key) not in backbones:
-        st.session_state[backbone_key] = by_id[current].backbone
+    # Both boxes show the persisted model on every run (another page may have changed it); a
+    # user's change goes back to the persisted model through the callbacks.
+    st.session_state[backbone_key] = by_id[current].backbone
     backbone = st.selectbox(
         f"{label}: backbone", backbones, key=backbone_key,
         format_func=lambda b: BACKBONE_LABELS.get(b, b),
+        on_change=_on_backbone, args=(backbone_key, persist_key, tuple((c.id, c.backbone, c.compatibility) for c in choices)),
     )
     options = [c.id for c in choices if c.backbone == backbone]
-    if st.session_state.get(variant_key) not in options:
-        st.session_state[variant_key] = current if current in options else options[0]
+    st.session_state[variant_key] = current
     model_id = st.selectbox(
         f"{label}: attention · head · compatibility", options, key=variant_key,
-        format_func=lambda i: by_id[i].label,
+        format_func=lambda i: by_id[i].label, on_change=_on_variant, args=(variant_key, persist_key),
         help="pc: learned compatibility <u, l + g>; dp: dot product <l, g>. concat: one classifier "
              "on all attended features; indep: one per stage.",
     )
-    state.put(persist_key, model_id)
     return model_id
+
+
+def _on_backbone(backbone_key: str, persist_key: str,
+                 models: tuple[tuple[str, str, str | None], ...]) -> None:
+    # A new backbone: keep the compatibility function (pc stays pc) if the backbone has one, so a
+    # class can flip between VGG and ResNet with everything else equal.
+    backbone = st.session_state[backbone_key]
+    compatibility = next((c for i, _, c in models if i == state.get(persist_key)), None)
+    options = [(i, c) for i, b, c in models if b == backbone]
+    if options and state.get(persist_key) not in [i for i, _ in options]:
+        same = [i for i, c in options if c == compatibility]
+        state.put(persist_key, (same or [options[0][0]])[0])
+
+
+def _on_variant(variant_key: str, persist_key: str) -> None:
+    state.put(persist_key, st.session_state[variant_key])
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=16)

@@ -1,0 +1,109 @@
+"""The Models page through AppTest: cards, errors against the paper, curves from the logs,
+per-class accuracy and confusion matrix, and graceful gaps when a card lacks them."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from app_helpers import MODELS, decode_plotly, errors, figures_titled, start_app
+from pages.ui import state
+
+PAPER = {"vgg": 7.77, "vgg_gap": 9.87, "vgg_att3_concat_pc": 6.34}
+
+
+@pytest.fixture()
+def rich_zoo(tiny_zoo_dir, tmp_path, monkeypatch):
+    """The tiny zoo with the measured fields a trained zoo's cards carry, and training logs."""
+    folder = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "logs").mkdir()
+    rng = np.random.default_rng(0)
+    for index, card in enumerate(manifest["models"]):
+        confusion = rng.integers(0, 30, size=(10, 10)) + np.eye(10, dtype=int) * (800 + 10 * index)
+        card["test_error"] = round(5.0 + index, 2)
+        card["confusion"] = confusion.tolist()
+        card["per_class_accuracy"] = dict(zip(card["class_names"], (confusion.diagonal() / confusion.sum(1)).tolist()))
+        card["training"] = {"command": f"ltpa train-zoo --ids {card['id']}", "epochs": 3,
+                            "wall_time_s": 120.0, "hardware": "test GPU", "images_per_s": 1000.0}
+        card["log"] = f"logs/{card['id']}.json"
+        epochs = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": 0.5 + 0.1 * e,
+                   "test_loss": None if e == 2 else 2.2 / e, "test_acc": None if e == 2 else 0.45 + 0.1 * e,
+                   "lr": 0.1, "epoch_time_s": 40.0,
+                   "entropy": {stage: 1.0 - 0.1 * e for stage in card["stages"]}} for e in (1, 2, 3)]
+        (folder / card["log"]).write_text(json.dumps({"epochs": epochs}))
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("LTPA_ZOO", str(folder))
+    return manifest["models"]
+
+
+def _models_page(at):
+    at.switch_page(MODELS).run()
+    assert not at.exception, at.exception
+    assert not errors(at)
+    return at
+
+
+def test_table_sets_our_errors_against_the_paper(rich_zoo):
+    at = _models_page(start_app())
+    table = at.dataframe[0].value.set_index("id")
+    for card in rich_zoo:
+        assert table.loc[card["id"], "test error % (ours)"] == card["test_error"]
+        paper = PAPER.get(card["id"])
+        if paper is None:
+            assert np.isnan(table.loc[card["id"], "test error % (paper)"])
+        else:
+            assert table.loc[card["id"], "test error % (paper)"] == paper
+            assert table.loc[card["id"], "ours − paper"] == pytest.approx(card["test_error"] - paper)
+    (figure,) = figures_titled(at, "Test error: ours vs paper")
+    ours = figure["data"][0]
+    np.testing.assert_allclose(decode_plotly(ours["y"]), [c["test_error"] for c in rich_zoo])
+    assert any("JPEG" in m.value for m in at.markdown)
+
+
+def test_card_shows_curves_per_class_and_confusion_from_the_files(rich_zoo):
+    at = _models_page(start_app())
+    card = rich_zoo[0]  # the model picker starts on the first model
+    (curves,) = figures_titled(at, "Training of")
+    test_error = next(t for t in curves["data"] if t["name"] == "test error")
+    np.testing.assert_allclose(decode_plotly(test_error["x"]), [1, 2, 3])
+    shown = [None if v is None else float(v) for v in test_error["y"]] if isinstance(test_error["y"], list) \
+        else decode_plotly(test_error["y"]).tolist()
+    assert shown[0] == pytest.approx(100 * (1 - 0.55)) and shown[1] is None or np.isnan(shown[1])
+    assert {t["name"] for t in curves["data"]} >= {f"entropy {s}" for s in card["stages"]}
+    (confusion,) = figures_titled(at, "Confusion matrix")
+    rates = decode_plotly(confusion["data"][0]["z"])
+    counts = np.asarray(card["confusion"], dtype=float)
+    np.testing.assert_allclose(rates, counts / counts.sum(1, keepdims=True))
+    (per_class,) = figures_titled(at, "Per-class accuracy:")
+    np.testing.assert_allclose(decode_plotly(per_class["data"][0]["y"]),
+                               [100 * v for v in card["per_class_accuracy"].values()])
+
+
+def test_model_chosen_here_is_the_home_pages_model(rich_zoo):
+    at = _models_page(start_app())
+    at.selectbox(key="model.backbone").select("resnet").run()
+    assert at.session_state[state.MODEL_ID] == "resnet_att2_concat_pc"
+    assert figures_titled(at, "Training of (RN-att2)-concat-pc")
+    at.switch_page("app.py").run()
+    assert at.selectbox(key="model.variant").value == "resnet_att2_concat_pc"
+    assert at.subheader[0].value.startswith("Prediction:")
+
+
+def test_cards_without_measurements_leave_clear_gaps(tiny_zoo):
+    at = _models_page(start_app())
+    infos = [i.value for i in at.info]
+    assert "No shipped model has a measured test error yet." in infos
+    assert "No training log is shipped with this model." in infos
+    assert "No confusion matrix in this card." in infos
+
+
+def test_models_page_with_an_empty_zoo(tmp_path, monkeypatch):
+    monkeypatch.setenv("LTPA_ZOO", str(tmp_path))
+    at = start_app()
+    at.switch_page(MODELS).run()
+    assert not at.exception
+    assert any("No models in the zoo" in w.value for w in at.warning)
