@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -171,17 +172,19 @@ def jaccard_threshold_figure(
     map (label -> (thresholds, Jaccard values)); each line's best threshold is marked with a star,
     the threshold in use with a dashed vertical line. (Added by the masks page.)"""
     figure = go.Figure()
-    for label, (thresholds, values) in curves.items():
+    palette = plotly.colors.qualitative.Plotly
+    for index, (label, (thresholds, values)) in enumerate(curves.items()):
         x, y = np.asarray(thresholds, dtype=np.float64), np.asarray(values, dtype=np.float64)
         if x.size == 0:
             continue
         best = int(np.argmax(y))
+        colour = palette[index % len(palette)]  # a line and its best-threshold star share a colour
         figure.add_trace(go.Scatter(
-            x=x, y=y, mode="lines", name=label, legendgroup=label,
+            x=x, y=y, mode="lines", name=label, legendgroup=label, line=dict(color=colour),
             hovertemplate="threshold %{x:g}: Jaccard %{y:.3f}<extra>" + label + "</extra>",
         ))
         figure.add_trace(go.Scatter(
-            x=[x[best]], y=[y[best]], mode="markers", marker=dict(symbol="star", size=13),
+            x=[x[best]], y=[y[best]], mode="markers", marker=dict(symbol="star", size=13, color=colour),
             name=f"best: {x[best]:g} (J = {y[best]:.3f})", legendgroup=label, showlegend=True,
             hovertemplate="best threshold %{x:g}: Jaccard %{y:.3f}<extra>" + label + "</extra>",
         ))

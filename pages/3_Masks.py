@@ -12,7 +12,7 @@ import streamlit as st
 
 from ltpa import masks, viz
 from ltpa.images import UPLOAD_EXTENSIONS, bytes_sha256
-from ltpa.maps import colorize
+from ltpa.maps import overlay
 from ltpa.preprocess import image_to_input
 from ltpa.saliency import centre_prior
 from ltpa.segmentation import COMBINED, DEFAULT_CAM_MODEL, DEFAULT_GRAD_CAM_MODEL, native_maps
@@ -112,6 +112,11 @@ def _posthoc_unit(checkpoint: str, image_sha: str, method: str, size: tuple[int,
 @st.cache_data(show_spinner=False, max_entries=16)
 def _prior_unit(size: tuple[int, int], sigma: float) -> np.ndarray:
     return masks.unit_map(centre_prior(size[0], size[1], sigma))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _map_overlay(map_key: str, _image: np.ndarray, _unit: np.ndarray) -> np.ndarray:
+    return overlay(_image, _unit)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -244,7 +249,7 @@ with image_column:
         mime="image/png", key="masks.download", on_click="ignore", icon=":material/download:",
     )
 with map_column:
-    st.image(colorize(attention_unit), width="stretch",
+    st.image(_map_overlay(sources[attention_label][0], work_image, attention_unit), width="stretch",
              caption=f"{stage_label} map, divided by its maximum")
 
 if truth is not None:
