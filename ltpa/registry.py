@@ -124,7 +124,10 @@ def _register_all() -> None:
                     backbone="vgg",
                     builder=VGGAtt,
                     fixed={"taps": taps, "head": head, "compatibility": compat},
-                    description=f"VGG with attention at layers {'+'.join(map(str, taps))}",
+                    description=(
+                        f"VGG with attention at layer{'s' if len(taps) > 1 else ''} "
+                        f"{'+'.join(map(str, taps))}"
+                    ),
                 ))
     for head in HEADS:
         for compat in COMPATIBILITIES:
