@@ -632,7 +632,7 @@ IFGSM_CURVE_LEVELS = (0, 1, 2, 4, 8, 16, 32)
 def confidence_curve(
     model: PixelModel,
     x: Tensor,
-    class_index: int,
+    class_index: int | None = None,
     method: str = "fgsm",
     label: int | None = None,
     target: int | None = None,
@@ -641,8 +641,9 @@ def confidence_curve(
 ) -> tuple[list[int], np.ndarray, np.ndarray]:
     """This image's probability of ``class_index`` under the attack at each epsilon.
 
-    FGSM: every ``k`` in 0..32 from one gradient; I-FGSM: ``IFGSM_CURVE_LEVELS``. Returns
-    ``(levels, probability of class_index, predicted class)`` per epsilon.
+    ``class_index`` None follows the attacked class: the target (targeted), the label, or the
+    clean prediction. FGSM: every ``k`` in 0..32 from one gradient; I-FGSM: ``IFGSM_CURVE_LEVELS``.
+    Returns ``(levels, probability of class_index, predicted class)`` per epsilon.
     """
     if method not in ATTACKS:
         raise ValueError(f"unknown attack {method!r}; valid choices: {', '.join(ATTACKS)}")
@@ -659,6 +660,33 @@ def confidence_curve(
         with torch.no_grad():
             logits = model(batch).logits.float()
     probabilities = torch.softmax(logits, dim=1)
+    if class_index is None:
+        if target is not None or label is not None:
+            class_index = int(target if target is not None else label)
+        else:
+            with torch.no_grad():
+                class_index = int(model(x).logits.argmax(dim=1)[0])
     if not 0 <= class_index < probabilities.shape[1]:
         raise ValueError(f"class {class_index} does not exist: the model has {probabilities.shape[1]} classes")
     return levels, probabilities[:, class_index].cpu().numpy(), probabilities.argmax(dim=1).cpu().numpy()
+
+
+def confidence_figure(curves: dict[str, tuple[Sequence[int], Sequence[float]]], title: str,
+                      current_levels: int | None = None):  # -> plotly Figure (lazy import)
+    """Probability against epsilon, one line per model (``{name: (levels, probabilities)}``);
+    a dotted vertical line marks the epsilon chosen on the page."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, (levels, probability) in curves.items():
+        fig.add_trace(go.Scatter(
+            x=list(levels), y=[float(p) for p in probability], mode="lines+markers", name=name,
+            hovertemplate=f"{name}<br>epsilon %{{x}}/255<br>probability %{{y:.1%}}<extra></extra>",
+        ))
+    if current_levels is not None:
+        fig.add_vline(x=current_levels, line_dash="dot", line_color="grey")
+    fig.update_layout(title=title, height=360, margin=dict(l=10, r=10, t=50, b=10),
+                      legend=dict(orientation="h", y=-0.25))
+    fig.update_xaxes(title_text="epsilon (k/255)", range=[0, APP_MAX_LEVELS + 0.5])
+    fig.update_yaxes(title_text="probability", range=[0, 1.02], tickformat=".0%")
+    return fig
