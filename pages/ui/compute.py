@@ -8,11 +8,8 @@ import streamlit as st
 from ltpa.inference import Analysis, StageMap, analyse, posthoc
 from ltpa.maps import overlay
 from ltpa.zoo import zoo_dir
-from pages.ui.widgets import ChosenImage, load_model
+from pages.ui.widgets import DISPLAY_MAX_SIDE, ChosenImage, display_copy, load_model  # noqa: F401
 
-# Overlays larger than this (longest side, pixels) are drawn on screen at this size; downloads
-# stay at the image's full resolution.
-DISPLAY_MAX_SIDE = 1600
 
 
 def _checkpoint_key(model_id: str) -> tuple[str, str]:
@@ -40,18 +37,6 @@ def posthoc_for(model_id: str, chosen: ChosenImage, method: str = "grad_cam",
                 class_index: int | None = None) -> StageMap:
     """``ltpa.inference.posthoc`` (``grad_cam`` or ``cam``) on the chosen image, cached."""
     return _posthoc(model_id, _checkpoint_key(model_id), chosen.sha256, method, class_index, chosen.array)
-
-
-def display_copy(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
-    """The image itself, or a copy shrunk to ``max_side`` for very large images."""
-    import cv2
-
-    height, width = image.shape[:2]
-    scale = max_side / max(height, width)
-    if scale >= 1:
-        return image
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

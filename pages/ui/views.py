@@ -13,7 +13,7 @@ import streamlit as st
 import ltpa
 from ltpa import viz
 from ltpa.inference import Analysis, StageMap
-from ltpa.maps import COLORMAPS
+from ltpa.maps import COLORMAPS, MapStats
 from pages.ui import state
 from pages.ui.compute import overlay_for
 from pages.ui.widgets import ChosenImage
@@ -43,9 +43,27 @@ def scaling_control() -> str:
     ))
 
 
+# Building a Plotly figure costs 10-20 ms (validation), far more than drawing it, so figures are
+# cached. cache_resource hands back the object itself (no pickled copy); figures are never
+# mutated after they are built (st.plotly_chart only serialises them).
+@st.cache_resource(show_spinner=False, max_entries=256)
+def _top_k_figure(top: tuple[tuple[str, float], ...], title: str):
+    return viz.top_k_bar(list(top), title)
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def _heatmap_figure(native: np.ndarray, title: str, colorscale: str):
+    return viz.map_heatmap(native, title, colorscale=colorscale)
+
+
+@st.cache_resource(show_spinner=False, max_entries=128)
+def _stats_figure(stats: tuple[tuple[str, tuple[float, ...]], ...]):
+    return viz.stage_stats_figure({stage: MapStats(*values) for stage, values in stats})
+
+
 def top5_chart(analysis: Analysis, key: str, title: str | None = None) -> None:
     """The top-5 classes as a Plotly bar chart."""
-    figure = viz.top_k_bar(analysis.top(5), title or f"Top-5: {analysis.predicted_class}")
+    figure = _top_k_figure(tuple(analysis.top(5)), title or f"Top-5: {analysis.predicted_class}")
     st.plotly_chart(figure, width="stretch", key=key)
 
 
@@ -130,8 +148,7 @@ def raw_heatmaps(maps: Sequence[StageMap], key: str, per_row: int = 3, colormap:
         row = maps[start:start + per_row]
         for column, stage_map in zip(st.columns(per_row), row):
             height, width = stage_map.native_size
-            figure = viz.map_heatmap(stage_map.native, f"{stage_map.stage} ({height}x{width})",
-                                     colorscale=colormap)
+            figure = _heatmap_figure(stage_map.native, f"{stage_map.stage} ({height}x{width})", colormap)
             column.plotly_chart(figure, width="stretch", key=f"{key}.{stage_map.stage}.heatmap")
 
 
@@ -151,7 +168,7 @@ def stats_rows(maps: Sequence[StageMap]) -> list[dict[str, Any]]:
 def stage_stats(maps: Sequence[StageMap], key: str) -> None:
     """Entropy, peak and top-10% mass of every stage: a table and a figure."""
     st.dataframe(stats_rows(maps), hide_index=True, width="stretch")
-    figure = viz.stage_stats_figure({m.stage: m.stats for m in maps})
+    figure = _stats_figure(tuple((m.stage, tuple(m.stats)) for m in maps))
     st.plotly_chart(figure, width="stretch", key=f"{key}.stats")
 
 

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import streamlit as st
 
@@ -24,6 +25,22 @@ NO_MODELS_MESSAGE = (
     "No models in the zoo yet: the manifest at {folder} lists none. Train one with `ltpa train` "
     "and register it, or set LTPA_ZOO to a folder holding a manifest.json."
 )
+
+
+# Images larger than this (longest side, pixels) are drawn on screen at this size; overlays are
+# computed for that copy, and downloads stay at the image's full resolution.
+DISPLAY_MAX_SIDE = 1600
+PREVIEW_MAX_SIDE = 400
+
+
+def display_copy(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """The image itself, or a copy shrunk (area interpolation) so its longest side is ``max_side``."""
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 # --- images ---------------------------------------------------------------------------------
@@ -121,7 +138,8 @@ def image_picker(key: str = "image", preview: bool = True) -> ChosenImage | None
         st.error(f"Cannot use **{name}**: {error}.")
         return None
     if preview:
-        st.image(loaded.array, caption=f"{name} ({loaded.width}x{loaded.height})", width="stretch")
+        st.image(display_copy(loaded.array, PREVIEW_MAX_SIDE), caption=f"{name} ({loaded.width}x{loaded.height})",
+                 width="stretch", output_format="JPEG")
     for note in loaded.notes:
         st.caption(f"ℹ️ {note}")
     return ChosenImage(name, data, source, loaded)
