@@ -454,3 +454,9 @@ def test_wrong_input_shapes_are_named(name: str, shape: tuple, fragment: str) ->
     model = small(name).eval()
     with pytest.raises(ValueError, match=fragment):
         model(torch.zeros(shape))
+
+
+def test_integer_images_are_refused_with_a_hint() -> None:
+    model = small("vgg_att3_concat_pc").eval()
+    with pytest.raises(ValueError, match="floating-point .*got dtype torch.uint8.*image_to_input"):
+        model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))

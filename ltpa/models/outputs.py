@@ -36,6 +36,11 @@ def check_input(x: Tensor, in_channels: int = 3) -> None:
             f"expected {in_channels} colour channels (RGB) in dimension 1; got {x.shape[1]} "
             f"(shape {tuple(x.shape)})"
         )
+    if not x.is_floating_point():
+        raise ValueError(
+            f"expected a floating-point batch (normalised images); got dtype {x.dtype}: "
+            "convert uint8 images with ltpa.preprocess.image_to_input, then normalise"
+        )
     if x.shape[2] < MIN_INPUT_SIZE or x.shape[3] < MIN_INPUT_SIZE:
         raise ValueError(
             f"images must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}; got "
