@@ -9,7 +9,7 @@ import streamlit as st
 
 from pages.ui import views
 from pages.ui.compute import analysis_for
-from pages.ui.widgets import choice_of, display_copy, image_picker, model_or_error, model_picker
+from pages.ui.widgets import choice_of, image_picker, model_or_error, model_picker
 
 st.set_page_config(page_title="Learn to Pay Attention", page_icon="🔎", layout="wide")
 
@@ -56,7 +56,7 @@ paper_name = choice.paper_name if choice else model_id
 
 left, right = st.columns([1, 1])
 with left:
-    st.image(display_copy(chosen.array), caption=f"{chosen.name} ({chosen.loaded.width}x{chosen.loaded.height})",
+    st.image(chosen.shown(), caption=f"{chosen.name} ({chosen.loaded.width}x{chosen.loaded.height})",
              width="stretch", output_format="JPEG")
 with right:
     st.subheader(f"Prediction: {analysis.predicted_class}")

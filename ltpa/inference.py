@@ -9,6 +9,7 @@ every app session.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -27,12 +28,20 @@ class StageMap:
 
     stage: str  # e.g. "layer7", or "Grad-CAM"
     native: np.ndarray  # h x w float32 at the model's resolution
-    upsampled: np.ndarray  # H x W float32 at the image's resolution, same total mass
+    image_size: tuple[int, int]  # (height, width) of the image it belongs to
     stats: MapStats  # of the native map
 
     @property
     def native_size(self) -> tuple[int, int]:
         return int(self.native.shape[0]), int(self.native.shape[1])
+
+    @cached_property
+    def upsampled(self) -> np.ndarray:
+        """H x W float32 at the image's resolution with the same total mass (``ltpa.maps.upsample``).
+
+        Computed on first use, not stored: for a 40-megapixel photo each map is 160 MB, and the
+        app caches (pickles) analyses that mostly only need the native maps."""
+        return upsample(self.native, self.image_size)
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,7 @@ def _model_device(loaded: LoadedModel) -> torch.device:
 
 def _stage_map(stage: str, attention: torch.Tensor, size: tuple[int, int]) -> StageMap:
     native = to_numpy_map(attention)
-    return StageMap(stage, native, upsample(native, size), map_stats(native))
+    return StageMap(stage, native, size, map_stats(native))
 
 
 def analyse(loaded: LoadedModel, image: np.ndarray) -> Analysis:

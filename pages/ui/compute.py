@@ -52,6 +52,6 @@ def overlay_for(chosen: ChosenImage, stage_map: StageMap, opacity: float, colorm
     On screen very large images are drawn at ``DISPLAY_MAX_SIDE``; ``full_resolution`` gives the
     overlay at the image's own size (for downloads). ``scaling`` is an ``ltpa.maps`` normalisation
     mode: ``max`` (a / peak) or ``minmax``."""
-    image = chosen.array if full_resolution else display_copy(chosen.array)
+    image = chosen.array if full_resolution else chosen.shown()
     key = f"{chosen.sha256}:{image.shape[0]}x{image.shape[1]}"
     return _overlay(key, stage_map.native, float(opacity), colormap, scaling, image)

@@ -137,6 +137,10 @@ def stage_overlays(
     """Every stage's map over the image, side by side (see ``stage_cell``)."""
     if not maps:
         return
+    if chosen.shown() is not chosen.array:
+        height, width = chosen.shown().shape[:2]
+        st.caption(f"This large image is drawn at {width}x{height} on screen; the overlay PNG "
+                   f"downloads are at its full {chosen.loaded.width}x{chosen.loaded.height}.")
     for column, stage_map in zip(st.columns(len(maps)), maps):
         with column:
             stage_cell(chosen, stage_map, opacity, colormap, key, downloads, scaling=scaling)

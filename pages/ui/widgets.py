@@ -28,8 +28,9 @@ NO_MODELS_MESSAGE = (
 
 
 # Images larger than this (longest side, pixels) are drawn on screen at this size; overlays are
-# computed for that copy, and downloads stay at the image's full resolution.
-DISPLAY_MAX_SIDE = 1600
+# computed for that copy, and downloads stay at the image's full resolution. Streamlit itself
+# shrinks images wider than 1460 px on every rerun, so staying below that saves its resize too.
+DISPLAY_MAX_SIDE = 1400
 PREVIEW_MAX_SIDE = 400
 
 
@@ -41,6 +42,13 @@ def display_copy(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndar
         return image
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _shrunk(image_sha256: str, max_side: int, _image: np.ndarray) -> np.ndarray:
+    shrunk = display_copy(_image, max_side)
+    shrunk.flags.writeable = False
+    return shrunk
 
 
 # --- images ---------------------------------------------------------------------------------
@@ -76,6 +84,12 @@ class ChosenImage:
     def sha256(self) -> str:
         return self.loaded.sha256
 
+    def shown(self, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+        """The image as drawn on screen: itself, or a cached read-only copy shrunk to ``max_side``."""
+        if max(self.array.shape[:2]) <= max_side:
+            return self.array
+        return _shrunk(self.sha256, max_side, self.array)
+
 
 @st.cache_data(show_spinner=False)
 def gallery() -> list[Example]:
@@ -88,10 +102,15 @@ def gallery() -> list[Example]:
     return [e for e in examples if e.path.is_file()]
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=4, ttl=3600)
 def decode_image(data: bytes) -> LoadedImage:
-    """``ltpa.images.load_image`` cached on the file's bytes (errors are not cached)."""
-    return load_image(data)
+    """``ltpa.images.load_image`` cached on the file's bytes (errors are not cached).
+
+    cache_resource, not cache_data: a 40-megapixel image is 120 MB, and cache_data would unpickle
+    a fresh copy on every rerun. The shared array is made read-only so no page can alter it."""
+    loaded = load_image(data)
+    loaded.array.flags.writeable = False
+    return loaded
 
 
 def _on_upload(upload_key: str, example_key: str) -> None:
@@ -137,12 +156,13 @@ def image_picker(key: str = "image", preview: bool = True) -> ChosenImage | None
     except ImageError as error:
         st.error(f"Cannot use **{name}**: {error}.")
         return None
+    chosen_image = ChosenImage(name, data, source, loaded)
     if preview:
-        st.image(display_copy(loaded.array, PREVIEW_MAX_SIDE), caption=f"{name} ({loaded.width}x{loaded.height})",
+        st.image(chosen_image.shown(PREVIEW_MAX_SIDE), caption=f"{name} ({loaded.width}x{loaded.height})",
                  width="stretch", output_format="JPEG")
     for note in loaded.notes:
         st.caption(f"ℹ️ {note}")
-    return ChosenImage(name, data, source, loaded)
+    return chosen_image
 
 
 # --- models ---------------------------------------------------------------------------------
