@@ -29,6 +29,9 @@ def test_upload_shows_the_prediction_and_maps_ltpa_computes(tiny_zoo):
     assert list(table["stage"]) == list(expected.stages)
     np.testing.assert_allclose(table["mass in top 10%"], [m.stats.top10_mass for m in expected.maps], atol=1e-4)
     assert at.session_state[state.IMAGE_NAME] == "coffee.jpg"
+    labels = [button.proto.label for button in at.get("download_button")]
+    assert labels.count("Overlay PNG") == labels.count(".npy") == labels.count("CSV") == len(expected.maps)
+    assert "View record (JSON)" in labels
 
 
 def test_switching_models_updates_everything(tiny_zoo):
@@ -129,3 +132,12 @@ def test_missing_checkpoint_file_is_reported(tiny_zoo_dir, tmp_path, monkeypatch
     at = start_app()
     assert not at.exception
     assert any(f"Cannot load model **{first['id']}**" in e for e in errors(at)), errors(at)
+
+
+def test_large_image_is_drawn_smaller_but_analysed_whole(tiny_zoo):
+    data = samples.huge_png(3000, 2000)
+    at = upload(start_app(), "large.png", data, "image/png")
+    assert not at.exception and not errors(at)
+    assert any("drawn at 1400x933" in c and "3000x2000" in c for c in captions(at)), captions(at)
+    assert "large.png (3000x2000)" in image_captions(at)
+    assert_page_matches(at, direct_analysis("vgg_att3_concat_pc", data))

@@ -102,3 +102,20 @@ def test_view_record_identifies_image_model_and_settings(tiny_zoo):
     assert model["checkpoint_sha256"] == loaded.entry.card["sha256"]
     assert [s["stage"] for s in model["stages"]] == ["layer7", "layer10", "layer13"]
     assert record["settings"] == {"opacity": 0.3}
+
+
+def test_download_encodings_round_trip():
+    import io
+
+    import cv2
+
+    from pages.ui.views import csv_text, npy_bytes, npz_bytes, png_bytes
+
+    image = samples.gradient_rgb(20, 30)
+    decoded = cv2.imdecode(np.frombuffer(png_bytes(image), np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(decoded[:, :, ::-1], image)  # PNG is lossless, RGB order kept
+    attention = np.random.default_rng(0).random((8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(np.load(io.BytesIO(npy_bytes(attention))), attention)
+    np.testing.assert_allclose(np.loadtxt(io.StringIO(csv_text(attention)), delimiter=","), attention, rtol=1e-7)
+    with np.load(io.BytesIO(npz_bytes({"a": attention, "b": attention.T}))) as archive:
+        np.testing.assert_array_equal(archive["b"], attention.T)
