@@ -393,11 +393,11 @@ def mask_overlay(image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None =
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != image.shape[:2]:
         raise ValueError(f"mask {mask.shape} and image {image.shape[:2]} differ in size")
-    out = image.copy()
     tint = np.empty_like(image)
     tint[:] = colour
     blended = cv2.addWeighted(image, 1.0 - opacity, tint, opacity, 0.0)
-    out[mask] = blended[mask]
+    out = image.copy()
+    cv2.copyTo(blended, np.ascontiguousarray(mask).view(np.uint8), out)  # (boolean indexing is ~50x slower here)
     thickness = max(1, round(max(image.shape[:2]) / 300))
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(out, contours, -1, colour, thickness)

@@ -6,29 +6,20 @@ re-thresholds the cached map with a precomputed cut table (``ltpa.masks.cut_tabl
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import streamlit as st
 
-from ltpa import masks, viz
+from ltpa import masks
 from ltpa.images import UPLOAD_EXTENSIONS, bytes_sha256
-from ltpa.maps import overlay
-from ltpa.preprocess import image_to_input
-from ltpa.saliency import centre_prior
-from ltpa.segmentation import COMBINED, DEFAULT_CAM_MODEL, DEFAULT_GRAD_CAM_MODEL, native_maps
-from ltpa.zoo import zoo_dir
+from ltpa.segmentation import COMBINED, DEFAULT_CAM_MODEL, DEFAULT_GRAD_CAM_MODEL
 from pages.ui.compute import analysis_for
-from pages.ui.widgets import image_picker, load_model, model_or_error, model_picker, zoo_choices
+from pages.ui.mask_compute import (RULE_LABELS, attention_unit_map, checkpoint_key, curve_figure, map_overlay,
+                                   posthoc_unit_map, prior_unit_map, rule_table, truth_mask, work_image_at)
+from pages.ui.widgets import image_picker, model_or_error, model_picker, zoo_choices
 
 # Masks are computed at the ground truth's size (as ``ltpa segment-eval`` does), else at the
 # image's; capped so a huge photo keeps the page live.
 MAX_SIDE = 1024
-RULE_LABELS = {
-    "fraction": "fraction of the maximum",
-    "top": "top q % of pixels",
-    "mass": "p % of the attention mass",
-    "otsu": "Otsu (automatic)",
-}
 PRIOR_SIGMA = 0.25
 
 st.set_page_config(page_title="Masks · Learn to Pay Attention", page_icon="🔎", layout="wide")
@@ -70,69 +61,10 @@ with st.sidebar:
 if chosen is None or model_id is None:
     st.info("Choose an image and an attention model in the sidebar.")
     st.stop()
-if model_or_error(model_id) is None:
+loaded = model_or_error(model_id)
+if loaded is None:
     st.stop()
 analysis = analysis_for(model_id, chosen)
-
-
-# ----------------------------------------------------------------------------- cached computations
-def _checkpoint(model_key: str) -> str:
-    return f"{zoo_dir()}:{model_key}:{load_model(model_key).entry.card.get('sha256', '')}"
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _truth_mask(data: bytes) -> np.ndarray:
-    return masks.load_mask(data)
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _work_image(image_sha: str, size: tuple[int, int], _image: np.ndarray) -> np.ndarray:
-    if _image.shape[:2] == size:
-        return _image
-    shrinking = size[0] < _image.shape[0]
-    return cv2.resize(_image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _attention_unit(checkpoint: str, image_sha: str, stage: str, combine: str, size: tuple[int, int],
-                    _natives: dict[str, np.ndarray]) -> np.ndarray:
-    if stage == COMBINED:
-        return masks.combine_maps([masks.unit_map(m, size) for m in _natives.values()], combine)
-    return masks.unit_map(_natives[stage], size)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _posthoc_unit(checkpoint: str, image_sha: str, method: str, size: tuple[int, int],
-                  _model_id: str, _image: np.ndarray) -> np.ndarray:
-    loaded = load_model(_model_id)
-    native = native_maps(loaded, method, image_to_input(_image, loaded.input_size))[method][0]
-    return masks.unit_map(native, size)
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _prior_unit(size: tuple[int, int], sigma: float) -> np.ndarray:
-    return masks.unit_map(centre_prior(size[0], size[1], sigma))
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _map_overlay(map_key: str, _image: np.ndarray, _unit: np.ndarray) -> np.ndarray:
-    return overlay(_image, _unit)
-
-
-@st.cache_data(show_spinner=False, max_entries=256)
-def _rule_table(map_key: str, rule: str, truth_key: str, opening: int, largest: bool,
-                _unit: np.ndarray, _truth: np.ndarray | None) -> tuple[dict[float, float] | None,
-                                                                      np.ndarray | None, masks.Sweep | None]:
-    """What a threshold change needs, computed once: the cut table (or Otsu's mask) and the
-    Jaccard-versus-threshold curve against the ground truth."""
-    ranked = masks.RankedMap(_unit)
-    grid = masks.FINE_GRIDS[rule]
-    cuts = masks.cut_table(ranked, rule, grid) if rule != "otsu" else None
-    otsu = masks.binarise(ranked, "otsu") if rule == "otsu" else None
-    curve = None
-    if _truth is not None:
-        curve = masks.threshold_curve(ranked, _truth, rule, grid, opening, largest)
-    return cuts, otsu, curve
 
 
 # ----------------------------------------------------------------------------- ground truth
@@ -142,7 +74,7 @@ truth_note = ""
 if truth_file is not None:
     truth_bytes = truth_file.getvalue()
     try:
-        truth = _truth_mask(truth_bytes)
+        truth = truth_mask(truth_bytes)
     except (ValueError, OSError) as error:
         st.error(f"Cannot use the ground-truth mask **{truth_file.name}**: {error}")
     if truth is not None:
@@ -164,7 +96,7 @@ size = (max(1, round(base_size[0] * scale)), max(1, round(base_size[1] * scale))
 if truth is not None and truth.shape != size:
     truth = masks.fit_mask(truth, size)
 truth_key = bytes_sha256(truth_bytes) if truth is not None else ""
-work_image = _work_image(chosen.sha256, size, chosen.array)
+work_image = work_image_at(chosen.sha256, size, chosen.array)
 
 # ----------------------------------------------------------------------------- controls
 stages = list(analysis.stages) + ([COMBINED] if len(analysis.stages) > 1 else [])
@@ -202,13 +134,13 @@ with right:
 # ----------------------------------------------------------------------------- masks
 def make(map_key: str, unit: np.ndarray) -> tuple[np.ndarray, masks.Sweep | None]:
     """The mask at the chosen rule and threshold, and the curve (None without ground truth)."""
-    cuts, otsu, curve = _rule_table(map_key, rule, truth_key, opening, largest, unit, truth)
+    cuts, otsu, curve = rule_table(map_key, rule, truth_key, opening, largest, unit, truth)
     mask = otsu if rule == "otsu" else unit >= cuts[threshold]
     return masks.clean_mask(mask, opening, largest), curve
 
 
-checkpoint = _checkpoint(model_id)
-attention_unit = _attention_unit(checkpoint, chosen.sha256, stage, combine, size,
+checkpoint = checkpoint_key(loaded)
+attention_unit = attention_unit_map(checkpoint, chosen.sha256, stage, combine, size,
                                  {m.stage: m.native for m in analysis.maps})
 # label -> (map key, unit map); the attention map first.
 stage_label = "all stages" if stage == COMBINED else stage
@@ -220,18 +152,21 @@ if show_comparisons:
     vgg_id = next((c.id for c in choices if c.id == DEFAULT_GRAD_CAM_MODEL), None) or \
         next((c.id for c in choices if c.backbone == "vgg" and not c.attention and not c.gap), None)
     for method, label, posthoc_id in (("cam", "CAM", gap_id), ("grad_cam", "Grad-CAM", vgg_id)):
-        if posthoc_id is None:
+        posthoc_loaded = model_or_error(posthoc_id) if posthoc_id is not None else None
+        if posthoc_loaded is None:
             continue
-        if model_or_error(posthoc_id) is None:
-            continue
-        key = f"{_checkpoint(posthoc_id)}:{chosen.sha256}:{method}:{size}"
-        sources[f"{label} ({posthoc_id})"] = (key, _posthoc_unit(_checkpoint(posthoc_id), chosen.sha256,
+        posthoc_checkpoint = checkpoint_key(posthoc_loaded)
+        key = f"{posthoc_checkpoint}:{chosen.sha256}:{method}:{size}"
+        sources[f"{label} ({posthoc_id})"] = (key, posthoc_unit_map(posthoc_checkpoint, chosen.sha256,
                                                                    method, size, posthoc_id, chosen.array))
-    sources["centre prior"] = (f"prior:{size}:{PRIOR_SIGMA}", _prior_unit(size, PRIOR_SIGMA))
+    sources["centre prior"] = (f"prior:{size}:{PRIOR_SIGMA}", prior_unit_map(size, PRIOR_SIGMA))
 
 results = {label: make(key, unit) for label, (key, unit) in sources.items()}
 attention_label = next(iter(sources))
 mask, curve = results[attention_label]
+# label -> (scores, pointing-game hit) against the ground truth, computed once per rerun.
+scored = {label: (masks.score_mask(m, truth), masks.pointing_hit(sources[label][1], truth))
+          for label, (m, _) in results.items()} if truth is not None else {}
 
 # ----------------------------------------------------------------------------- the attention mask
 rule_text = RULE_LABELS[rule] + ("" if threshold is None else f" = {threshold:g}")
@@ -249,12 +184,11 @@ with image_column:
         mime="image/png", key="masks.download", on_click="ignore", icon=":material/download:",
     )
 with map_column:
-    st.image(_map_overlay(sources[attention_label][0], work_image, attention_unit), width="stretch",
+    st.image(map_overlay(sources[attention_label][0], work_image, attention_unit), width="stretch",
              caption=f"{stage_label} map, divided by its maximum")
 
 if truth is not None:
-    scores = masks.score_mask(mask, truth)
-    hit = masks.pointing_hit(attention_unit, truth)
+    scores, hit = scored[attention_label]
     cells = st.columns(5)
     cells[0].metric("Jaccard (IoU)", f"{scores.jaccard:.3f}")
     cells[1].metric("Precision", f"{scores.precision:.3f}")
@@ -267,35 +201,34 @@ else:
 # ----------------------------------------------------------------------------- comparisons
 if show_comparisons:
     st.subheader("The same rule on post-hoc saliency and a trivial guess")
-    columns = st.columns(len(results))
-    for column, (label, (other_mask, _)) in zip(columns, results.items()):
+    others = [(label, result) for label, result in results.items() if label != attention_label]
+    columns = st.columns(len(others))
+    for column, (label, (other_mask, _)) in zip(columns, others):
         with column:
             caption = label
             if truth is not None:
-                caption += f": Jaccard {masks.jaccard(other_mask, truth):.3f}"
+                caption += f": Jaccard {scored[label][0].jaccard:.3f}"
             st.image(masks.mask_overlay(work_image, other_mask, truth), width="stretch", caption=caption)
-    if len(sources) == 2:
+    if len(others) == 1:
         st.caption("The zoo has no VGG-GAP / plain VGG model, so CAM / Grad-CAM are left out.")
 
 if truth is not None:
     table = []
-    for label, (other_mask, other_curve) in results.items():
-        unit = sources[label][1]
-        scores = masks.score_mask(other_mask, truth)
+    for label, (_, other_curve) in results.items():
+        scores, hit = scored[label]
         best_t, best_j = masks.best_threshold(other_curve)
         table.append({"map": label, "Jaccard": round(scores.jaccard, 4), "precision": round(scores.precision, 4),
                       "recall": round(scores.recall, 4), "F1": round(scores.f1, 4),
-                      "pointing game": "hit" if masks.pointing_hit(unit, truth) else "miss",
+                      "pointing game": "hit" if hit else "miss",
                       "best threshold (tuned on this image)": "auto" if best_t is None else best_t,
                       "Jaccard at best": round(best_j, 4)})
     st.dataframe(table, hide_index=True, width="stretch")
     if rule == "otsu":
         st.caption("Otsu's rule has no threshold, so there is no curve: switch to another rule to see one.")
     else:
-        figure = viz.jaccard_threshold_figure(
-            {label: (c.thresholds, c.jaccard) for label, (_, c) in results.items()}, rule, threshold,
-            title=f"Jaccard versus threshold: {RULE_LABELS[rule]}")
+        curves_key = "|".join(key for key, _ in sources.values()) + f"|{truth_key}|{opening}|{largest}"
+        figure = curve_figure(curves_key, rule, {label: c for label, (_, c) in results.items()})
         st.plotly_chart(figure, width="stretch", key="masks.curve")
-        st.caption("Stars mark each map's best threshold on this image (tuned on one image: optimistic); "
-                   "the dashed line is the threshold in use. `ltpa segment-eval` reports fixed "
+        st.caption(f"Stars mark each map's best threshold on this image (tuned on one image: optimistic); "
+                   f"the threshold in use is {threshold:g}. `ltpa segment-eval` reports fixed "
                    "thresholds over a whole data set.")

@@ -15,7 +15,7 @@ from ltpa.maps import overlay
 from ltpa.preprocess import image_to_input
 from ltpa.saliency import centre_prior
 from ltpa.segmentation import COMBINED, native_maps
-from ltpa.zoo import zoo_dir
+from ltpa.zoo import LoadedModel, zoo_dir
 from pages.ui.widgets import load_model
 
 RULE_LABELS = {
@@ -26,9 +26,9 @@ RULE_LABELS = {
 }
 
 
-def checkpoint_key(model_key: str) -> str:
+def checkpoint_key(loaded: LoadedModel) -> str:
     """Identifies a loaded checkpoint: zoo folder, id and the file's sha256."""
-    return f"{zoo_dir()}:{model_key}:{load_model(model_key).entry.card.get('sha256', '')}"
+    return f"{zoo_dir()}:{loaded.entry.id}:{loaded.entry.card.get('sha256', '')}"
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
