@@ -183,14 +183,14 @@ class ModelChoice:
 
     @property
     def label(self) -> str:
+        """Short enough for the sidebar: the choices that differ, plus the measured error."""
         if self.attention:
             text = f"att{self.levels} · {self.head} · {self.compatibility}"
         elif self.gap:
-            text = "GAP baseline (no attention; CAM)"
+            text = "GAP baseline (CAM)"
         else:
-            text = "baseline (no attention)"
-        error = f", test error {self.test_error:.2f}%" if self.test_error is not None else ""
-        return f"{text} — {self.paper_name}{error}"
+            text = "baseline, no attention"
+        return text + (f" · {self.test_error:.2f}% err" if self.test_error is not None else "")
 
 
 BACKBONE_LABELS = {"vgg": "VGG", "resnet": "ResNet"}
