@@ -245,3 +245,59 @@ def test_unreadable_masks_give_clear_errors(tmp_path) -> None:
 def test_mask_png_round_trip() -> None:
     truth = square_mask()
     np.testing.assert_array_equal(masks.load_mask(masks.mask_to_png(truth)), truth)
+
+
+# --------------------------------------------------------------------------------------- page helpers
+@pytest.mark.parametrize("rule", ["fraction", "top", "mass"])
+def test_cut_table_reproduces_binarise(rule: str) -> None:
+    rng = np.random.default_rng(4)
+    maps = [masks.unit_map(rng.random((6, 6)), (24, 18)), np.zeros((4, 4), np.float32),
+            np.full((4, 4), 0.3, np.float32)]
+    for unit in maps:
+        table = masks.cut_table(unit, rule, masks.FINE_GRIDS[rule])
+        assert len(table) == 100
+        for threshold, cut in table.items():
+            np.testing.assert_array_equal(unit >= cut, masks.binarise(unit, rule, threshold))
+    with pytest.raises(ValueError, match="Otsu"):
+        masks.cut_table(maps[0], "otsu", [])
+
+
+def test_threshold_curve_with_clean_up_and_best_threshold() -> None:
+    truth = np.zeros((30, 30), dtype=bool)
+    truth[5:25, 5:25] = True
+    unit = np.zeros((30, 30), dtype=np.float32)
+    unit[5:25, 5:25] = 0.8  # the object
+    unit[27, 27] = 1.0  # a bright speck far from it
+    plain = masks.threshold_curve(unit, truth, "fraction", (0.5, 0.9))
+    np.testing.assert_allclose(plain.jaccard, [400 / 401, 0.0])
+    cleaned = masks.threshold_curve(unit, truth, "fraction", (0.5, 0.9), largest_component=True)
+    np.testing.assert_allclose(cleaned.jaccard, [1.0, 0.0])  # the speck is not the largest region
+    assert masks.best_threshold(cleaned) == (0.5, 1.0)
+    otsu = masks.threshold_curve(unit, truth, "otsu", opening=3)
+    assert otsu.thresholds == () and masks.best_threshold(otsu)[0] is None
+
+
+def test_mask_overlay_tints_the_mask_only() -> None:
+    image = np.full((20, 30, 3), 100, dtype=np.uint8)
+    mask = np.zeros((20, 30), dtype=bool)
+    mask[5:15, 10:20] = True
+    out = masks.mask_overlay(image, mask, colour=(255, 0, 0), opacity=0.5)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0, 0], image[0, 0])  # outside: untouched
+    np.testing.assert_array_equal(out[10, 15], [178, 50, 50])  # inside: half way to red
+    truth = np.zeros_like(mask)
+    truth[2:8, 2:8] = True
+    outlined = masks.mask_overlay(image, mask, truth)
+    assert (outlined[2, 2:8] != image[2, 2:8]).any()  # the ground truth's outline is drawn
+    with pytest.raises(ValueError, match="differ in size"):
+        masks.mask_overlay(image, mask[:10])
+
+
+def test_jaccard_threshold_figure_marks_each_best() -> None:
+    from ltpa import viz
+
+    figure = viz.jaccard_threshold_figure(
+        {"a": ([0.1, 0.5, 0.9], [0.2, 0.6, 0.4]), "b": ([0.1, 0.5, 0.9], [0.7, 0.1, 0.0])}, "fraction")
+    stars = [t for t in figure.data if t.mode == "markers"]
+    assert [(s.x[0], s.y[0]) for s in stars] == [(0.5, 0.6), (0.1, 0.7)]
+    assert stars[0].marker.color == figure.data[0].line.color
