@@ -191,11 +191,16 @@ def sweep_model(
             x = x.contiguous(memory_format=torch.channels_last)
         y = labels[start:start + batch_size]
         attacked = y if label_mode == "true" else None
+        clean_logits = None
         if method == "fgsm" and any(levels):
             # One fp32 gradient serves every epsilon (outside autocast on purpose).
-            direction, _, _ = attack_direction(model, x, label=attacked)
+            direction, clean_logits, _ = attack_direction(model, x, label=attacked)
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            clean_prediction = model(x).logits.argmax(dim=1)
+            # The gradient pass already classified the clean images in fp32; under amp they are
+            # classified again in bf16 so clean and attacked predictions share one precision.
+            if clean_logits is None or use_amp:
+                clean_logits = model(x).logits
+            clean_prediction = clean_logits.argmax(dim=1)
             right = clean_prediction == y
             clean_correct += right.sum()
             for index, k in enumerate(levels):
