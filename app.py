@@ -66,7 +66,7 @@ with right:
 if not analysis.maps:
     st.info(
         f"{paper_name} is a baseline without attention, so it has no stage maps. The Compare page "
-        "shows its post-hoc Grad-CAM (and CAM for VGG-GAP) next to the attention models."
+        "shows post-hoc Grad-CAM of the VGG baseline and CAM of VGG-GAP next to the attention models."
     )
 else:
     st.subheader(f"Attention at every stage ({len(analysis.maps)})")
