@@ -302,6 +302,7 @@ class EvalResult:
                 "mean_f1": float(np.mean([r["f1"] for r in rows])),
                 "pointing_game": float(np.mean([r["pointing_hit"] for r in rows])),
                 "mean_mask_fraction": float(np.mean([r["mask_fraction"] for r in rows])),
+                "blank_maps": int(sum(r["blank_map"] for r in rows)),
             })
         return out
 
@@ -350,6 +351,7 @@ def score_sources(
     truth = sample.mask
     for source, unit in units.items():
         hit = bool(truth[masks.peak_position(unit)])
+        blank = int(float(unit.max()) <= 0)  # no positive value: an empty mask under every rule
         ranked = masks.RankedMap(unit)  # one sort serves every rule and the sweep
         for rule in settings.rules:
             value = settings.thresholds[rule]
@@ -361,7 +363,7 @@ def score_sources(
                 "stage": source.stage, "rule": rule, "threshold": _display_threshold(rule, value),
                 "jaccard": scores.jaccard, "precision": scores.precision, "recall": scores.recall,
                 "f1": scores.f1, "pointing_hit": int(hit), "mask_fraction": float(pred.mean()),
-                "truth_fraction": float(truth.mean()),
+                "truth_fraction": float(truth.mean()), "blank_map": blank,
             })
             curve = masks.threshold_curve(ranked, truth, rule, None, settings.opening,
                                           settings.largest_component).jaccard
@@ -465,6 +467,11 @@ def markdown_table(result: EvalResult) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     tuned_rules = [r for r in rules if masks.SWEEP_GRIDS[r]]
     out = "\n".join(lines) + "\n"
+    blanks = [(label, next(iter(per_rule.values()))) for label, per_rule in by_source.items()]
+    blanks = [f"{label}: {row['blank_maps']} of {row['images']}" for label, row in blanks if row["blank_maps"]]
+    if blanks:
+        out += ("\nMaps with no positive value (an empty mask under every rule, Jaccard 0): "
+                + "; ".join(blanks) + ".\n")
     if tuned_rules:
         headers = ["map"] + [f"{rule}: best t (J)" for rule in tuned_rules]
         lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -513,10 +520,10 @@ def write_results(result: EvalResult, out_dir: Path) -> dict[str, Path]:
     paths = {
         "per_image": _write_csv(out_dir / "per_image.csv", result.rows, [
             "image", "method", "model", "stage", "rule", "threshold", "jaccard", "precision",
-            "recall", "f1", "pointing_hit", "mask_fraction", "truth_fraction"]),
+            "recall", "f1", "pointing_hit", "mask_fraction", "truth_fraction", "blank_map"]),
         "summary": _write_csv(out_dir / "summary.csv", result.summary(), [
             "method", "model", "stage", "rule", "threshold", "images", "mean_jaccard", "sd_jaccard",
-            "mean_precision", "mean_recall", "mean_f1", "pointing_game", "mean_mask_fraction"]),
+            "mean_precision", "mean_recall", "mean_f1", "pointing_game", "mean_mask_fraction", "blank_maps"]),
         "sweep": _write_csv(out_dir / "sweep.csv", result.sweep_rows(), [
             "method", "model", "stage", "rule", "threshold", "images", "mean_jaccard"]),
         "best_thresholds": _write_csv(out_dir / "best_thresholds.csv", result.best_thresholds(), [

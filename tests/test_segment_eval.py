@@ -84,6 +84,7 @@ def test_segment_eval_end_to_end(tiny_zoo: Path, folder: tuple[Path, Path], tmp_
     assert len(sources) == 4 + 4 + 3 + 3
     assert {r["rule"] for r in summary} == set(masks.RULES)
     assert all(r["images"] == "4" for r in summary)
+    assert all(r["blank_maps"] == "0" for r in summary if r["method"] == "centre_prior")
     assert {r["threshold"] for r in summary if r["rule"] == "fraction"} == {"0.5"}
 
     per_image = read_csv(out / "per_image.csv")
@@ -189,3 +190,21 @@ def test_batched_maps_equal_one_at_a_time(tiny_zoo: Path) -> None:
     grad = segmentation.native_maps(baseline, "grad_cam", x, batch_size=2)
     grad_single = segmentation.native_maps(baseline, "grad_cam", x[3:4])
     np.testing.assert_allclose(grad["grad_cam"][3], grad_single["grad_cam"][0], rtol=1e-3, atol=1e-6)
+
+
+def test_blank_maps_score_zero_and_are_counted() -> None:
+    truth = np.zeros((10, 12), dtype=bool)
+    truth[2:8, 3:9] = True
+    sample = segmentation.Sample("one", truth, (10, 12), {})
+    result = segmentation.EvalResult(segmentation.EvalSettings())
+    result.settings.check()
+    blank = segmentation.MapSource("grad_cam", "vgg", "grad_cam")
+    perfect = segmentation.MapSource("centre_prior", "", "centre_prior")
+    segmentation.score_sources(result, sample, {blank: np.zeros((10, 12), np.float32),
+                                                perfect: truth.astype(np.float32)})
+    rows = {(r["method"], r["rule"]): r for r in result.rows}
+    assert all(rows[("grad_cam", rule)]["jaccard"] == 0.0 for rule in masks.RULES)
+    assert all(rows[("centre_prior", rule)]["jaccard"] == 1.0 for rule in ("fraction", "otsu"))
+    summary = {r["method"]: r for r in result.summary() if r["rule"] == "otsu"}
+    assert summary["grad_cam"]["blank_maps"] == 1 and summary["centre_prior"]["blank_maps"] == 0
+    assert "Grad-CAM (vgg): 1 of 1" in segmentation.markdown_table(result)
