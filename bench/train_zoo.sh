@@ -7,7 +7,7 @@ data=$1; out=$2; epochs=${3:-}
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/ltpa-inductor}
 ngpu=$(python3 -c "import torch; print(max(1, torch.cuda.device_count()))")
 # Two groups balanced by cost: each group gets one GPU (or they share one).
-groups=("vgg_att3_concat_pc,vgg,resnet_att2_concat_pc" "vgg_att3_concat_dp,vgg_gap,resnet_att2_concat_dp")
+groups=("vgg_att3_concat_pc,vgg,vgg_gap,resnet_att2_concat_pc" "vgg_att3_concat_dp,resnet_att2_concat_dp")
 pids=()
 for g in 0 1; do
   gpu=$(( g % ngpu ))

@@ -2,8 +2,10 @@
 
 The file is a plain dict readable with ``torch.load(weights_only=True)`` (tensors, str, numbers,
 lists, dicts only), so loading never executes pickled code: a file that needs arbitrary objects
-is refused. ``precision="fp16"`` stores floating weights in half precision to halve the file
-(batch-norm statistics stay fp32); loading always gives an fp32 model.
+is refused. ``precision="fp16"`` stores floating weights in half precision to halve the file;
+``precision="int8"`` stores conv/linear weights as int8 with one fp32 scale per output channel
+(symmetric, round-to-nearest) and the rest in fp16, a quarter of fp32. Batch-norm statistics
+always stay fp32. Loading always gives an fp32 model.
 
 PyTorch's zip reader does not verify the bytes of stored tensors, so a damaged file would load
 silently with wrong weights: the file also carries a sha256 of its weights (``state_sha256``),
@@ -29,7 +31,7 @@ from ltpa.registry import create_model
 
 FORMAT = "ltpa-checkpoint"
 FORMAT_VERSION = 1
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 # Buffers kept in fp32 under fp16 storage: batch-norm statistics lose too much in half precision.
 _KEEP_FP32_SUFFIXES = ("running_mean", "running_var")
 # What torch's weights_only unpickler says when a pickle names a class or function it refuses.
@@ -77,6 +79,20 @@ def _plain(value: Any, where: str) -> Any:
     )
 
 
+def quantise_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8 quantisation: returns (int8 weight, fp32 scales)."""
+    flat = weight.float().reshape(weight.shape[0], -1)
+    scale = (flat.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+    quantised = torch.round(flat / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return quantised.reshape(weight.shape), scale
+
+
+def dequantise_int8(quantised: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`quantise_int8` (up to rounding)."""
+    shape = (-1,) + (1,) * (quantised.ndim - 1)
+    return quantised.float() * scale.float().reshape(shape)
+
+
 def save_checkpoint(
     path: str | Path, model: nn.Module, meta: dict[str, Any] | None = None, precision: str = "fp32"
 ) -> Path:
@@ -89,11 +105,14 @@ def save_checkpoint(
         config = getattr(model, "ltpa_config", None)
     if config is None:
         raise ValueError("model was not built by ltpa.create_model, so it cannot be rebuilt from a file")
-    state = {}
+    state, scales = {}, {}
     for key, tensor in model.state_dict().items():
         key = key.removeprefix("_orig_mod.")
         tensor = tensor.detach().to("cpu").clone()
-        if precision == "fp16" and tensor.is_floating_point() and not key.endswith(_KEEP_FP32_SUFFIXES):
+        reducible = tensor.is_floating_point() and not key.endswith(_KEEP_FP32_SUFFIXES)
+        if precision == "int8" and reducible and tensor.ndim >= 2:
+            tensor, scales[key] = quantise_int8(tensor)
+        elif precision in ("fp16", "int8") and reducible:
             tensor = tensor.half()
         state[key] = tensor.contiguous()
     payload = {
@@ -103,6 +122,7 @@ def save_checkpoint(
         "precision": precision,
         "state_dict": state,
         "state_sha256": state_digest(state),
+        "int8_scales": scales,
         "meta": _plain(
             {"library_versions": library_versions(), "git_revision": git_revision(), **(meta or {})},
             "meta",
@@ -244,7 +264,12 @@ def load_checkpoint(
         model = create_model(config["name"], **config.get("kwargs", {}))
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{name} describes a model ltpa cannot build: {error}") from None
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
+    scales = payload.get("int8_scales") or {}
+    state = {}
+    for key, tensor in payload["state_dict"].items():
+        if key in scales:
+            tensor = dequantise_int8(tensor, scales[key])
+        state[key] = tensor.float() if tensor.is_floating_point() else tensor
     # Name the offending tensors: load_state_dict's own message is many lines long.
     expected = model.state_dict()
     problems = []

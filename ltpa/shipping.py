@@ -23,9 +23,9 @@ from ltpa.zoo import make_card, write_manifest
 # Recipes for the shipped zoo. VGG variants at width 0.5 and ResNets at full width fit the
 # 32 MB asset budget with int8 storage (see README). Shared settings per family so every
 # attention model is compared with a baseline trained the same way.
-VGG_RECIPE: dict[str, Any] = {"width": 0.5, "epochs": 60, "batch_size": 256, "lr": 0.1,
+VGG_RECIPE: dict[str, Any] = {"width": 0.5, "epochs": 90, "batch_size": 256, "lr": 0.1,
                               "label_smoothing": 0.1, "cutout": 12, "weight_decay": 5e-4}
-RESNET_RECIPE: dict[str, Any] = {"width": 1.0, "epochs": 40, "batch_size": 256, "lr": 0.1,
+RESNET_RECIPE: dict[str, Any] = {"width": 1.0, "epochs": 25, "batch_size": 256, "lr": 0.1,
                                  "label_smoothing": 0.1, "cutout": 12, "weight_decay": 5e-4}
 ZOO_RECIPES: dict[str, dict[str, Any]] = {
     "vgg_att3_concat_pc": {"model": "vgg_att3_concat_pc", **VGG_RECIPE},
@@ -34,6 +34,7 @@ ZOO_RECIPES: dict[str, dict[str, Any]] = {
     "vgg_gap": {"model": "vgg_gap", **VGG_RECIPE},
     "resnet_att2_concat_pc": {"model": "resnet_att2_concat_pc", **RESNET_RECIPE},
     "resnet_att2_concat_dp": {"model": "resnet_att2_concat_dp", **RESNET_RECIPE},
+    "resnet164": {"model": "resnet164", **RESNET_RECIPE},
 }
 CIFAR10_JPEG_DATASET = (
     "CIFAR-10, JPEG (quality 75) re-encode of the official images (ltpa development copy): "

@@ -213,7 +213,8 @@ class Trainer:
         state_path = self.out / STATE_FILE
         if not state_path.is_file():
             return
-        state = torch.load(state_path, map_location=self.device, weights_only=True)
+        # CPU first: the RNG states must stay CPU ByteTensors; weights move on load_state_dict.
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

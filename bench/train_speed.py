@@ -1,0 +1,102 @@
+"""Training and evaluation throughput (images/s) per zoo recipe, on synthetic CIFAR-sized data.
+
+    python3 bench/train_speed.py [--device auto|cpu|cuda] [--ids a,b] [--steps 30] [--compile]
+
+Uses the zoo recipes' model, width and batch size, the same on-device augmentation, optimiser,
+bf16 autocast and channels_last (on CUDA) as ``ltpa train``. Prints a Markdown table. Needs only
+torch, numpy, pillow and opencv (runs on the GPU machine).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from ltpa.data import DeviceLoader, ImageSet  # noqa: E402
+from ltpa.device import get_device  # noqa: E402
+from ltpa.preprocess import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
+from ltpa.registry import create_model  # noqa: E402
+from ltpa.shipping import ZOO_RECIPES  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(model_id: str, device: torch.device, steps: int, compile_model: bool) -> tuple[float, float]:
+    recipe = ZOO_RECIPES[model_id]
+    batch = recipe["batch_size"]
+    cuda = device.type == "cuda"
+    model = create_model(recipe["model"], width=recipe["width"]).to(device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    if compile_model:
+        model.compile()
+    n = batch * (steps + 3)
+    data = ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, device=device),
+                    torch.randint(0, 10, (n,), device=device), [str(i) for i in range(10)])
+    loader = DeviceLoader(data, batch, list(CIFAR10_MEAN), list(CIFAR10_STD), train=True,
+                          cutout=recipe.get("cutout", 0), drop_last=True, channels_last=cuda)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    model.train()
+    times = []
+    for step, (x, y) in enumerate(loader):
+        sync(device)
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            loss = F.cross_entropy(model(x).logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync(device)
+        if step >= 3:  # warm-up (and compilation) excluded
+            times.append(time.perf_counter() - start)
+    train_rate = batch / statistics.median(times)
+    model.eval()
+    eval_loader = DeviceLoader(data, 1000 if cuda else 256, list(CIFAR10_MEAN), list(CIFAR10_STD),
+                               train=False, channels_last=cuda)
+    eval_times = []
+    with torch.no_grad():
+        for step, (x, _) in enumerate(eval_loader):
+            sync(device)
+            start = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                model(x)
+            sync(device)
+            if step >= 1:
+                eval_times.append((time.perf_counter() - start) / x.shape[0])
+            if step >= 8:
+                break
+    return train_rate, 1.0 / statistics.median(eval_times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--ids", default=",".join(ZOO_RECIPES))
+    parser.add_argument("--steps", type=int, default=30, help="timed training steps per model")
+    parser.add_argument("--compile", action="store_true", help="model.compile() first (slow start)")
+    args = parser.parse_args()
+    device = get_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device: {name}; torch {torch.__version__}; bf16+channels_last: {device.type == 'cuda'}; "
+          f"compile: {args.compile}; {args.steps} timed steps")
+    print("| recipe | width | batch | train images/s | eval images/s |")
+    print("|---|---:|---:|---:|---:|")
+    for model_id in [i for i in args.ids.split(",") if i]:
+        train_rate, eval_rate = measure(model_id, device, args.steps, args.compile)
+        recipe = ZOO_RECIPES[model_id]
+        print(f"| {model_id} | {recipe['width']} | {recipe['batch_size']} | {train_rate:,.0f} | "
+              f"{eval_rate:,.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
