@@ -1,0 +1,200 @@
+"""Training, evaluation and the shipped zoo, end to end on CPU."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ltpa
+from ltpa.cli import main as cli
+from ltpa.data import DatasetError, DeviceLoader, ImageSet, load_dataset
+from ltpa.shipping import FIXTURE_DIR, fixture_predictions
+from ltpa.training import STATE_FILE, TrainConfig, Trainer, one_cycle
+from ltpa.zoo import list_zoo, load_zoo_model, read_manifest, DEFAULT_ZOO_DIR
+from ltpa.checkpoint import file_sha256
+
+REPO = Path(__file__).resolve().parents[1]
+COLOURS = ("red", "green", "blue")
+
+
+def make_folder(root: Path, per_class: dict[str, int], size: int = 32, seed: int = 0) -> Path:
+    """An ImageFolder tree whose class is the dominant colour (learnable in a few steps)."""
+    rng = np.random.default_rng(seed)
+    for split, count in per_class.items():
+        for index, colour in enumerate(COLOURS):
+            folder = root / split / colour
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 90, (size, size, 3)).astype(np.uint8)
+                pixels[..., index] += 160
+                Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("data"), {"train": 12, "test": 4})
+
+
+def train_args(data: Path, out: Path, epochs: int) -> list[str]:
+    return ["train", "vgg_att3_concat_pc", "--data", str(data), "--out", str(out), "--width", "0.125",
+            "--epochs", str(epochs), "--batch-size", "12", "--device", "cpu", "--lr", "0.05"]
+
+
+def test_train_cli_then_eval_loads_the_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli(train_args(tiny_data, out, 2)) == 0
+    log = json.loads((out / "log.json").read_text())
+    assert [row["epoch"] for row in log["epochs"]] == [1, 2]
+    for row in log["epochs"]:
+        assert set(row) >= {"train_loss", "train_acc", "test_acc", "lr", "epoch_time_s", "entropy"}
+        assert set(row["entropy"]) == {"layer7", "layer10", "layer13"}
+        assert all(0.0 <= v <= 1.0 for v in row["entropy"].values())
+    model, meta = ltpa.load_checkpoint(out / "model.pt")
+    assert meta["class_names"] == sorted(COLOURS)
+    assert meta["training"]["epochs"] == 2
+    report_dir = tmp_path / "eval"
+    assert cli(["eval", str(out / "model.pt"), "--data", str(tiny_data), "--device", "cpu",
+                "--out", str(report_dir)]) == 0
+    report = json.loads((report_dir / "eval.json").read_text())
+    assert report["images"] == 12
+    assert np.array(report["confusion"]).sum() == 12
+    assert 0.0 <= report["top1_error"] <= 100.0
+    assert (report_dir / "confusion.csv").read_text().splitlines()[0].startswith("true")
+
+
+def test_resume_continues_from_the_saved_epoch(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    stop_after_first = {"epochs": 0}
+
+    def interrupt(row: dict) -> None:
+        stop_after_first["epochs"] += 1
+        raise KeyboardInterrupt
+
+    config = TrainConfig(model="vgg_att3_concat_dp", data=str(tiny_data), out=str(out), width=0.125,
+                         epochs=3, batch_size=12, device="cpu")
+    with pytest.raises(KeyboardInterrupt, match="resume"):
+        Trainer(config, on_epoch=interrupt).run()
+    saved = torch.load(out / STATE_FILE, weights_only=True)
+    assert saved["epoch"] == 1  # the interrupted run lost nothing it had finished
+    assert cli(["train", "--resume", str(out)]) == 0
+    log = json.loads((out / "log.json").read_text())["epochs"]
+    assert [row["epoch"] for row in log] == [1, 2, 3]
+    assert torch.load(out / STATE_FILE, weights_only=True)["epoch"] == 3
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tiny_data: Path, tmp_path: Path) -> None:
+    base = dict(model="vgg", data=str(tiny_data), width=0.125, epochs=2, batch_size=12, device="cpu")
+    Trainer(TrainConfig(out=str(tmp_path / "straight"), **base)).run()
+
+    def interrupt(row: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(TrainConfig(out=str(tmp_path / "split"), **base), on_epoch=interrupt).run()
+    Trainer(TrainConfig(out=str(tmp_path / "split"), **base)).run()
+    straight = torch.load(tmp_path / "straight" / STATE_FILE, weights_only=True)["model"]
+    split = torch.load(tmp_path / "split" / STATE_FILE, weights_only=True)["model"]
+    for key in straight:
+        assert torch.allclose(straight[key].float(), split[key].float(), atol=1e-5), key
+
+
+def test_one_cycle_schedule_warms_up_then_decays_to_zero() -> None:
+    values = [one_cycle(step, 100, 0.2, 0.0) for step in range(100)]
+    assert values[19] == pytest.approx(1.0)
+    assert values[:20] == sorted(values[:20])
+    assert values[20:] == sorted(values[20:], reverse=True)
+    assert values[-1] < 0.02
+
+
+def test_device_loader_augments_training_batches_only() -> None:
+    images = torch.arange(4 * 3 * 32 * 32, dtype=torch.int64).remainder(256).to(torch.uint8)
+    data = ImageSet(images.view(4, 3, 32, 32), torch.arange(4), ["a", "b", "c", "d"])
+    mean, std = [0.5] * 3, [0.25] * 3
+    plain = next(iter(DeviceLoader(data, 4, mean, std, train=False)))[0]
+    expected = (data.images.float() / 255 - 0.5) / 0.25
+    assert torch.allclose(plain, expected, atol=1e-5)
+    augmented = next(iter(DeviceLoader(data, 4, mean, std, train=True, cutout=8,
+                                       generator=torch.Generator().manual_seed(1))))[0]
+    assert augmented.shape == plain.shape
+    assert not torch.equal(augmented, plain)
+    assert (augmented == 0).flatten(1).sum(1).min() >= 3 * 8  # a cutout square per image
+
+
+def test_dataset_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="neither a dataset name"):
+        load_dataset(str(tmp_path / "nowhere"))
+    make_folder(tmp_path / "only_train", {"train": 2})
+    with pytest.raises(DatasetError, match="missing folder .*test"):
+        load_dataset(str(tmp_path / "only_train"))
+    make_folder(tmp_path / "empty", {"train": 2, "test": 1})
+    (tmp_path / "empty" / "train" / "yellow").mkdir()
+    with pytest.raises(DatasetError, match="no images: yellow"):
+        load_dataset(str(tmp_path / "empty"))
+    make_folder(tmp_path / "mismatch", {"train": 2, "test": 1})
+    (tmp_path / "mismatch" / "test" / "blue").rename(tmp_path / "mismatch" / "test" / "violet")
+    with pytest.raises(DatasetError, match="do not match the training classes"):
+        load_dataset(str(tmp_path / "mismatch"))
+
+
+def test_cli_reports_bad_input_in_one_line(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    assert cli(["train", "no_such_model", "--data", str(tiny_data), "--out", str(tmp_path / "x")]) == 2
+    assert "unknown model 'no_such_model'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli(train_args(tiny_data, tmp_path / "gpu", 1)[:-6] + ["--device", "cuda"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+    assert cli(["train", "--resume", str(tmp_path / "never")]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert cli(["eval", str(tmp_path / "missing.pt"), "--data", str(tiny_data)]) == 2
+    assert "neither a checkpoint file nor a shipped model" in capsys.readouterr().err
+
+
+def test_console_entry_point_runs() -> None:
+    result = subprocess.run([sys.executable, "-m", "ltpa", "train", "--help"], capture_output=True,
+                            text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0 and "--resume" in result.stdout
+
+
+# --- the shipped zoo -------------------------------------------------------------------------
+
+SHIPPED = read_manifest(DEFAULT_ZOO_DIR)["models"]
+
+
+def test_the_zoo_ships_the_required_models_within_budget() -> None:
+    ids = {card["id"] for card in SHIPPED}
+    assert {"vgg_att3_concat_pc", "vgg_att3_concat_dp", "resnet_att2_concat_pc", "vgg",
+            "vgg_gap"} <= ids
+    files = [p for p in (REPO / "assets").rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 32 * 1024 * 1024
+    assert max(p.stat().st_size for p in files) <= 12 * 1024 * 1024
+
+
+@pytest.mark.parametrize("card", SHIPPED, ids=[c["id"] for c in SHIPPED])
+def test_every_shipped_model_loads_matches_its_sha256_and_its_recorded_predictions(
+        card: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LTPA_ZOO", str(DEFAULT_ZOO_DIR))
+    path = DEFAULT_ZOO_DIR / card["file"]
+    assert file_sha256(path) == card["sha256"]
+    loaded = load_zoo_model(card["id"], verify=True)
+    assert loaded.class_names == card["class_names"]
+    assert "JPEG" in card["dataset"]
+    for field in ("test_error", "per_class_accuracy", "params", "map_sizes", "training", "log"):
+        assert field in card, field
+    assert (DEFAULT_ZOO_DIR / card["log"]).is_file()
+    fixture = card["fixture"]
+    assert len(fixture["labels"]) == len(fixture["predictions"]) == 200
+    assert fixture_predictions(path, FIXTURE_DIR) == fixture["predictions"]
+    # The fixed images are real CIFAR-10 test images: a trained model gets most of them right.
+    correct = np.mean(np.array(fixture["predictions"]) == np.array(fixture["labels"]))
+    assert correct > 0.8
+
+
+def test_zoo_listing_follows_the_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LTPA_ZOO", str(DEFAULT_ZOO_DIR))
+    assert [e.id for e in list_zoo()] == [c["id"] for c in SHIPPED]
