@@ -123,6 +123,7 @@ def save_checkpoint(
         "state_dict": state,
         "state_sha256": state_digest(state),
         "int8_scales": scales,
+        "int8_scales_sha256": state_digest(scales),
         "meta": _plain(
             {"library_versions": library_versions(), "git_revision": git_revision(), **(meta or {})},
             "meta",
@@ -239,12 +240,18 @@ def read_checkpoint(source: str | Path | bytes) -> dict[str, Any]:
     state = payload["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise CheckpointError(f"{name} has a malformed 'state_dict' section (expected name -> tensor)")
-    expected_digest = payload.get("state_sha256")
-    if expected_digest is not None and state_digest(state) != expected_digest:
-        raise CheckpointError(
-            f"{name} is corrupt: its weights do not match the sha256 stored when it was saved "
-            "(the file was damaged or edited after saving)"
-        )
+    scales = payload.get("int8_scales") or {}
+    if not isinstance(scales, dict) or not all(isinstance(t, torch.Tensor) for t in scales.values()):
+        raise CheckpointError(f"{name} has a malformed 'int8_scales' section (expected name -> tensor)")
+    # Digests are checked when present (files written before they existed still load).
+    for what, tensors, digest_key in (("weights", state, "state_sha256"),
+                                      ("int8 scales", scales, "int8_scales_sha256")):
+        expected_digest = payload.get(digest_key)
+        if expected_digest is not None and state_digest(tensors) != expected_digest:
+            raise CheckpointError(
+                f"{name} is corrupt: its {what} do not match the sha256 stored when it was saved "
+                "(the file was damaged or edited after saving)"
+            )
     return payload
 
 

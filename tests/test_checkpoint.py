@@ -226,3 +226,18 @@ def test_newer_format_asks_for_an_upgrade(saved: Path, tmp_path: Path) -> None:
         payload["format_version"] = 99
 
     refused(rewrite(saved, tmp_path, newer), "format 99", "upgrade ltpa")
+
+
+def test_damaged_int8_scales_are_detected(trained_like_model: torch.nn.Module, tmp_path: Path,
+                                          batch: torch.Tensor) -> None:
+    path = save_checkpoint(tmp_path / "int8.pt", trained_like_model, META, precision="int8")
+    loaded, _ = load_checkpoint(path)  # the intact file loads, close to the original
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch).logits, trained_like_model(batch).logits,
+                                   rtol=0.1, atol=0.1)
+    payload = torch.load(path, weights_only=True)
+    key = next(iter(payload["int8_scales"]))
+    payload["int8_scales"][key] = payload["int8_scales"][key] * 2
+    damaged = tmp_path / "damaged_int8.pt"
+    torch.save(payload, damaged)
+    refused(damaged, "corrupt", "int8 scales")
