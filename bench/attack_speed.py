@@ -45,24 +45,30 @@ def build(model_id: str, device: torch.device) -> tuple[str, PixelModel]:
     return f"{model_id} (untrained, full size)", PixelModel(model, CIFAR10_MEAN, CIFAR10_STD).to(device).eval()
 
 
-def median_time(fn, repeats: int, device: torch.device) -> float:
-    for _ in range(3):  # warm-up (allocator, cuDNN autotuning, lazy init)
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def paired_medians(forward, attack, repeats: int, device: torch.device) -> tuple[float, float, float]:
+    """Median forward time, median attack time and median per-pair ratio. The two are timed
+    alternately so load from other processes on a shared CPU hits both alike."""
+    for _ in range(3):  # warm-up (allocator, oneDNN/cuDNN kernel choice, lazy init)
+        forward()
+        attack()
+    pairs = [(_timed(forward, device), _timed(attack, device)) for _ in range(repeats)]
+    return (statistics.median(f for f, _ in pairs), statistics.median(a for _, a in pairs),
+            statistics.median(a / f for f, a in pairs))
 
 
 def single_image(model_ids: list[str], device: torch.device, repeats: int) -> None:
     print(f"## Single image on {device} ({torch.get_num_threads()} CPU threads), median of {repeats}")
-    print("| model | forward (ms) | FGSM (ms) | FGSM / forward |")
+    print("| model | forward (ms) | FGSM (ms) | FGSM / forward (median of pairs) |")
     print("|---|---:|---:|---:|")
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
     for model_id in model_ids:
@@ -72,9 +78,8 @@ def single_image(model_ids: list[str], device: torch.device, repeats: int) -> No
             with torch.no_grad():
                 model(x)
 
-        t_forward = median_time(forward, repeats, device)
-        t_fgsm = median_time(lambda: fgsm(model, x, 4 / 255), repeats, device)
-        print(f"| {name} | {1e3 * t_forward:.1f} | {1e3 * t_fgsm:.1f} | {t_fgsm / t_forward:.2f}x |", flush=True)
+        t_forward, t_fgsm, ratio = paired_medians(forward, lambda: fgsm(model, x, 4 / 255), repeats, device)
+        print(f"| {name} | {1e3 * t_forward:.1f} | {1e3 * t_fgsm:.1f} | {ratio:.2f}x |", flush=True)
 
 
 def sweep(model_id: str, device: torch.device, n_images: int, batch_size: int, amp: bool) -> None:
