@@ -120,7 +120,11 @@ def main() -> int:
                         help="images in the sweep (default 10000 on CUDA, 200 on CPU)")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--amp", action="store_true", help="also time bf16 evaluation forwards (CUDA)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU intra-op threads (default: torch's); 1 avoids OpenMP spin-waiting on a busy CPU")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     zoo_ids = [e.id for e in list_zoo()]
     model_ids = args.models.split(",") if args.models else (zoo_ids or list(FALLBACK_MODELS))

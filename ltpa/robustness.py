@@ -323,6 +323,9 @@ def run_robustness(
         loaded = load_zoo_model(entry.id, device=target)
         if channels_last:
             loaded.model.to(memory_format=torch.channels_last)
+        if target.type == "cuda":  # untimed warm-up batch: lazy CUDA init and cuDNN kernel choice
+            sweep_model(loaded.model, images[:batch_size], labels[:batch_size], levels, batch_size,
+                        method, steps, label_mode, amp, channels_last)
         curve = sweep_model(loaded.model, images, labels, levels, batch_size, method, steps,
                             label_mode, amp, channels_last, model_id=entry.id)
         curve.info = _model_info(loaded)

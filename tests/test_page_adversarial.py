@@ -21,6 +21,16 @@ MODEL = "resnet_att2_concat_pc"  # input-sensitive even untrained: attacks move 
 COFFEE = (GALLERY / "photo_coffee.jpg").read_bytes()
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a CPU shared with other processes, two OpenMP threads spin-wait on
+    each other and small models run up to 100x slower. Restored after each test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def open_page(model: str | None = MODEL):
     at = upload(start_app(), "coffee.jpg", COFFEE, "image/jpeg")
     if model is not None:
