@@ -124,3 +124,31 @@ def finalize_zoo(zoo: Path, order: list[str] | None = None) -> Path:
             "predictions": fixture_predictions(zoo / card["file"]),
         }
     return write_manifest([cards[i] for i in order], zoo)
+
+
+# Paper CIFAR-10 top-1 errors (%) from Jetley et al. 2018, for the reproduction table.
+PAPER_CIFAR10_ERROR = {
+    "vgg": 7.77, "vgg_gap": 9.87, "vgg_att2_concat_pc": 5.23, "vgg_att3_concat_pc": 6.34,
+    "resnet164": 5.46,
+}
+
+
+def zoo_table_markdown(cards: list[dict[str, Any]], zoo: Path) -> str:
+    """The README's table of shipped models, generated from the manifest's cards."""
+    rows = [
+        "| id | paper notation | width | params | maps | file | epochs | train wall time | "
+        "our error (JPEG CIFAR-10) | paper error |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for card in cards:
+        config = card["training"].get("config", {})
+        maps = ", ".join(f"{h}x{w}" for h, w in card["map_sizes"]) or "none"
+        size_mb = (zoo / card["file"]).stat().st_size / 1e6
+        paper = PAPER_CIFAR10_ERROR.get(card["registry_name"])
+        rows.append(
+            f"| `{card['id']}` | {card.get('paper_name', '')} | {config.get('width', 1.0)} | "
+            f"{card['params']:,} | {maps} | {size_mb:.1f} MB ({card.get('precision', 'fp32')}) | "
+            f"{card['training'].get('epochs')} | {card['training'].get('wall_time_s'):.0f} s | "
+            f"{card['test_error']:.2f}% | {'' if paper is None else f'{paper:.2f}%'} |"
+        )
+    return "\n".join(rows)
