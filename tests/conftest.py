@@ -22,6 +22,17 @@ TINY_MODELS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread per test: when other processes share the CPU (the browser test's
+    Streamlit server, parallel jobs), two OpenMP threads spin-wait on each other and small models
+    run up to 100x slower. Restored after each test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A zoo folder with untrained small models and a manifest (built once per test session)."""

@@ -30,15 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_ID = "resnet_att2_concat_pc"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a CPU shared with other processes, two OpenMP threads spin-wait on
-    each other and small models run up to 100x slower. Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def example_images(count: int = 6) -> torch.Tensor:
     """CIFAR-10 example images shipped with the app when present, else smooth random images;

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from app_helpers import GALLERY, decode_plotly, errors, figures_titled, shown_top5, start_app, upload
 from ltpa import robustness
@@ -20,15 +19,6 @@ PAGE = "pages/4_Adversarial.py"
 MODEL = "resnet_att2_concat_pc"  # input-sensitive even untrained: attacks move it
 COFFEE = (GALLERY / "photo_coffee.jpg").read_bytes()
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a CPU shared with other processes, two OpenMP threads spin-wait on
-    each other and small models run up to 100x slower. Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def open_page(model: str | None = MODEL):

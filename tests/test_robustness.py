@@ -35,15 +35,6 @@ from ltpa.zoo import load_zoo_model
 TINY_ID = "resnet_att2_concat_pc"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a CPU shared with other processes, two OpenMP threads spin-wait on
-    each other and small models run up to 100x slower. Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def smooth_images(count: int, seed: int = 0) -> torch.Tensor:
     """uint8 images N x 3 x 32 x 32 that look a little like photos (smooth colour blobs)."""

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", type=_names, default=list(masks.RULES),
                         help=f"comma-separated mask rules among {', '.join(masks.RULES)} (default: all)")
     parser.add_argument("--fraction", type=float, default=masks.DEFAULT_THRESHOLDS["fraction"],
-                        help=f"fixed threshold of the fraction rule, in (0, 1] (default %(default)s)")
+                        help="fixed threshold of the fraction rule, in (0, 1] (default %(default)s)")
     parser.add_argument("--top", type=float, default=masks.DEFAULT_THRESHOLDS["top"],
                         help="fixed percentage of the top rule, in (0, 100] (default %(default)s)")
     parser.add_argument("--mass", type=float, default=masks.DEFAULT_THRESHOLDS["mass"],

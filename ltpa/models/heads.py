@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ltpa.models.outputs import ModelOutput
+
 HEADS = ("concat", "indep")
 
 
@@ -48,3 +50,18 @@ class PlainHead(nn.Module):
 
     def forward(self, feature: Tensor) -> Tensor:
         return self.classifier(self.norm(feature))
+
+
+def attend_and_classify(
+    blocks: nn.ModuleList, classifier: nn.Module, tapped: list[Tensor], global_feature: Tensor,
+    stage_names: tuple[str, ...], features: Tensor,
+) -> ModelOutput:
+    """Run each stage's attention block on its tapped features and classify the descriptors."""
+    results = [block(local, global_feature) for block, local in zip(blocks, tapped)]
+    return ModelOutput(
+        classifier([r.descriptor for r in results]),
+        tuple(r.attention for r in results),
+        tuple(r.scores for r in results),
+        stage_names,
+        features,
+    )

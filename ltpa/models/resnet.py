@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ltpa.layers.attention import AttentionBlock
-from ltpa.models.heads import AttentionHead
+from ltpa.models.heads import AttentionHead, attend_and_classify
 from ltpa.models.outputs import ModelOutput, check_input
 from ltpa.models.vgg import scaled
 
@@ -123,12 +123,6 @@ class ResNetAtt(nn.Module):
             logits = self.classifier(features.mean(dim=(2, 3)))
             return ModelOutput(logits, (), (), (), features)
         global_feature = self.global_head(features)
-        results = [block(l, global_feature) for block, l in zip(self.attention, tapped)]
-        logits = self.classifier([r.descriptor for r in results])
-        return ModelOutput(
-            logits,
-            tuple(r.attention for r in results),
-            tuple(r.scores for r in results),
-            self.stage_names,
-            features,
+        return attend_and_classify(
+            self.attention, self.classifier, tapped, global_feature, self.stage_names, features
         )

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ltpa.layers.attention import AttentionBlock
-from ltpa.models.heads import AttentionHead, PlainHead
+from ltpa.models.heads import AttentionHead, PlainHead, attend_and_classify
 from ltpa.models.outputs import ModelOutput, check_input
 
 # (channels, pool after this layer) for conv layers 1..15 at width 1.
@@ -115,12 +115,6 @@ class VGGAtt(nn.Module):
         global_feature = self.global_fc(F.adaptive_max_pool2d(x, 1).flatten(1))
         if not self.taps:
             return ModelOutput(self.classifier(global_feature), (), (), (), features)
-        results = [block(l, global_feature) for block, l in zip(self.attention, tapped)]
-        logits = self.classifier([r.descriptor for r in results])
-        return ModelOutput(
-            logits,
-            tuple(r.attention for r in results),
-            tuple(r.scores for r in results),
-            self.stage_names,
-            features,
+        return attend_and_classify(
+            self.attention, self.classifier, tapped, global_feature, self.stage_names, features
         )
