@@ -9,7 +9,7 @@ import streamlit as st
 
 from pages.ui import views
 from pages.ui.compute import analysis_for
-from pages.ui.widgets import choice_of, image_picker, model_or_error, model_picker
+from pages.ui.widgets import choice_of, model_or_error
 
 st.set_page_config(page_title="Learn to Pay Attention", page_icon="🔎", layout="wide")
 
@@ -34,14 +34,7 @@ with st.expander("How to read this page"):
         "- The models only know the ten CIFAR-10 classes: any image gets one of those ten labels."
     )
 
-with st.sidebar:
-    st.header("Image")
-    chosen = image_picker()
-    st.header("Model")
-    model_id = model_picker()
-    st.header("Display")
-    opacity, colormap = views.display_controls()
-    scaling = views.scaling_control()
+chosen, model_id, opacity, colormap, scaling = views.sidebar_inputs()
 
 if chosen is None or model_id is None:
     st.info("Choose an image and a model in the sidebar to see the attention maps.")

@@ -32,7 +32,7 @@ from ltpa.robustness import (
 )
 from ltpa.zoo import zoo_dir
 from pages.ui import views
-from pages.ui.widgets import image_picker, load_model, model_or_error, model_picker, zoo_choices
+from pages.ui.widgets import load_model, model_or_error, zoo_choices
 
 DISPLAY_SIDE = 224  # the 32x32 model input, enlarged with nearest neighbour so pixels stay visible
 LABEL_MODES = {
@@ -66,14 +66,7 @@ with st.expander("What the attention-shift figures mean"):
         "bisected, giving a k that flips while k − 1 does not."
     )
 
-with st.sidebar:
-    st.header("Image")
-    chosen = image_picker()
-    st.header("Model")
-    model_id = model_picker()
-    st.header("Display")
-    opacity, colormap = views.display_controls()
-    scaling = views.scaling_control()
+chosen, model_id, opacity, colormap, scaling = views.sidebar_inputs()
 
 
 # ----------------------------------------------------------------------------- cached computations

@@ -16,7 +16,7 @@ from ltpa.inference import Analysis, StageMap
 from ltpa.maps import COLORMAPS, MapStats
 from pages.ui import state
 from pages.ui.compute import overlay_for
-from pages.ui.widgets import ChosenImage
+from pages.ui.widgets import ChosenImage, image_picker, model_picker
 
 
 def display_controls() -> tuple[float, str]:
@@ -29,6 +29,22 @@ def display_controls() -> tuple[float, str]:
 
 
 SCALING_LABELS = {"max": "a / peak (keeps contrast honest)", "minmax": "stretch min to max"}
+
+
+def sidebar_inputs() -> tuple[ChosenImage | None, str | None, float, str, str]:
+    """The sidebar the single-model pages share: image, model, then display controls.
+
+    Returns ``(image, model id, opacity, colormap, scaling)``.
+    """
+    with st.sidebar:
+        st.header("Image")
+        chosen = image_picker()
+        st.header("Model")
+        model_id = model_picker()
+        st.header("Display")
+        opacity, colormap = display_controls()
+        scaling = scaling_control()
+    return chosen, model_id, opacity, colormap, scaling
 
 
 def scaling_control() -> str:
