@@ -44,6 +44,8 @@ class ModelSpec:
         skip = {"num_classes", "gap", "taps", *self.fixed}
         if not self.attention:
             skip |= {"head", "compatibility", "normalisation", "match"}
+            if self.fixed.get("gap") or self.backbone == "resnet":
+                skip.add("dropout")  # GAP heads have no dropout layer to configure
         return tuple(p for p in params if p not in skip)
 
 
