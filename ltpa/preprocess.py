@@ -23,18 +23,11 @@ CIFAR10_CLASSES = (
 )
 
 
-def normalise(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+def normalise(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
     """Map pixel-space [0, 1] images (B x 3 x H x W) to the model's normalised space."""
     mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - mean_t) / std_t
-
-
-def denormalise(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """Inverse of :func:`normalise`."""
-    mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return x * std_t + mean_t
 
 
 class PixelModel(nn.Module):
@@ -47,7 +40,7 @@ class PixelModel(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> ModelOutput:
-        return self.model((x - self.mean) / self.std)
+        return self.model(normalise(x, self.mean, self.std))
 
 
 def image_to_input(image: np.ndarray, size: int | tuple[int, int] = 32) -> Tensor:
