@@ -9,7 +9,7 @@ import streamlit as st
 
 from pages.ui import views
 from pages.ui.compute import analysis_for
-from pages.ui.widgets import choice_of, model_or_error
+from pages.ui.widgets import choice_of, require_image_and_model
 
 st.set_page_config(page_title="Learn to Pay Attention", page_icon="🔎", layout="wide")
 
@@ -36,12 +36,7 @@ with st.expander("How to read this page"):
 
 chosen, model_id, opacity, colormap, scaling = views.sidebar_inputs()
 
-if chosen is None or model_id is None:
-    st.info("Choose an image and a model in the sidebar to see the attention maps.")
-    st.stop()
-loaded = model_or_error(model_id)
-if loaded is None:
-    st.stop()
+loaded = require_image_and_model(chosen, model_id, "Choose an image and a model in the sidebar to see the attention maps.")
 
 analysis = analysis_for(model_id, chosen)
 choice = choice_of(model_id)

@@ -15,7 +15,13 @@ from ltpa.segmentation import COMBINED, DEFAULT_CAM_MODEL, DEFAULT_GRAD_CAM_MODE
 from pages.ui.compute import analysis_for
 from pages.ui.mask_compute import (RULE_LABELS, attention_unit_map, checkpoint_key, curve_figure, map_overlay,
                                    posthoc_unit_map, prior_unit_map, rule_table, truth_mask, work_image_at)
-from pages.ui.widgets import image_picker, model_or_error, model_picker, zoo_choices
+from pages.ui.widgets import (
+    image_picker,
+    model_or_error,
+    model_picker,
+    require_image_and_model,
+    zoo_choices,
+)
 
 # Masks are computed at the ground truth's size (as ``ltpa segment-eval`` does), else at the
 # image's; capped so a huge photo keeps the page live.
@@ -58,12 +64,7 @@ with st.sidebar:
              "a different size is resized (nearest neighbour).",
     )
 
-if chosen is None or model_id is None:
-    st.info("Choose an image and an attention model in the sidebar.")
-    st.stop()
-loaded = model_or_error(model_id)
-if loaded is None:
-    st.stop()
+loaded = require_image_and_model(chosen, model_id, "Choose an image and an attention model in the sidebar.")
 analysis = analysis_for(model_id, chosen)
 
 

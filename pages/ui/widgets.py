@@ -311,3 +311,16 @@ def model_or_error(model_id: str) -> LoadedModel | None:
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:
         st.error(f"Cannot load model **{model_id}**: {error}")
         return None
+
+
+def require_image_and_model(chosen: ChosenImage | None, model_id: str | None,
+                            hint: str) -> LoadedModel:
+    """The loaded model for a page that needs both an image and a model; otherwise show ``hint``
+    (or the loading error) and stop the page run."""
+    if chosen is None or model_id is None:
+        st.info(hint)
+        st.stop()
+    loaded = model_or_error(model_id)
+    if loaded is None:
+        st.stop()
+    return loaded
