@@ -1,24 +1,39 @@
 #!/usr/bin/env bash
-# Train and ship the whole zoo on a machine with one or more CUDA GPUs, several recipes per GPU
-# at once (small models leave an H100 underused when run alone).
-# usage: bench/train_zoo.sh DATA_DIR OUT_DIR [EPOCHS]   (EPOCHS overrides the recipes, for smoke runs)
+# Train and ship zoo recipes on a machine with one or more CUDA GPUs, several recipes per GPU at
+# once (the small models leave an H100 underused when run alone).
+#
+# usage: bench/train_zoo.sh DATA_DIR OUT_DIR [GPU=ID[@EPOCHS],ID...] ...
+#   Each plan argument puts its recipes on one GPU, all running at once. Without plan arguments
+#   the whole zoo is spread over the GPUs found. @EPOCHS overrides a recipe (smoke runs).
+#   Shipped files and cards go to OUT_DIR/zoo; the full-width recipes (ids ending _w1), too
+#   large to ship, go to OUT_DIR/full_width. Each recipe logs to OUT_DIR/train_ID.log.
 set -euo pipefail
-data=$1; out=$2; epochs=${3:-}
+data=$1; out=$2; shift 2
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/ltpa-inductor}
-ngpu=$(python3 -c "import torch; print(max(1, torch.cuda.device_count()))")
-# Two groups balanced by cost: each group gets one GPU (or they share one).
-groups=("vgg_att3_concat_pc,vgg,vgg_gap,resnet_att2_concat_pc" "vgg_att3_concat_dp,resnet_att2_concat_dp")
+mkdir -p "$out"
+plans=("$@")
+if [ ${#plans[@]} -eq 0 ]; then
+  ngpu=$(python3 -c "import torch; print(max(1, torch.cuda.device_count()))")
+  # Each slow ResNet shares its GPU with VGGs, which fill the GPU while the ResNet waits on launches.
+  groups=("resnet_att2_concat_pc,vgg_att3_concat_pc" "resnet_att2_concat_dp,vgg_att3_concat_dp"
+          "resnet164,vgg,vgg_gap")
+  for g in "${!groups[@]}"; do plans+=("$(( g % ngpu ))=${groups[$g]}"); done
+fi
 pids=()
-for g in 0 1; do
-  gpu=$(( g % ngpu ))
-  IFS=, read -ra ids <<< "${groups[$g]}"
-  for id in "${ids[@]}"; do
-    extra=(); [ -n "$epochs" ] && extra=(--epochs "$epochs")
-    python3 -m ltpa train-zoo --ids "$id" --data "$data" --runs "$out/runs" --zoo "$out/zoo" \
+for plan in "${plans[@]}"; do
+  gpu=${plan%%=*}
+  IFS=, read -ra ids <<< "${plan#*=}"
+  for spec in "${ids[@]}"; do
+    id=${spec%@*}; extra=()
+    [ "$spec" != "$id" ] && extra=(--epochs "${spec#*@}")
+    zoo="$out/zoo"; [[ $id == *_w1 ]] && zoo="$out/full_width"
+    python3 -m ltpa train-zoo --ids "$id" --data "$data" --runs "$out/runs" --zoo "$zoo" \
       --device "cuda:$gpu" "${extra[@]}" > "$out/train_$id.log" 2>&1 &
     pids+=($!)
+    echo "started $id on cuda:$gpu (pid $!)"
   done
 done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+echo "all recipes finished (status $status)"
 exit $status

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ltpa.registry import create_model
+from ltpa.registry import create_model, get_spec
 
 FORMAT = "ltpa-checkpoint"
 FORMAT_VERSION = 1
@@ -260,6 +260,14 @@ def _few(keys: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def _upgrade_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Model arguments of older files, made explicit: dp checkpoints saved before ``dp_scale``
+    existed used the paper's unscaled dot product."""
+    if "dp_scale" not in kwargs and get_spec(name).fixed.get("compatibility") == "dp":
+        return {**kwargs, "dp_scale": "none"}
+    return kwargs
+
+
 def load_checkpoint(
     source: str | Path | bytes, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -268,7 +276,8 @@ def load_checkpoint(
     payload = read_checkpoint(source)
     config = payload["model"]
     try:
-        model = create_model(config["name"], **config.get("kwargs", {}))
+        kwargs = _upgrade_kwargs(config["name"], config.get("kwargs", {}))
+        model = create_model(config["name"], **kwargs)
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{name} describes a model ltpa cannot build: {error}") from None
     scales = payload.get("int8_scales") or {}

@@ -3,7 +3,7 @@
 Names follow the paper's notation: ``vgg_att3_concat_pc`` is (VGG-att3)-concat-pc,
 ``resnet_att2_indep_dp`` is (RN-att2)-indep-dp; ``vgg``, ``vgg_gap`` and ``resnet164`` are the
 baselines without attention. Keyword overrides (``width``, ``normalisation``, ``match``,
-``dropout``, and ``depth`` for ResNets) change the built model and are stored in checkpoints.
+``dropout``, ``dp_scale`` for dp models and ``depth`` for ResNets) change the built model and are stored in checkpoints.
 """
 from __future__ import annotations
 
@@ -43,9 +43,11 @@ class ModelSpec:
         params = inspect.signature(self.builder).parameters
         skip = {"num_classes", "gap", "taps", *self.fixed}
         if not self.attention:
-            skip |= {"head", "compatibility", "normalisation", "match"}
+            skip |= {"head", "compatibility", "normalisation", "match", "dp_scale"}
             if self.fixed.get("gap") or self.backbone == "resnet":
                 skip.add("dropout")  # GAP heads have no dropout layer to configure
+        elif self.fixed.get("compatibility") != "dp":
+            skip.add("dp_scale")  # only the dot product has a scale to choose
         return tuple(p for p in params if p not in skip)
 
 
@@ -91,6 +93,9 @@ def create_model(name: str, num_classes: int = 10, **overrides: Any) -> nn.Modul
             f"model {name!r} does not accept {', '.join(unknown)}; "
             f"it accepts: {', '.join(spec.overridable)}"
         )
+    if spec.fixed.get("compatibility") == "dp":
+        # Recorded explicitly so a checkpoint keeps its scores' scale if the default changes.
+        overrides = {"dp_scale": "sqrt", **overrides}
     model = spec.builder(num_classes=num_classes, **spec.fixed, **overrides)
     model.ltpa_config = {"name": name, "kwargs": {"num_classes": num_classes, **overrides}}
     return model

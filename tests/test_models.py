@@ -8,6 +8,7 @@ from torch import nn
 
 import ltpa
 from ltpa.layers import attention as attention_module
+from ltpa.checkpoint import load_checkpoint, save_checkpoint
 from ltpa.layers.attention import AttentionBlock
 from ltpa.models.vgg import VGG_LAYERS, scaled
 
@@ -193,11 +194,40 @@ def test_pc_scores_are_u_dot_l_plus_g_and_descriptor_is_weighted_sum() -> None:
     torch.testing.assert_close(result.descriptor, torch.einsum("bhw,bchw->bc", weights, local))
 
 
-def test_dp_scores_are_l_dot_g() -> None:
-    block = make_block("dp")
+def test_dp_scores_are_l_dot_g_scaled_by_root_dim_unless_unscaled() -> None:
     local, global_feature = torch.randn(2, 6, 5, 4), torch.randn(2, 6)
-    result = block(local, global_feature)
-    torch.testing.assert_close(result.scores[:, 0], torch.einsum("bchw,bc->bhw", local, global_feature))
+    dot = torch.einsum("bchw,bc->bhw", local, global_feature)
+    scaled = make_block("dp")(local, global_feature)
+    torch.testing.assert_close(scaled.scores[:, 0], dot / 6 ** 0.5)
+    paper = AttentionBlock(6, 6, "dp", dp_scale="none")(local, global_feature)
+    torch.testing.assert_close(paper.scores[:, 0], dot)
+
+
+def test_dp_scale_keeps_initial_attention_soft_on_resnet() -> None:
+    # Unscaled, RN-att2-dp's scores spread by ~100 over a map at initialisation: one-hot softmax.
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 32, 32)
+    spreads = {}
+    for scale in ("sqrt", "none"):
+        torch.manual_seed(0)
+        model = ltpa.create_model("resnet_att2_concat_dp", depth=20, dp_scale=scale).train()
+        scores = model(x).scores[-1].flatten(1)
+        spreads[scale] = (scores.max(1).values - scores.min(1).values).mean().item()
+    assert spreads["none"] == pytest.approx(spreads["sqrt"] * 16, rel=1e-3)  # dim(g) = 256
+    assert spreads["sqrt"] < 10
+
+
+def test_dp_scale_is_recorded_and_old_dp_checkpoints_load_unscaled(tmp_path) -> None:
+    model = ltpa.create_model("vgg_att1_concat_dp", width=0.125)
+    assert model.ltpa_config["kwargs"]["dp_scale"] == "sqrt"
+    assert "dp_scale" not in ltpa.create_model("vgg_att1_concat_pc", width=0.125).ltpa_config["kwargs"]
+    with pytest.raises(ValueError, match="does not accept dp_scale"):
+        ltpa.create_model("vgg_att1_concat_pc", dp_scale="none")
+    # A file written before dp_scale existed has no such key: it was trained unscaled.
+    del model.ltpa_config["kwargs"]["dp_scale"]
+    path = save_checkpoint(tmp_path / "old.pt", model)
+    loaded, _ = load_checkpoint(path)
+    assert all(block.dp_scale == "none" for block in loaded.attention)
 
 
 def test_sigmoid_descriptor_is_the_mean_of_weighted_features() -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ltpa.shipping import ZOO_RECIPES, train_zoo
+from ltpa.shipping import FULL_WIDTH_RECIPES, ZOO_RECIPES, train_zoo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ids", default=",".join(ZOO_RECIPES),
-                        help=f"comma-separated recipes (default all: {', '.join(ZOO_RECIPES)})")
+                        help=f"comma-separated recipes (default the shipped zoo: "
+                        f"{', '.join(ZOO_RECIPES)}; also {', '.join(FULL_WIDTH_RECIPES)})")
     parser.add_argument("--data", required=True, help="dataset name or ImageFolder tree")
     parser.add_argument("--runs", default="runs/zoo", help="folder for the training runs")
     parser.add_argument("--zoo", default="assets/models", help="where shipped files and cards go")

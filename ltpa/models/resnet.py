@@ -56,6 +56,7 @@ class ResNetAtt(nn.Module):
         compatibility: str = "pc",
         normalisation: str = "softmax",
         match: str = "project_l",
+        dp_scale: str = "sqrt",
         width: float = 1.0,
         depth: int = 164,
         dropout: float = 0.5,
@@ -103,7 +104,7 @@ class ResNetAtt(nn.Module):
             nn.Linear(global_dim, global_dim),
         )
         self.attention = nn.ModuleList(
-            AttentionBlock(channels[t - 1], global_dim, compatibility, normalisation, match)
+            AttentionBlock(channels[t - 1], global_dim, compatibility, normalisation, match, dp_scale)
             for t in self.taps
         )
         self.classifier = AttentionHead(

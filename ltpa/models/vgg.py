@@ -54,6 +54,7 @@ class VGGAtt(nn.Module):
         compatibility: str = "pc",
         normalisation: str = "softmax",
         match: str = "project_l",
+        dp_scale: str = "sqrt",
         width: float = 1.0,
         dropout: float = 0.5,
         gap: bool = False,
@@ -88,7 +89,8 @@ class VGGAtt(nn.Module):
         self.global_fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, global_dim))
         tap_dims = [scaled(VGG_LAYERS[t - 1][0], width) for t in self.taps]
         self.attention = nn.ModuleList(
-            AttentionBlock(d, global_dim, compatibility, normalisation, match) for d in tap_dims
+            AttentionBlock(d, global_dim, compatibility, normalisation, match, dp_scale)
+            for d in tap_dims
         )
         if self.taps:
             self.classifier = AttentionHead(
