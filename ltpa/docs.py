@@ -119,9 +119,11 @@ works). Attention models also accept `match` and `normalisation`: `match="projec
 projects the local features `l` to `dim(g)` as the paper's text says, `match="project_g"` projects
 `g` to `dim(l)` as the authors' code does; `normalisation="softmax"` (default) is the paper's,
 `normalisation="sigmoid"` is a labelled deviation (each weight in (0, 1), descriptor averaged, as
-in a popular port). Note that under `pc` with softmax the term `<u, g>` is the same at every
-position and cancels, so `g` (and the layers that only feed it) cannot change a `pc` model's
-output; under `dp` it does.
+in a popular port). `dp` models also accept `dp_scale`: `"sqrt"` (default) divides `<l_i, g>` by
+`sqrt(dim(g))` as scaled dot-product attention does, `"none"` is the paper's unscaled form, whose
+softmax is already one-hot at initialisation (see Training). Note that under `pc` with softmax the
+term `<u, g>` is the same at every position and cancels, so `g` (and the layers that only feed it)
+cannot change a `pc` model's output; under `dp` it does.
 
 """
 

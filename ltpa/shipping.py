@@ -18,7 +18,7 @@ from ltpa.checkpoint import load_checkpoint, save_checkpoint
 from ltpa.data import DeviceLoader, load_dataset, load_image_folder
 from ltpa.registry import get_spec
 from ltpa.training import MODEL_FILE, LOG_FILE, TrainConfig, Trainer, evaluate
-from ltpa.zoo import make_card, write_manifest
+from ltpa.zoo import PAPER_CIFAR10_ERROR, make_card, write_manifest
 
 # Recipes for the shipped zoo. VGG variants at width 0.5 and ResNets at full width fit the
 # 32 MB asset budget with int8 storage (see README). Shared settings per family so every
@@ -133,13 +133,6 @@ def finalize_zoo(zoo: Path, order: list[str] | None = None) -> Path:
             "predictions": fixture_predictions(zoo / card["file"]),
         }
     return write_manifest([cards[i] for i in order], zoo)
-
-
-# Paper CIFAR-10 top-1 errors (%) from Jetley et al. 2018, for the reproduction table.
-PAPER_CIFAR10_ERROR = {
-    "vgg": 7.77, "vgg_gap": 9.87, "vgg_att2_concat_pc": 5.23, "vgg_att3_concat_pc": 6.34,
-    "resnet164": 5.46,
-}
 
 
 def zoo_table_markdown(cards: list[dict[str, Any]], zoo: Path) -> str:

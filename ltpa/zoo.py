@@ -19,6 +19,11 @@ from ltpa.preprocess import PixelModel
 
 DEFAULT_ZOO_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"
 MANIFEST_NAME = "manifest.json"
+# Top-1 CIFAR-10 test errors (%) reported by Jetley et al. (ICLR 2018), by registry name.
+PAPER_CIFAR10_ERROR = {
+    "vgg": 7.77, "vgg_gap": 9.87, "vgg_att2_concat_pc": 5.23, "vgg_att3_concat_pc": 6.34,
+    "resnet164": 5.46,
+}
 
 
 def zoo_dir() -> Path:

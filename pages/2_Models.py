@@ -9,17 +9,9 @@ from typing import Any
 import streamlit as st
 
 from ltpa import viz
-from ltpa.zoo import list_zoo, zoo_dir
+from ltpa.zoo import PAPER_CIFAR10_ERROR, list_zoo, zoo_dir
 from pages.ui.widgets import choice_of, model_picker, no_models_message
 
-# Top-1 test error (%) on CIFAR-10 reported by Jetley et al. (ICLR 2018), by registry name.
-PAPER_CIFAR10_ERROR = {
-    "vgg": 7.77,
-    "vgg_gap": 9.87,
-    "vgg_att2_concat_pc": 5.23,
-    "vgg_att3_concat_pc": 6.34,
-    "resnet164": 5.46,
-}
 # Card fields too bulky for the card view (they get their own figures).
 BULKY_FIELDS = ("confusion", "per_class_accuracy", "fixture")
 
