@@ -9,7 +9,16 @@ import pytest
 import torch
 
 import ltpa
-from ltpa.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from ltpa import checkpoint as checkpoint_module
+from ltpa.checkpoint import (
+    INT4_GROUP,
+    CheckpointError,
+    dequantise_int4,
+    load_checkpoint,
+    quantise_int4,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 SMALL = {"width": 0.125}
 META = {"class_names": ["a", "b", "c"], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
@@ -241,3 +250,60 @@ def test_damaged_int8_scales_are_detected(trained_like_model: torch.nn.Module, t
     damaged = tmp_path / "damaged_int8.pt"
     torch.save(payload, damaged)
     refused(damaged, "corrupt", "int8 scales")
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 3, 3), (7, 64), (4, 40, 1, 1), (3, 1)])
+def test_int4_round_trip_error_is_within_half_a_step_of_its_group(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(shape) * torch.logspace(-3, 0, shape[0])[(...,) + (None,) * (len(shape) - 1)]
+    packed, scale = quantise_int4(weight)
+    assert packed.dtype == torch.uint8 and scale.dtype == torch.float16
+    width = -(-weight[0].numel() // INT4_GROUP) * INT4_GROUP  # padded to whole groups
+    assert packed.shape == (shape[0], width // 2) and scale.shape == (shape[0], width // INT4_GROUP)
+    restored = dequantise_int4(packed, scale, list(shape))
+    assert restored.shape == weight.shape
+    step = scale.float().repeat_interleave(INT4_GROUP, dim=1)[:, :weight[0].numel()].reshape(shape)
+    assert torch.all((restored - weight).abs() <= step / 2 + 1e-6)
+    # Each group's largest weight is representable exactly (up to the fp16 scale).
+    assert (restored.abs().amax() - weight.abs().amax()).abs() < 1e-2 * weight.abs().amax()
+
+
+def test_int4_file_is_small_loads_close_and_is_format_2(trained_like_model: torch.nn.Module,
+                                                       tmp_path: Path, batch: torch.Tensor) -> None:
+    int8 = save_checkpoint(tmp_path / "int8.pt", trained_like_model, META, precision="int8")
+    int4 = save_checkpoint(tmp_path / "int4.pt", trained_like_model, META, precision="int4")
+    assert int4.stat().st_size < 0.7 * int8.stat().st_size
+    assert torch.load(int8, weights_only=True)["format_version"] == 1  # older readers keep working
+    payload = torch.load(int4, weights_only=True)
+    assert payload["format_version"] == 2 and payload["precision"] == "int4"
+    loaded, _ = load_checkpoint(int4)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    with torch.no_grad():
+        expected, got = trained_like_model(batch).logits, loaded(batch).logits
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.75
+    assert (got - expected).abs().max() < 0.1 * expected.abs().max()
+
+
+def test_damaged_int4_sections_are_refused(trained_like_model: torch.nn.Module, tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "int4.pt", trained_like_model, META, precision="int4")
+    key = next(iter(torch.load(path, weights_only=True)["int4_scales"]))
+
+    def scaled(payload: dict) -> None:
+        payload["int4_scales"][key] = payload["int4_scales"][key] * 2
+
+    def shapeless(payload: dict) -> None:
+        del payload["int4_shapes"][key]
+
+    def reshaped(payload: dict) -> None:
+        payload["int4_shapes"][key] = [payload["int4_shapes"][key][0], 10 ** 6]
+
+    refused(rewrite(path, tmp_path, scaled), "corrupt", "int4 scales")
+    refused(rewrite(path, tmp_path, shapeless), "malformed int4 section")
+    refused(rewrite(path, tmp_path, reshaped), "int4 weight", key)
+
+
+def test_int4_file_refused_by_a_reader_of_format_1(trained_like_model: torch.nn.Module, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_checkpoint(tmp_path / "int4.pt", trained_like_model, META, precision="int4")
+    monkeypatch.setattr(checkpoint_module, "FORMAT_VERSION", 1)
+    refused(path, "format 2", "upgrade ltpa")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ltpa.checkpoint import PRECISIONS
 from ltpa.shipping import FULL_WIDTH_RECIPES, ZOO_RECIPES, train_zoo
 
 
@@ -15,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", default="runs/zoo", help="folder for the training runs")
     parser.add_argument("--zoo", default="assets/models", help="where shipped files and cards go")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="int8", choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--precision", default="int8", choices=PRECISIONS,
+                        help="storage of the shipped files (default int8; int4 packs two weights a byte)")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
 
