@@ -29,6 +29,18 @@ def start_app() -> AppTest:
     return at
 
 
+def start_with_empty_zoo(zoo: Path, monkeypatch: Any, page: str | None = None) -> AppTest:
+    """The app (home, or ``page`` after switching to it) on an empty zoo folder; checks that it
+    runs without an exception and says the zoo is empty."""
+    monkeypatch.setenv("LTPA_ZOO", str(zoo))
+    at = start_app()
+    if page is not None:
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+    assert any("No models in the zoo" in w.value for w in at.warning)
+    return at
+
+
 def upload(at: AppTest, name: str, data: bytes, mime: str = "image/png") -> AppTest:
     """Upload a file through the page's (only) file uploader and rerun."""
     at.file_uploader[0].set_value((name, data, mime)).run()

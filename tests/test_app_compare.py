@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from app_helpers import (COMPARE, GALLERY, HOME, direct_analysis, errors, figures_titled,
-                         image_captions, shown_top5, start_app, upload)
+                         image_captions, shown_top5, start_app, start_with_empty_zoo, upload)
 from ltpa.images import load_image
 from ltpa.inference import posthoc
 from ltpa.zoo import load_zoo_model
@@ -88,6 +88,4 @@ def test_unticking_posthoc_and_state_survives_the_round_trip(tiny_zoo):
 
 
 def test_compare_with_an_empty_zoo_is_explained(tmp_path, monkeypatch):
-    monkeypatch.setenv("LTPA_ZOO", str(tmp_path))
-    at = _compare_page(start_app())
-    assert any("No models in the zoo" in w.value for w in at.warning)
+    start_with_empty_zoo(tmp_path, monkeypatch, COMPARE)

@@ -10,7 +10,8 @@ import pytest
 
 import sample_images as samples
 from app_helpers import (GALLERY, assert_page_matches, captions, direct_analysis, errors,
-                         figures_titled, image_captions, start_app, upload)
+                         figures_titled, image_captions, start_app, start_with_empty_zoo,
+                         upload)
 from pages.ui import state
 
 COFFEE = (GALLERY / "photo_coffee.jpg").read_bytes()
@@ -116,9 +117,7 @@ def test_awkward_file_is_converted_with_a_visible_note(tiny_zoo, case):
 
 
 def test_empty_zoo_is_explained(tmp_path, monkeypatch):
-    monkeypatch.setenv("LTPA_ZOO", str(tmp_path))
-    at = start_app()
-    assert any("No models in the zoo" in w.value for w in at.warning)
+    at = start_with_empty_zoo(tmp_path, monkeypatch)
     assert any("Choose an image and a model" in i.value for i in at.info)
 
 

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from app_helpers import MODELS, decode_plotly, errors, figures_titled, start_app
+from app_helpers import MODELS, decode_plotly, errors, figures_titled, start_app, start_with_empty_zoo
 from pages.ui import state
 
 PAPER = {"vgg": 7.77, "vgg_gap": 9.87, "vgg_att3_concat_pc": 6.34}
@@ -102,8 +102,4 @@ def test_cards_without_measurements_leave_clear_gaps(tiny_zoo):
 
 
 def test_models_page_with_an_empty_zoo(tmp_path, monkeypatch):
-    monkeypatch.setenv("LTPA_ZOO", str(tmp_path))
-    at = start_app()
-    at.switch_page(MODELS).run()
-    assert not at.exception
-    assert any("No models in the zoo" in w.value for w in at.warning)
+    start_with_empty_zoo(tmp_path, monkeypatch, MODELS)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from app_helpers import GALLERY, decode_plotly, errors, figures_titled, shown_top5, start_app, upload
+from app_helpers import GALLERY, decode_plotly, errors, figures_titled, shown_top5, start_app, start_with_empty_zoo, upload
 from ltpa import robustness
 from ltpa.attacks import smallest_flipping_epsilon
 from ltpa.images import load_image
@@ -122,11 +122,7 @@ def test_bad_upload_keeps_the_last_result(tiny_zoo):
 
 
 def test_empty_zoo_gives_a_clear_message(tmp_path, monkeypatch):
-    monkeypatch.setenv("LTPA_ZOO", str(tmp_path))
-    at = start_app()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    assert any("No models in the zoo" in w.value for w in at.warning)
+    start_with_empty_zoo(tmp_path, monkeypatch, PAGE)
 
 
 def test_shipped_curves_are_drawn_or_missing_is_said(tiny_zoo, tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_helpers import errors, image_captions, plotly_figures, start_app
+from app_helpers import errors, image_captions, plotly_figures, start_app, start_with_empty_zoo
 from ltpa import masks
 from ltpa.images import load_image
 from ltpa.inference import analyse
@@ -140,8 +140,4 @@ def test_other_aspect_ratio_and_empty_truth_warn(tiny_zoo):
 
 
 def test_empty_zoo(tmp_path, monkeypatch):
-    monkeypatch.setenv("LTPA_ZOO", str(tmp_path))
-    at = start_app()
-    at.switch_page(PAGE).run()
-    assert not at.exception
-    assert any("No models in the zoo" in w.value for w in at.warning)
+    start_with_empty_zoo(tmp_path, monkeypatch, PAGE)
