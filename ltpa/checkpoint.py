@@ -101,7 +101,9 @@ def dequantise_int8(quantised: torch.Tensor, scale: torch.Tensor) -> torch.Tenso
     return quantised.float() * scale.float().reshape(shape)
 
 
-def quantise_int4(weight: torch.Tensor, group: int = INT4_GROUP) -> tuple[torch.Tensor, torch.Tensor]:
+def quantise_int4(
+    weight: torch.Tensor, group: int = INT4_GROUP
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric group-wise int4 quantisation of a weight with at least 2 dims.
 
     Each output channel's weights, flattened and zero-padded to a multiple of ``group``, are split
@@ -117,7 +119,9 @@ def quantise_int4(weight: torch.Tensor, group: int = INT4_GROUP) -> tuple[torch.
     return levels[:, 0::2] | (levels[:, 1::2] << 4), scale
 
 
-def dequantise_int4(packed: torch.Tensor, scale: torch.Tensor, shape: list[int] | tuple[int, ...]) -> torch.Tensor:
+def dequantise_int4(
+    packed: torch.Tensor, scale: torch.Tensor, shape: list[int] | tuple[int, ...]
+) -> torch.Tensor:
     """Inverse of :func:`quantise_int4` (up to rounding): an fp32 tensor of ``shape``."""
     low = (packed & 0x0F).to(torch.int16) - 8
     high = (packed >> 4).to(torch.int16) - 8
@@ -283,14 +287,10 @@ def read_checkpoint(source: str | Path | bytes) -> dict[str, Any]:
     if not isinstance(scales, dict) or not all(isinstance(t, torch.Tensor) for t in scales.values()):
         raise CheckpointError(f"{name} has a malformed 'int8_scales' section (expected name -> tensor)")
     int4_scales = payload.get("int4_scales") or {}
-    int4_shapes = payload.get("int4_shapes") or {}
-    if (not isinstance(int4_scales, dict) or not isinstance(int4_shapes, dict)
-            or not all(isinstance(t, torch.Tensor) for t in int4_scales.values())
-            or set(int4_scales) != set(int4_shapes) or not set(int4_scales) <= set(state)
-            or not all(isinstance(v, list) and len(v) >= 2 and all(isinstance(d, int) and d > 0 for d in v)
-                       for v in int4_shapes.values())):
+    if not _int4_section_is_wellformed(int4_scales, payload.get("int4_shapes") or {}, state):
         raise CheckpointError(
-            f"{name} has a malformed int4 section (scales and shapes must name the same packed weights)"
+            f"{name} has a malformed int4 section "
+            "(scales and shapes must name the same packed weights)"
         )
     # Digests are checked when present (files written before they existed still load).
     for what, tensors, digest_key in (("weights", state, "state_sha256"),
@@ -303,6 +303,19 @@ def read_checkpoint(source: str | Path | bytes) -> dict[str, Any]:
                 "(the file was damaged or edited after saving)"
             )
     return payload
+
+
+def _int4_section_is_wellformed(scales: Any, shapes: Any, state: dict[str, torch.Tensor]) -> bool:
+    """Whether int4 scales (name -> tensor) and shapes (name -> list of >= 2 positive ints)
+    describe the same weights, all of them present in the state dict."""
+    if not isinstance(scales, dict) or not isinstance(shapes, dict):
+        return False
+    if set(scales) != set(shapes) or not set(scales) <= set(state):
+        return False
+    if not all(isinstance(t, torch.Tensor) for t in scales.values()):
+        return False
+    return all(isinstance(shape, list) and len(shape) >= 2
+               and all(isinstance(d, int) and d > 0 for d in shape) for shape in shapes.values())
 
 
 def _few(keys: list[str], limit: int = 5) -> str:

@@ -3,7 +3,8 @@
 Names follow the paper's notation: ``vgg_att3_concat_pc`` is (VGG-att3)-concat-pc,
 ``resnet_att2_indep_dp`` is (RN-att2)-indep-dp; ``vgg``, ``vgg_gap`` and ``resnet164`` are the
 baselines without attention. Keyword overrides (``width``, ``normalisation``, ``match``,
-``dropout``, ``dp_scale`` for dp models and ``depth`` for ResNets) change the built model and are stored in checkpoints.
+``dropout``, ``dp_scale`` for dp models and ``depth`` for ResNets) change the built model and are
+stored in checkpoints.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ltpa.layers.attention import COMPATIBILITIES
+from ltpa.layers.attention import COMPATIBILITIES, DEFAULT_DP_SCALE
 from ltpa.models.heads import HEADS
 from ltpa.models.resnet import ResNetAtt
 from ltpa.models.vgg import VGGAtt
@@ -95,7 +96,7 @@ def create_model(name: str, num_classes: int = 10, **overrides: Any) -> nn.Modul
         )
     if spec.fixed.get("compatibility") == "dp":
         # Recorded explicitly so a checkpoint keeps its scores' scale if the default changes.
-        overrides = {"dp_scale": "sqrt", **overrides}
+        overrides = {"dp_scale": DEFAULT_DP_SCALE, **overrides}
     model = spec.builder(num_classes=num_classes, **spec.fixed, **overrides)
     model.ltpa_config = {"name": name, "kwargs": {"num_classes": num_classes, **overrides}}
     return model

@@ -28,6 +28,7 @@ COMPATIBILITIES = ("pc", "dp")
 NORMALISATIONS = ("softmax", "sigmoid")
 DIMENSION_MATCHING = ("project_l", "project_g")
 DP_SCALES = ("sqrt", "none")
+DEFAULT_DP_SCALE = "sqrt"
 
 
 class AttentionResult(NamedTuple):
@@ -54,7 +55,7 @@ class AttentionBlock(nn.Module):
         compatibility: str = "pc",
         normalisation: str = "softmax",
         match: str = "project_l",
-        dp_scale: str = "sqrt",
+        dp_scale: str = DEFAULT_DP_SCALE,
     ) -> None:
         super().__init__()
         check_choice("compatibility", compatibility, COMPATIBILITIES)

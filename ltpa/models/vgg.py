@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltpa.layers.attention import AttentionBlock
+from ltpa.layers.attention import DEFAULT_DP_SCALE, AttentionBlock
 from ltpa.models.heads import AttentionHead, PlainHead, attend_and_classify
 from ltpa.models.outputs import ModelOutput, check_input
 
@@ -54,7 +54,7 @@ class VGGAtt(nn.Module):
         compatibility: str = "pc",
         normalisation: str = "softmax",
         match: str = "project_l",
-        dp_scale: str = "sqrt",
+        dp_scale: str = DEFAULT_DP_SCALE,
         width: float = 1.0,
         dropout: float = 0.5,
         gap: bool = False,
