@@ -7,7 +7,7 @@
 #   the whole zoo is spread over the GPUs found. @EPOCHS overrides a recipe (smoke runs).
 #   Shipped files and cards go to OUT_DIR/zoo; the full-width recipes (ids ending _w1), too
 #   large to ship, go to OUT_DIR/full_width. Each recipe logs to OUT_DIR/train_ID.log.
-#   PRECISION=int4 (environment) ships int4 files instead of int8.
+#   PRECISION=int8 (environment) ships every file in that precision instead of each recipe's own.
 set -euo pipefail
 data=$1; out=$2; shift 2
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/ltpa-inductor}
@@ -20,6 +20,7 @@ if [ ${#plans[@]} -eq 0 ]; then
           "resnet164,vgg,vgg_gap")
   for g in "${!groups[@]}"; do plans+=("$(( g % ngpu ))=${groups[$g]}"); done
 fi
+precision=(); [ -n "${PRECISION:-}" ] && precision=(--precision "$PRECISION")
 pids=()
 for plan in "${plans[@]}"; do
   gpu=${plan%%=*}
@@ -29,7 +30,7 @@ for plan in "${plans[@]}"; do
     [ "$spec" != "$id" ] && extra=(--epochs "${spec#*@}")
     zoo="$out/zoo"; [[ $id == *_w1 ]] && zoo="$out/full_width"
     python3 -m ltpa train-zoo --ids "$id" --data "$data" --runs "$out/runs" --zoo "$zoo" \
-      --device "cuda:$gpu" --precision "${PRECISION:-int8}" "${extra[@]}" > "$out/train_$id.log" 2>&1 &
+      --device "cuda:$gpu" "${precision[@]}" "${extra[@]}" > "$out/train_$id.log" 2>&1 &
     pids+=($!)
     echo "started $id on cuda:$gpu (pid $!)"
   done

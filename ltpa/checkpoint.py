@@ -7,7 +7,9 @@ is refused. ``precision="fp16"`` stores floating weights in half precision to ha
 (symmetric, round-to-nearest) and the rest in fp16, a quarter of fp32. ``precision="int4"``
 stores them as 4-bit integers, two per byte, with one fp16 scale per group of 32 consecutive
 weights of an output channel (4.5 bits a weight, about a seventh of fp32): finer scales than
-int8's per-channel ones, because 15 levels shared by a whole channel lose too much. Batch-norm
+int8's per-channel ones, because 15 levels shared by a whole channel lose too much, each chosen
+to minimise the group's rounding error. Models meant for int4 are best trained for it
+(``ltpa train --qat int4``: :func:`round_weights_to_storage`). Batch-norm
 statistics always stay fp32. Loading always gives an fp32 model. int4 files are format version 2,
 so an ltpa too old to unpack them says so instead of failing on the packed tensors.
 
@@ -17,6 +19,7 @@ checked on every read (files written before it existed still load).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
@@ -38,6 +41,8 @@ FORMAT = "ltpa-checkpoint"
 FORMAT_VERSION = 2  # the newest this ltpa reads; files without int4 tensors are still written as 1
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 INT4_GROUP = 32
+# Clipping ratios tried for each int4 group's scale (see _int4_levels).
+INT4_CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)
 # Smallest normal fp16: int4 scales are stored in fp16 and must not underflow to zero.
 _FP16_TINY = 2.0 ** -14
 # Buffers kept in fp32 under fp16 storage: batch-norm statistics lose too much in half precision.
@@ -101,21 +106,43 @@ def dequantise_int8(quantised: torch.Tensor, scale: torch.Tensor) -> torch.Tenso
     return quantised.float() * scale.float().reshape(shape)
 
 
+@functools.cache
+def _clip_ratios(device: torch.device) -> torch.Tensor:
+    # Cached per device: a fresh host-to-GPU copy at every training step would stall the GPU.
+    return torch.tensor(INT4_CLIP_RATIOS, device=device)[:, None, None]
+
+
+def _int4_levels(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group-wise int4 levels (-7..7, as floats, out x groups x group) and their fp16 scales.
+
+    Each group's scale is the one, among its absolute maximum times each of ``INT4_CLIP_RATIOS``,
+    whose rounded weights are closest to the originals (least squared error): clipping a few
+    outliers shrinks the step for all the other weights of the group."""
+    flat = weight.detach().float().reshape(weight.shape[0], -1)
+    flat = torch.nn.functional.pad(flat, (0, (-flat.shape[1]) % group))
+    groups = flat.view(flat.shape[0], -1, group)
+    # All candidate scales at once (ratio x out x groups): a few large kernels, not a loop of
+    # small ones, since quantisation-aware training calls this for every weight at every step.
+    ratios = _clip_ratios(flat.device)
+    scales = (groups.abs().amax(dim=2) * ratios / 7.0).clamp_min(_FP16_TINY).half().float()
+    levels = torch.round(groups / scales[..., None]).clamp_(-7, 7)
+    error = (levels * scales[..., None] - groups).square().sum(dim=3)
+    best = error.argmin(dim=0, keepdim=True)  # the first (largest) ratio wins ties
+    levels = levels.gather(0, best[..., None].expand(1, *levels.shape[1:]))[0]
+    return levels, scales.gather(0, best)[0].half()
+
+
 def quantise_int4(
     weight: torch.Tensor, group: int = INT4_GROUP
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric group-wise int4 quantisation of a weight with at least 2 dims.
 
     Each output channel's weights, flattened and zero-padded to a multiple of ``group``, are split
-    into groups of ``group`` that share one fp16 scale; values -7..7 are stored offset by 8, two
-    per byte (low nibble first). Returns (packed uint8 of shape out x padded/2, fp16 scales of
-    shape out x groups)."""
-    flat = weight.float().reshape(weight.shape[0], -1)
-    flat = torch.nn.functional.pad(flat, (0, (-flat.shape[1]) % group))
-    groups = flat.view(flat.shape[0], -1, group)
-    scale = (groups.abs().amax(dim=2) / 7.0).clamp_min(_FP16_TINY).half()
-    levels = torch.round(groups / scale.float()[..., None]).clamp_(-7, 7) + 8
-    levels = levels.to(torch.uint8).view(flat.shape[0], -1)
+    into groups of ``group`` that share one fp16 scale (chosen as in :func:`_int4_levels`); values
+    -7..7 are stored offset by 8, two per byte (low nibble first). Returns (packed uint8 of shape
+    out x padded/2, fp16 scales of shape out x groups)."""
+    levels, scale = _int4_levels(weight, group)
+    levels = (levels + 8).to(torch.uint8).view(levels.shape[0], -1)
     return levels[:, 0::2] | (levels[:, 1::2] << 4), scale
 
 
@@ -129,6 +156,59 @@ def dequantise_int4(
     flat = (levels.float() * scale.float()[..., None]).view(packed.shape[0], -1)
     count = math.prod(shape[1:])
     return flat[:, :count].reshape(tuple(shape))
+
+
+def storage_kind(key: str, tensor: torch.Tensor, precision: str) -> str:
+    """How :func:`save_checkpoint` stores one state-dict entry under ``precision``:
+    ``"int8"``/``"int4"`` (conv/linear weights), ``"fp16"`` or ``"fp32"`` (integers, batch-norm
+    statistics, and everything under fp32)."""
+    if precision == "fp32" or not tensor.is_floating_point() or key.endswith(_KEEP_FP32_SUFFIXES):
+        return "fp32"
+    if precision in ("int8", "int4") and tensor.ndim >= 2:
+        return precision
+    return "fp16"
+
+
+@torch.no_grad()
+def stored_value(tensor: torch.Tensor, kind: str) -> torch.Tensor:
+    """``tensor`` as it reads back after being stored as ``kind`` (same dtype and device)."""
+    if kind == "int8":
+        quantised, scale = quantise_int8(tensor)
+        restored = dequantise_int8(quantised, scale)
+    elif kind == "int4":
+        levels, scale = _int4_levels(tensor, INT4_GROUP)
+        flat = (levels * scale.float()[..., None]).view(tensor.shape[0], -1)
+        restored = flat[:, :tensor[0].numel()].reshape(tensor.shape)
+    elif kind == "fp16":
+        restored = tensor.half()
+    else:
+        return tensor
+    return restored.to(tensor.dtype)
+
+
+@torch.no_grad()
+def round_weights_to_storage(model: nn.Module, precision: str) -> dict[str, torch.Tensor]:
+    """Overwrite, in place, every parameter that ``precision`` stores in less than fp32 with the
+    value it reads back as; returns the originals (name -> copy) for :func:`restore_weights`.
+
+    Quantisation-aware training rounds before each forward pass and restores before the optimiser
+    step, so the gradient is taken at the stored weights (straight-through estimate) while the
+    full-precision weights keep accumulating small updates."""
+    originals = {}
+    for name, param in model.named_parameters():
+        kind = storage_kind(name, param, precision)
+        if kind != "fp32":
+            originals[name] = param.detach().clone()
+            param.copy_(stored_value(param, kind))
+    return originals
+
+
+@torch.no_grad()
+def restore_weights(model: nn.Module, originals: dict[str, torch.Tensor]) -> None:
+    """Undo :func:`round_weights_to_storage`."""
+    for name, param in model.named_parameters():
+        if name in originals:
+            param.copy_(originals[name])
 
 
 def save_checkpoint(
@@ -147,13 +227,13 @@ def save_checkpoint(
     for key, tensor in model.state_dict().items():
         key = key.removeprefix("_orig_mod.")
         tensor = tensor.detach().to("cpu").clone()
-        reducible = tensor.is_floating_point() and not key.endswith(_KEEP_FP32_SUFFIXES)
-        if precision == "int8" and reducible and tensor.ndim >= 2:
+        kind = storage_kind(key, tensor, precision)
+        if kind == "int8":
             tensor, scales[key] = quantise_int8(tensor)
-        elif precision == "int4" and reducible and tensor.ndim >= 2:
+        elif kind == "int4":
             int4_shapes[key] = list(tensor.shape)
             tensor, int4_scales[key] = quantise_int4(tensor)
-        elif precision != "fp32" and reducible:
+        elif kind == "fp16":
             tensor = tensor.half()
         state[key] = tensor.contiguous()
     payload = {

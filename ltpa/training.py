@@ -25,13 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltpa.checkpoint import save_checkpoint
+from ltpa.checkpoint import restore_weights, round_weights_to_storage, save_checkpoint
 from ltpa.data import DeviceLoader, ImageSet, dataset_normalisation, load_dataset
 from ltpa.device import get_device
 from ltpa.maps import batch_entropy
 from ltpa.registry import create_model
 
 STATE_FILE, MODEL_FILE, LOG_FILE = "state.pt", "model.pt", "log.json"
+
+
+QAT_PRECISIONS = ("", "int8", "int4")  # "" trains in full precision throughout
 
 
 @dataclass
@@ -55,6 +58,11 @@ class TrainConfig:
     final_lr_fraction: float = 0.0
     pad: int = 4
     cutout: int = 0
+    # Quantisation-aware training: over the last ``qat_epochs`` epochs, forward passes use the
+    # weights as ``qat`` storage ("int8" or "int4") will round them, so the shipped file keeps
+    # the accuracy of the run.
+    qat: str = ""
+    qat_epochs: int = 0
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast, CUDA only
@@ -63,6 +71,13 @@ class TrainConfig:
     eval_every: int = 1
     download: bool = True
     image_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.qat not in QAT_PRECISIONS:
+            raise ValueError(f"qat must be one of {', '.join(map(repr, QAT_PRECISIONS))}; got {self.qat!r}")
+        if self.qat and not 1 <= self.qat_epochs <= self.epochs:
+            raise ValueError(f"qat_epochs must be between 1 and epochs ({self.epochs}) with qat "
+                             f"{self.qat!r}; got {self.qat_epochs}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -267,6 +282,20 @@ class Trainer:
             },
         }
 
+    def quantisation_aware(self, epoch: int) -> bool:
+        """Whether ``epoch`` (1-based) trains and evaluates with storage-rounded weights."""
+        return bool(self.config.qat) and epoch > self.config.epochs - self.config.qat_epochs
+
+    def _evaluate(self, epoch: int) -> EvalResult:
+        # Under quantisation-aware training the test metrics are those of the stored weights.
+        originals = (round_weights_to_storage(self.model, self.config.qat)
+                     if self.quantisation_aware(epoch) else None)
+        try:
+            return evaluate(self.forward, self.test_loader, len(self.class_names), amp=self.config.amp)
+        finally:
+            if originals is not None:
+                restore_weights(self.model, originals)
+
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         model, config = self.model, self.config
         model.train()
@@ -275,7 +304,9 @@ class Trainer:
         seen = 0
         started = time.perf_counter()
         n_batches = len(self.train_loader)
+        quantised = self.quantisation_aware(epoch)
         for step, (x, y) in enumerate(self.train_loader, start=1):
+            originals = round_weights_to_storage(model, config.qat) if quantised else None
             with torch.autocast(self.device.type, dtype=torch.bfloat16,
                                 enabled=self.cuda and config.amp):
                 out = self.forward(x)
@@ -283,6 +314,8 @@ class Trainer:
             loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if originals is not None:
+                restore_weights(model, originals)  # the step updates the full-precision weights
             self.optimizer.step()
             self.scheduler.step()
             # Accumulate on the device: no host sync per step.
@@ -317,8 +350,7 @@ class Trainer:
                 self.elapsed += epoch_time
                 result = None
                 if epoch % config.eval_every == 0 or epoch == config.epochs:
-                    result = evaluate(self.forward, self.test_loader, len(self.class_names),
-                                      amp=config.amp)
+                    result = self._evaluate(epoch)
                 row = {
                     "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                     "test_loss": None if result is None else result.loss,

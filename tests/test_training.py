@@ -14,10 +14,10 @@ from PIL import Image
 import ltpa
 from ltpa.cli import main as cli
 from ltpa.data import DatasetError, DeviceLoader, ImageSet, load_dataset
-from ltpa.shipping import FIXTURE_DIR, fixture_predictions
-from ltpa.training import STATE_FILE, TrainConfig, Trainer, one_cycle
+from ltpa.shipping import FIXTURE_DIR, RECIPES, fixture_predictions, recipe_config
+from ltpa.training import STATE_FILE, TrainConfig, Trainer, evaluate, one_cycle
 from ltpa.zoo import list_zoo, load_zoo_model, read_manifest, DEFAULT_ZOO_DIR
-from ltpa.checkpoint import file_sha256
+from ltpa.checkpoint import PRECISIONS, file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = ("red", "green", "blue")
@@ -103,6 +103,40 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_data: Path, tmp_path: Pat
     split = torch.load(tmp_path / "split" / STATE_FILE, weights_only=True)["model"]
     for key in straight:
         assert torch.allclose(straight[key].float(), split[key].float(), atol=1e-5), key
+
+
+def test_quantisation_aware_run_ships_the_accuracy_it_logged(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "qat"
+    assert cli(train_args(tiny_data, out, 2) + ["--qat", "int4", "--qat-epochs", "1"]) == 0
+    log = json.loads((out / "log.json").read_text())
+    assert log["config"]["qat"] == "int4" and log["config"]["qat_epochs"] == 1
+    model, meta = ltpa.load_checkpoint(out / "model.pt")  # the run's own file keeps fp32 weights
+    int4, _ = ltpa.load_checkpoint(ltpa.save_checkpoint(tmp_path / "int4.pt", model, meta, "int4"))
+    _, test = load_dataset(str(tiny_data))
+    loader = DeviceLoader(test, 100, meta["mean"], meta["std"], train=False)
+    # The last epoch was evaluated with the weights rounded as int4 storage rounds them.
+    assert evaluate(int4, loader, 3).loss == pytest.approx(log["epochs"][-1]["test_loss"], rel=1e-5)
+    assert evaluate(model, loader, 3).loss != pytest.approx(log["epochs"][-1]["test_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"qat": "int3", "qat_epochs": 1}, "qat must be one of"),
+    ({"qat": "int4", "qat_epochs": 0}, "qat_epochs must be between 1 and epochs"),
+    ({"qat": "int4", "qat_epochs": 5}, "qat_epochs must be between 1 and epochs"),
+])
+def test_bad_quantisation_aware_settings_are_refused(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(epochs=4, **settings)
+
+
+def test_every_zoo_recipe_is_a_valid_run_and_shortening_keeps_its_qat_share() -> None:
+    for model_id in RECIPES:
+        config, precision = recipe_config(model_id, "cifar10", "runs/x")
+        assert precision in PRECISIONS and config.model == RECIPES[model_id]["model"]
+    config, precision = recipe_config("vgg_att3_concat_pc", "cifar10", "runs/x", epochs=10)
+    assert (config.epochs, config.qat, config.qat_epochs, precision) == (10, "int4", 2, "int4")
+    config, precision = recipe_config("resnet164", "cifar10", "runs/x", epochs=3)
+    assert (config.epochs, config.qat, precision) == (3, "", "int8")
 
 
 def test_one_cycle_schedule_warms_up_then_decays_to_zero() -> None:

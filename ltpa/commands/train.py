@@ -6,7 +6,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from ltpa.training import STATE_FILE, TrainConfig, Trainer
+from ltpa.training import QAT_PRECISIONS, STATE_FILE, TrainConfig, Trainer
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -35,9 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE", help="model override, e.g. --set match=project_g")
     for name, kind in (("epochs", int), ("batch_size", int), ("lr", float), ("momentum", float),
                        ("weight_decay", float), ("label_smoothing", float), ("warmup", float),
-                       ("pad", int), ("cutout", int), ("seed", int), ("image_size", int)):
+                       ("pad", int), ("cutout", int), ("seed", int), ("image_size", int),
+                       ("qat_epochs", int)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind,
                             default=getattr(defaults, name), help=f"default {getattr(defaults, name)}")
+    parser.add_argument("--qat", default=defaults.qat, choices=[p for p in QAT_PRECISIONS if p],
+                        help="quantisation-aware training for this storage precision over the "
+                             "last --qat-epochs epochs")
     parser.add_argument("--device", default=defaults.device, help="auto, cuda, cuda:N, mps or cpu")
     parser.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast")
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")

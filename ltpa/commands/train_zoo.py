@@ -16,8 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", default="runs/zoo", help="folder for the training runs")
     parser.add_argument("--zoo", default="assets/models", help="where shipped files and cards go")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="int8", choices=PRECISIONS,
-                        help="storage of the shipped files (default int8; int4 packs two weights a byte)")
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
+                        help="storage of the shipped files (default: each recipe's own, "
+                             "int4 for the VGGs and int8 for the ResNets)")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
 
