@@ -1,6 +1,7 @@
 """Training and evaluation throughput (images/s) per zoo recipe, on synthetic CIFAR-sized data.
 
     python3 bench/train_speed.py [--device auto|cpu|cuda] [--ids a,b] [--steps 30] [--compile]
+        [--compile-mode default|reduce-overhead|max-autotune|max-autotune-no-cudagraphs]
 
 Uses the zoo recipes' model, width and batch size, the same on-device augmentation, optimiser,
 bf16 autocast and channels_last (on CUDA) as ``ltpa train``. Prints a Markdown table. Needs only
@@ -24,6 +25,7 @@ from ltpa.device import get_device  # noqa: E402
 from ltpa.preprocess import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 from ltpa.registry import create_model  # noqa: E402
 from ltpa.shipping import ZOO_RECIPES  # noqa: E402
+from ltpa.training import COMPILE_MODES  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -31,7 +33,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(model_id: str, device: torch.device, steps: int, compile_model: bool) -> tuple[float, float]:
+def measure(model_id: str, device: torch.device, steps: int, compile_model: bool,
+            compile_mode: str = "default") -> tuple[float, float]:
     recipe = ZOO_RECIPES[model_id]
     batch = recipe["batch_size"]
     cuda = device.type == "cuda"
@@ -39,7 +42,7 @@ def measure(model_id: str, device: torch.device, steps: int, compile_model: bool
     if cuda:
         model.to(memory_format=torch.channels_last)
     if compile_model:
-        model.compile()
+        model.compile(mode=None if compile_mode == "default" else compile_mode)
     n = batch * (steps + 3)
     data = ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, device=device),
                     torch.randint(0, 10, (n,), device=device), [str(i) for i in range(10)])
@@ -84,15 +87,17 @@ def main() -> None:
     parser.add_argument("--ids", default=",".join(ZOO_RECIPES))
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per model")
     parser.add_argument("--compile", action="store_true", help="model.compile() first (slow start)")
+    parser.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                        help="torch.compile mode with --compile (reduce-overhead: CUDA graphs)")
     args = parser.parse_args()
     device = get_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {name}; torch {torch.__version__}; bf16+channels_last: {device.type == 'cuda'}; "
-          f"compile: {args.compile}; {args.steps} timed steps")
+          f"compile: {args.compile and args.compile_mode}; {args.steps} timed steps")
     print("| recipe | width | batch | train images/s | eval images/s |")
     print("|---|---:|---:|---:|---:|")
     for model_id in [i for i in args.ids.split(",") if i]:
-        train_rate, eval_rate = measure(model_id, device, args.steps, args.compile)
+        train_rate, eval_rate = measure(model_id, device, args.steps, args.compile, args.compile_mode)
         recipe = ZOO_RECIPES[model_id]
         print(f"| {model_id} | {recipe['width']} | {recipe['batch_size']} | {train_rate:,.0f} | "
               f"{eval_rate:,.0f} |", flush=True)

@@ -123,8 +123,9 @@ def test_quantisation_aware_run_ships_the_accuracy_it_logged(tiny_data: Path, tm
     ({"qat": "int3", "qat_epochs": 1}, "qat must be one of"),
     ({"qat": "int4", "qat_epochs": 0}, "qat_epochs must be between 1 and epochs"),
     ({"qat": "int4", "qat_epochs": 5}, "qat_epochs must be between 1 and epochs"),
+    ({"compile_mode": "fastest"}, "compile_mode must be one of"),
 ])
-def test_bad_quantisation_aware_settings_are_refused(settings: dict, message: str) -> None:
+def test_bad_training_settings_are_refused(settings: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrainConfig(epochs=4, **settings)
 
@@ -137,6 +138,17 @@ def test_every_zoo_recipe_is_a_valid_run_and_shortening_keeps_its_qat_share() ->
     assert (config.epochs, config.qat, config.qat_epochs, precision) == (10, "int4", 2, "int4")
     config, precision = recipe_config("resnet164", "cifar10", "runs/x", epochs=3)
     assert (config.epochs, config.qat, precision) == (3, "", "int8")
+
+
+@pytest.mark.parametrize("mode, expected", [("default", None), ("reduce-overhead", "reduce-overhead")])
+def test_compile_mode_reaches_torch_compile(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            mode: str, expected: str | None) -> None:
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: seen.append(kwargs))
+    config = TrainConfig(model="vgg", data=str(tiny_data), out=str(tmp_path / "run"), width=0.125,
+                         epochs=1, batch_size=12, device="cpu", compile=True, compile_mode=mode)
+    Trainer(config).run()
+    assert seen == [{"mode": expected}]
 
 
 def test_one_cycle_schedule_warms_up_then_decays_to_zero() -> None:

@@ -6,7 +6,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from ltpa.training import QAT_PRECISIONS, STATE_FILE, TrainConfig, Trainer
+from ltpa.training import COMPILE_MODES, QAT_PRECISIONS, STATE_FILE, TrainConfig, Trainer
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast")
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     parser.add_argument("--compile", action="store_true", help="model.compile() (CUDA; slower start)")
+    parser.add_argument("--compile-mode", default=defaults.compile_mode, choices=COMPILE_MODES,
+                        help="torch.compile mode with --compile (reduce-overhead: CUDA graphs)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
