@@ -19,6 +19,7 @@ checked on every read (files written before it existed still load).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -30,7 +31,7 @@ import re
 import subprocess
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -153,9 +154,14 @@ def dequantise_int4(
     low = (packed & 0x0F).to(torch.int16) - 8
     high = (packed >> 4).to(torch.int16) - 8
     levels = torch.stack((low, high), dim=2).view(packed.shape[0], scale.shape[1], -1)
-    flat = (levels.float() * scale.float()[..., None]).view(packed.shape[0], -1)
-    count = math.prod(shape[1:])
-    return flat[:, :count].reshape(tuple(shape))
+    return _int4_values(levels.float(), scale, shape)
+
+
+def _int4_values(levels: torch.Tensor, scale: torch.Tensor,
+                 shape: list[int] | tuple[int, ...]) -> torch.Tensor:
+    """Levels (out x groups x group) times their group's scale, unpadded to ``shape`` (fp32)."""
+    flat = (levels * scale.float()[..., None]).view(levels.shape[0], -1)
+    return flat[:, :math.prod(shape[1:])].reshape(tuple(shape))
 
 
 def storage_kind(key: str, tensor: torch.Tensor, precision: str) -> str:
@@ -176,9 +182,7 @@ def stored_value(tensor: torch.Tensor, kind: str) -> torch.Tensor:
         quantised, scale = quantise_int8(tensor)
         restored = dequantise_int8(quantised, scale)
     elif kind == "int4":
-        levels, scale = _int4_levels(tensor, INT4_GROUP)
-        flat = (levels * scale.float()[..., None]).view(tensor.shape[0], -1)
-        restored = flat[:, :tensor[0].numel()].reshape(tensor.shape)
+        restored = _int4_values(*_int4_levels(tensor, INT4_GROUP), tensor.shape)
     elif kind == "fp16":
         restored = tensor.half()
     else:
@@ -209,6 +213,18 @@ def restore_weights(model: nn.Module, originals: dict[str, torch.Tensor]) -> Non
     for name, param in model.named_parameters():
         if name in originals:
             param.copy_(originals[name])
+
+
+@contextlib.contextmanager
+def storage_rounded_weights(model: nn.Module, precision: str | None) -> Iterator[None]:
+    """Within the block, ``model`` runs on its weights as ``precision`` storage rounds them
+    (nothing changes when ``precision`` is empty or None); the originals come back on exit."""
+    originals = round_weights_to_storage(model, precision) if precision else None
+    try:
+        yield
+    finally:
+        if originals is not None:
+            restore_weights(model, originals)
 
 
 def save_checkpoint(

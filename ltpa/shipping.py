@@ -24,9 +24,9 @@ from ltpa.zoo import PAPER_CIFAR10_ERROR, make_card, write_manifest
 # TrainConfig fields. Shared settings per family so every attention model is compared with a
 # baseline trained the same way. The VGGs are 0.7 wide and stored in int4 (trained for it over the
 # last 40 epochs): 0.7-wide int8 files would not fit the 32 MB asset budget, and int4 without that
-# training cost the earlier width-0.5 VGG-att3-pc 0.4 points. The ResNets fit in int8 as they are. ResNet-164 runs
-# at batch 512 (lr scaled with it): its 54 narrow blocks leave a GPU waiting on kernel launches
-# at 256.
+# training cost the earlier width-0.5 VGG-att3-pc 0.4 points. The ResNets fit in int8 as they
+# are. ResNet-164 runs at batch 512 (lr scaled with it): its 54 narrow blocks leave a GPU waiting
+# on kernel launches at 256.
 VGG_RECIPE: dict[str, Any] = {"width": 0.7, "epochs": 200, "batch_size": 256, "lr": 0.1,
                               "label_smoothing": 0.1, "cutout": 12, "weight_decay": 5e-4,
                               "qat": "int4", "qat_epochs": 40, "precision": "int4"}

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltpa.checkpoint import restore_weights, round_weights_to_storage, save_checkpoint
+from ltpa.checkpoint import save_checkpoint, storage_rounded_weights
 from ltpa.data import DeviceLoader, ImageSet, dataset_normalisation, load_dataset
 from ltpa.device import get_device
 from ltpa.maps import batch_entropy
@@ -294,15 +294,14 @@ class Trainer:
         """Whether ``epoch`` (1-based) trains and evaluates with storage-rounded weights."""
         return bool(self.config.qat) and epoch > self.config.epochs - self.config.qat_epochs
 
+    def _storage_precision(self, epoch: int) -> str:
+        """The storage precision whose rounding ``epoch`` trains and evaluates under ("" for none)."""
+        return self.config.qat if self.quantisation_aware(epoch) else ""
+
     def _evaluate(self, epoch: int) -> EvalResult:
         # Under quantisation-aware training the test metrics are those of the stored weights.
-        originals = (round_weights_to_storage(self.model, self.config.qat)
-                     if self.quantisation_aware(epoch) else None)
-        try:
+        with storage_rounded_weights(self.model, self._storage_precision(epoch)):
             return evaluate(self.forward, self.test_loader, len(self.class_names), amp=self.config.amp)
-        finally:
-            if originals is not None:
-                restore_weights(self.model, originals)
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         model, config = self.model, self.config
@@ -312,18 +311,18 @@ class Trainer:
         seen = 0
         started = time.perf_counter()
         n_batches = len(self.train_loader)
-        quantised = self.quantisation_aware(epoch)
+        rounding = self._storage_precision(epoch)
         for step, (x, y) in enumerate(self.train_loader, start=1):
-            originals = round_weights_to_storage(model, config.qat) if quantised else None
-            with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                enabled=self.cuda and config.amp):
-                out = self.forward(x)
-            logits = out.logits.float()
-            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if originals is not None:
-                restore_weights(model, originals)  # the step updates the full-precision weights
+            # Forward and backward on the rounded weights; the optimiser step, after the block,
+            # updates the full-precision ones (straight-through).
+            with storage_rounded_weights(model, rounding):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                    enabled=self.cuda and config.amp):
+                    out = self.forward(x)
+                logits = out.logits.float()
+                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             self.optimizer.step()
             self.scheduler.step()
             # Accumulate on the device: no host sync per step.
