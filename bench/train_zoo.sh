@@ -2,9 +2,10 @@
 # Train and ship zoo recipes on a machine with one or more CUDA GPUs, several recipes per GPU at
 # once (the small models leave an H100 underused when run alone).
 #
-# usage: bench/train_zoo.sh DATA_DIR OUT_DIR [GPU=ID[@EPOCHS],ID...] ...
+# usage: bench/train_zoo.sh DATA_DIR OUT_DIR [GPU=ID[:SEED][@EPOCHS],ID...] ...
 #   Each plan argument puts its recipes on one GPU, all running at once. Without plan arguments
-#   the whole zoo is spread over the GPUs found. @EPOCHS overrides a recipe (smoke runs).
+#   the whole zoo is spread over the GPUs found. @EPOCHS overrides a recipe (smoke runs); :SEED
+#   repeats it with another seed, shipped as ID_seedSEED under OUT_DIR/seeds.
 #   Shipped files and cards go to OUT_DIR/zoo; the full-width recipes (ids ending _w1), too
 #   large to ship, go to OUT_DIR/full_width. Each recipe logs to OUT_DIR/train_ID.log.
 #   PRECISION=int8 (environment) ships every file in that precision instead of each recipe's own.
@@ -26,13 +27,16 @@ for plan in "${plans[@]}"; do
   gpu=${plan%%=*}
   IFS=, read -ra ids <<< "${plan#*=}"
   for spec in "${ids[@]}"; do
-    id=${spec%@*}; extra=()
-    [ "$spec" != "$id" ] && extra=(--epochs "${spec#*@}")
-    zoo="$out/zoo"; [[ $id == *_w1 ]] && zoo="$out/full_width"
+    id=${spec%@*}; extra=(); zoo="$out/zoo"; name=$id
+    [ "$spec" != "$id" ] && extra+=(--epochs "${spec#*@}")
+    if [[ $id == *:* ]]; then
+      name="${id%%:*}_seed${id#*:}"; extra+=(--seed "${id#*:}"); id=${id%%:*}; zoo="$out/seeds"
+    fi
+    [[ $id == *_w1 ]] && zoo="$out/full_width"
     python3 -m ltpa train-zoo --ids "$id" --data "$data" --runs "$out/runs" --zoo "$zoo" \
-      --device "cuda:$gpu" "${precision[@]}" "${extra[@]}" > "$out/train_$id.log" 2>&1 &
+      --device "cuda:$gpu" "${precision[@]}" "${extra[@]}" > "$out/train_$name.log" 2>&1 &
     pids+=($!)
-    echo "started $id on cuda:$gpu (pid $!)"
+    echo "started $name on cuda:$gpu (pid $!)"
   done
 done
 status=0

@@ -421,9 +421,13 @@ def _few(keys: list[str], limit: int = 5) -> str:
 
 def _upgrade_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Model arguments of older files, made explicit: dp checkpoints saved before ``dp_scale``
-    existed used the paper's unscaled dot product."""
-    if "dp_scale" not in kwargs and get_spec(name).fixed.get("compatibility") == "dp":
-        return {**kwargs, "dp_scale": "none"}
+    existed used the paper's unscaled dot product, and RN-att files saved before
+    ``tap_features`` existed attended over the raw residual stream."""
+    spec = get_spec(name)
+    if "dp_scale" not in kwargs and spec.fixed.get("compatibility") == "dp":
+        kwargs = {**kwargs, "dp_scale": "none"}
+    if "tap_features" not in kwargs and spec.attention and spec.backbone == "resnet":
+        kwargs = {**kwargs, "tap_features": "residual"}
     return kwargs
 
 

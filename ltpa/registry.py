@@ -3,8 +3,8 @@
 Names follow the paper's notation: ``vgg_att3_concat_pc`` is (VGG-att3)-concat-pc,
 ``resnet_att2_indep_dp`` is (RN-att2)-indep-dp; ``vgg``, ``vgg_gap`` and ``resnet164`` are the
 baselines without attention. Keyword overrides (``width``, ``normalisation``, ``match``,
-``dropout``, ``dp_scale`` for dp models and ``depth`` for ResNets) change the built model and are
-stored in checkpoints.
+``dropout``, ``dp_scale`` for dp models, ``depth`` for ResNets and ``tap_features`` for RN-att)
+change the built model and are stored in checkpoints.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from torch import nn
 
 from ltpa.layers.attention import COMPATIBILITIES, DEFAULT_DP_SCALE
 from ltpa.models.heads import HEADS
-from ltpa.models.resnet import ResNetAtt
+from ltpa.models.resnet import DEFAULT_TAP_FEATURES, ResNetAtt
 from ltpa.models.vgg import VGGAtt
 
 BACKBONES = ("vgg", "resnet")
@@ -44,7 +44,7 @@ class ModelSpec:
         params = inspect.signature(self.builder).parameters
         skip = {"num_classes", "gap", "taps", *self.fixed}
         if not self.attention:
-            skip |= {"head", "compatibility", "normalisation", "match", "dp_scale"}
+            skip |= {"head", "compatibility", "normalisation", "match", "dp_scale", "tap_features"}
             if self.fixed.get("gap") or self.backbone == "resnet":
                 skip.add("dropout")  # GAP heads have no dropout layer to configure
         elif self.fixed.get("compatibility") != "dp":
@@ -97,6 +97,9 @@ def create_model(name: str, num_classes: int = 10, **overrides: Any) -> nn.Modul
     if spec.fixed.get("compatibility") == "dp":
         # Recorded explicitly so a checkpoint keeps its scores' scale if the default changes.
         overrides = {"dp_scale": DEFAULT_DP_SCALE, **overrides}
+    if spec.attention and spec.backbone == "resnet":
+        # Likewise what the taps attend over (see ltpa.models.resnet).
+        overrides = {"tap_features": DEFAULT_TAP_FEATURES, **overrides}
     model = spec.builder(num_classes=num_classes, **spec.fixed, **overrides)
     model.ltpa_config = {"name": name, "kwargs": {"num_classes": num_classes, **overrides}}
     return model

@@ -93,10 +93,12 @@ def ship_run(run_dir: Path, model_id: str, zoo: Path, precision: str = "int8",
 
 
 def recipe_config(model_id: str, data: str, out: str, device: str = "auto",
-                  compile_model: bool = True, epochs: int | None = None) -> tuple[TrainConfig, str]:
+                  compile_model: bool = True, epochs: int | None = None,
+                  seed: int = 0) -> tuple[TrainConfig, str]:
     """The training configuration of recipe ``model_id`` and its shipping precision. ``epochs``
-    shortens (or lengthens) the run; quantisation-aware epochs keep their share of it."""
-    recipe = dict(RECIPES[model_id])
+    shortens (or lengthens) the run; quantisation-aware epochs keep their share of it. ``seed``
+    gives a repeat of the recipe (the shipped zoo is seed 0)."""
+    recipe = dict(RECIPES[model_id], seed=seed)
     precision = recipe.pop("precision")
     if epochs is not None:
         if recipe.get("qat"):
@@ -106,24 +108,32 @@ def recipe_config(model_id: str, data: str, out: str, device: str = "auto",
     return config, precision
 
 
+def run_id(model_id: str, seed: int = 0) -> str:
+    """The name of a recipe's run and shipped file: the recipe id, plus ``_seedN`` for repeats."""
+    return model_id if seed == 0 else f"{model_id}_seed{seed}"
+
+
 def train_zoo(ids: list[str], data: str, runs: Path, zoo: Path, device: str = "auto",
               compile_model: bool = True, precision: str | None = None,
-              epochs: int | None = None) -> list[dict[str, Any]]:
+              epochs: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """Train each recipe in ``ids`` (resuming finished epochs) and ship it, in the recipe's
-    precision unless ``precision`` is given; returns the cards."""
+    precision unless ``precision`` is given; returns the cards. A non-zero ``seed`` names the
+    runs and files ``<id>_seed<N>``."""
     unknown = [i for i in ids if i not in RECIPES]
     if unknown:
         raise ValueError(f"no zoo recipe for {', '.join(unknown)}; recipes: {', '.join(RECIPES)}")
     cards = []
     for model_id in ids:
-        config, recipe_precision = recipe_config(model_id, data, str(runs / model_id), device,
-                                                 compile_model, epochs)
+        name = run_id(model_id, seed)
+        config, recipe_precision = recipe_config(model_id, data, str(runs / name), device,
+                                                 compile_model, epochs, seed)
         command = (f"ltpa train-zoo --ids {model_id} --data {data}"
                    + (f" --epochs {epochs}" if epochs is not None else "")
+                   + (f" --seed {seed}" if seed else "")
                    + (f" --precision {precision}" if precision is not None else ""))
         trainer = Trainer(config, command=command)
         trainer.run()
-        cards.append(ship_run(runs / model_id, model_id, zoo, precision or recipe_precision,
+        cards.append(ship_run(runs / name, name, zoo, precision or recipe_precision,
                               device=trainer.device))
     return cards
 

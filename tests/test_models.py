@@ -230,6 +230,45 @@ def test_dp_scale_is_recorded_and_old_dp_checkpoints_load_unscaled(tmp_path) -> 
     assert all(block.dp_scale == "none" for block in loaded.attention)
 
 
+def test_resnet_taps_attend_over_the_features_the_baseline_pools() -> None:
+    # "activated": stage 3 is attended over exactly what ResNet-164 average-pools (final BN-ReLU),
+    # so with uniform attention its descriptor is that average; stage 2 is BN-ReLU'd too.
+    torch.manual_seed(0)
+    model = ltpa.create_model("resnet_att2_concat_pc", depth=11, width=0.25).eval()
+    assert model.tap_features == "activated" and set(model.tap_norms) == {"stage2"}
+    x = torch.randn(3, 3, 32, 32)
+    captured = {}
+    model.attention[1].register_forward_hook(lambda m, args, out: captured.update(local=args[0]))
+    out = model(x)
+    torch.testing.assert_close(captured["local"], out.features)
+    assert out.features.min() >= 0
+    with torch.no_grad():
+        model.attention[1].u.weight.zero_()  # all scores equal: uniform attention
+        uniform = model.attention[1](out.features, torch.randn(3, out.features.shape[1]))
+    torch.testing.assert_close(uniform.descriptor, out.features.mean(dim=(2, 3)))
+    residual = ltpa.create_model("resnet_att2_concat_pc", depth=11, width=0.25,
+                                 tap_features="residual").eval()
+    assert len(residual.tap_norms) == 0
+    residual.attention[1].register_forward_hook(lambda m, args, out: captured.update(local=args[0]))
+    residual_out = residual(x)
+    assert not torch.allclose(captured["local"], residual_out.features)
+    assert captured["local"].min() < 0  # the raw residual stream, before any ReLU
+    with pytest.raises(ValueError, match="tap features"):
+        ltpa.create_model("resnet_att2_concat_pc", depth=11, tap_features="relu")
+    with pytest.raises(ValueError, match="does not accept tap_features"):
+        ltpa.create_model("resnet164", depth=11, tap_features="residual")
+
+
+def test_old_resnet_att_checkpoints_load_with_residual_taps(tmp_path) -> None:
+    model = ltpa.create_model("resnet_att2_concat_dp", depth=11, width=0.25,
+                              tap_features="residual")
+    del model.ltpa_config["kwargs"]["tap_features"]  # as written before the option existed
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "old.pt", model))
+    assert loaded.tap_features == "residual"
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded(x).logits, model.eval()(x).logits)
+
+
 def test_sigmoid_descriptor_is_the_mean_of_weighted_features() -> None:
     block = make_block("dp", normalisation="sigmoid")
     local, global_feature = torch.randn(2, 6, 5, 4), torch.randn(2, 6)

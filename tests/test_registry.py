@@ -70,7 +70,8 @@ def test_baselines_have_no_attention_options() -> None:
     for name in ("vgg", "vgg_gap", "resnet164"):
         spec = get_spec(name)
         assert not spec.attention
-        assert not {"head", "compatibility", "normalisation", "match", "dp_scale"} & set(spec.overridable)
+        assert not {"head", "compatibility", "normalisation", "match", "dp_scale",
+                    "tap_features"} & set(spec.overridable)
     assert "depth" in get_spec("resnet164").overridable
     assert "depth" not in get_spec("vgg").overridable
 
@@ -79,7 +80,8 @@ def test_create_model_records_how_to_rebuild_it() -> None:
     model = ltpa.create_model("resnet_att2_indep_dp", num_classes=5, width=0.125, depth=11)
     assert model.ltpa_config == {
         "name": "resnet_att2_indep_dp",
-        "kwargs": {"num_classes": 5, "width": 0.125, "depth": 11, "dp_scale": "sqrt"},
+        "kwargs": {"num_classes": 5, "width": 0.125, "depth": 11, "dp_scale": "sqrt",
+                   "tap_features": "activated"},
     }
     again = ltpa.create_model(model.ltpa_config["name"], **model.ltpa_config["kwargs"])
     assert [p.shape for p in again.parameters()] == [p.shape for p in model.parameters()]

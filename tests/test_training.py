@@ -136,8 +136,20 @@ def test_every_zoo_recipe_is_a_valid_run_and_shortening_keeps_its_qat_share() ->
         assert precision in PRECISIONS and config.model == RECIPES[model_id]["model"]
     config, precision = recipe_config("vgg_att3_concat_pc", "cifar10", "runs/x", epochs=10)
     assert (config.epochs, config.qat, config.qat_epochs, precision) == (10, "int4", 2, "int4")
-    config, precision = recipe_config("resnet164", "cifar10", "runs/x", epochs=3)
-    assert (config.epochs, config.qat, precision) == (3, "", "int8")
+    config, precision = recipe_config("resnet164", "cifar10", "runs/x", epochs=3, seed=4)
+    assert (config.epochs, config.qat, config.seed, precision) == (3, "", 4, "int8")
+
+
+def test_train_zoo_repeats_a_recipe_under_another_seed(tiny_data: Path, tmp_path: Path) -> None:
+    runs, zoo = tmp_path / "runs", tmp_path / "seeds"
+    assert cli(["train-zoo", "--ids", "vgg_gap", "--data", str(tiny_data), "--runs", str(runs),
+                "--zoo", str(zoo), "--epochs", "1", "--seed", "2", "--no-compile",
+                "--device", "cpu"]) == 0
+    card = json.loads((zoo / "cards" / "vgg_gap_seed2.json").read_text())
+    assert card["file"] == "vgg_gap_seed2.pt" and (zoo / card["file"]).is_file()
+    assert card["training"]["config"]["seed"] == 2 and "--seed 2" in card["training"]["command"]
+    assert card["precision"] == RECIPES["vgg_gap"]["precision"]
+    assert json.loads((runs / "vgg_gap_seed2" / "log.json").read_text())["config"]["seed"] == 2
 
 
 @pytest.mark.parametrize("mode, expected", [("default", None), ("reduce-overhead", "reduce-overhead")])

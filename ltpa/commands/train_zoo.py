@@ -20,11 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="storage of the shipped files (default: each recipe's own, "
                              "int4 for the VGGs and int8 for the ResNets)")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="repeat the recipes with another seed; runs and files are named "
+                             "<id>_seed<N> (the shipped zoo is seed 0)")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
 
 
 def run(args: argparse.Namespace) -> int:
     ids = [i.strip() for i in args.ids.split(",") if i.strip()]
     train_zoo(ids, args.data, Path(args.runs), Path(args.zoo), args.device, args.compile,
-              args.precision, args.epochs)
+              args.precision, args.epochs, args.seed)
     return 0

@@ -3,19 +3,27 @@
 Stages of 64/128/256 output channels at 32/16/8 (18 bottleneck blocks each). RN-att2 taps the
 stage-2 output (128 x 16x16) and the stage-3 output (256 x 8x8); its global feature ``g`` (256-d)
 comes from an extra head (BN-ReLU, pool, conv 256, pool, FC 256), as in the authors' code.
+
+What a tap sees (``tap_features``): in a pre-activation ResNet a stage's output is the raw residual
+stream; batch norm and ReLU only come at the start of the next block. ``"activated"`` (default)
+passes the tap through BN-ReLU first: stage 3 uses the final BN-ReLU, i.e. exactly the features the
+plain ResNet-164 average-pools, so attention replaces that pooling like for like; stage 2 gets a
+BN-ReLU of its own. ``"residual"`` attends over the raw stream (the zoo's first RN-att2 files).
 """
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltpa.layers.attention import DEFAULT_DP_SCALE, AttentionBlock
+from ltpa.layers.attention import DEFAULT_DP_SCALE, AttentionBlock, check_choice
 from ltpa.models.heads import AttentionHead, attend_and_classify
 from ltpa.models.outputs import ModelOutput, check_input
 from ltpa.models.vgg import scaled
 
 STAGE_CHANNELS = (64, 128, 256)
 RESNET_TAPS = (2, 3)
+TAP_FEATURES = ("activated", "residual")
+DEFAULT_TAP_FEATURES = "activated"
 
 
 class PreActBottleneck(nn.Module):
@@ -57,6 +65,7 @@ class ResNetAtt(nn.Module):
         normalisation: str = "softmax",
         match: str = "project_l",
         dp_scale: str = DEFAULT_DP_SCALE,
+        tap_features: str = DEFAULT_TAP_FEATURES,
         width: float = 1.0,
         depth: int = 164,
         dropout: float = 0.5,
@@ -71,7 +80,9 @@ class ResNetAtt(nn.Module):
             raise ValueError(
                 f"ResNet-att taps stage outputs {RESNET_TAPS} only (RN-att2); got {list(taps)}"
             )
+        check_choice("tap features", tap_features, TAP_FEATURES)
         self.taps = tuple(sorted(taps))
+        self.tap_features = tap_features
         blocks_per_stage = (depth - 2) // 9
         channels = [scaled(c, width) for c in STAGE_CHANNELS]
         self.stem = nn.Conv2d(3, scaled(16, width), 3, padding=1, bias=False)
@@ -107,6 +118,14 @@ class ResNetAtt(nn.Module):
             AttentionBlock(channels[t - 1], global_dim, compatibility, normalisation, match, dp_scale)
             for t in self.taps
         )
+        # BN-ReLU for each activated tap before the last stage (the last one reuses final_norm).
+        self.tap_norms = nn.ModuleDict(
+            {
+                f"stage{t}": nn.Sequential(nn.BatchNorm2d(channels[t - 1]), nn.ReLU(inplace=True))
+                for t in self.taps
+                if tap_features == "activated" and t < len(STAGE_CHANNELS)
+            }
+        )
         self.classifier = AttentionHead(
             [block.descriptor_dim for block in self.attention], num_classes, head, dropout
         )
@@ -123,6 +142,11 @@ class ResNetAtt(nn.Module):
         if self.global_head is None:
             logits = self.classifier(features.mean(dim=(2, 3)))
             return ModelOutput(logits, (), (), (), features)
+        if self.tap_features == "activated":
+            tapped = [
+                self.tap_norms[name](local) if name in self.tap_norms else features
+                for name, local in zip(self.stage_names, tapped)
+            ]
         global_feature = self.global_head(features)
         return attend_and_classify(
             self.attention, self.classifier, tapped, global_feature, self.stage_names, features
