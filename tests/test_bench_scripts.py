@@ -1,0 +1,36 @@
+"""bench/train_zoo.sh turns its GPU plans into the right ``ltpa train-zoo`` calls."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_train_zoo_plans_become_train_zoo_calls(tmp_path: Path) -> None:
+    # A stand-in python3 that prints its arguments: each call's log then holds its command line.
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python3").write_text('#!/bin/sh\necho "$@"\n')
+    (shim / "python3").chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "PRECISION": "int8"}
+    result = subprocess.run(
+        ["bash", str(REPO / "bench" / "train_zoo.sh"), "DATA", str(out),
+         "0=resnet_att2_concat_pc,vgg:1@3", "3=vgg_att3_concat_pc:2,vgg_w1"],
+        env=env, capture_output=True, text=True, check=True)
+    assert "all recipes finished (status 0)" in result.stdout
+    calls = {log.name: log.read_text().split() for log in out.glob("train_*.log")}
+    common = ["--data", "DATA", "--runs", str(out / "runs"), "--precision", "int8"]
+
+    def call(model_id: str, zoo: str, gpu: int, *extra: str) -> list[str]:
+        return ["-m", "ltpa", "train-zoo", "--ids", model_id, *common[:4], "--zoo", str(out / zoo),
+                "--device", f"cuda:{gpu}", *common[4:], *extra]
+
+    assert calls == {
+        "train_resnet_att2_concat_pc.log": call("resnet_att2_concat_pc", "zoo", 0),
+        "train_vgg_seed1.log": call("vgg", "seeds", 0, "--epochs", "3", "--seed", "1"),
+        "train_vgg_att3_concat_pc_seed2.log": call("vgg_att3_concat_pc", "seeds", 3, "--seed", "2"),
+        "train_vgg_w1.log": call("vgg_w1", "full_width", 3),
+    }
