@@ -419,7 +419,7 @@ def _few(keys: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def _upgrade_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+def upgrade_model_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Model arguments of older files, made explicit: dp checkpoints saved before ``dp_scale``
     existed used the paper's unscaled dot product, and RN-att files saved before
     ``tap_features`` existed attended over the raw residual stream."""
@@ -439,7 +439,7 @@ def load_checkpoint(
     payload = read_checkpoint(source)
     config = payload["model"]
     try:
-        kwargs = _upgrade_kwargs(config["name"], config.get("kwargs", {}))
+        kwargs = upgrade_model_kwargs(config["name"], config.get("kwargs", {}))
         model = create_model(config["name"], **kwargs)
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{name} describes a model ltpa cannot build: {error}") from None

@@ -64,6 +64,28 @@ def test_table_sets_our_errors_against_the_paper(rich_zoo):
     assert any("JPEG" in m.value for m in at.markdown)
 
 
+def test_attention_sits_beside_its_baseline_with_the_reproduction_runs(rich_zoo, tmp_path):
+    error = {c["id"]: c["test_error"] for c in rich_zoo}
+    # A second seed of the baseline, kept (card only) in reproduction/ beside the zoo folder.
+    repeat = dict(next(c for c in rich_zoo if c["id"] == "vgg"), id="vgg_seed1", test_error=9.5)
+    repeat["training"] = {**repeat["training"], "config": {"seed": 1, "epochs": 3}}
+    (tmp_path / "reproduction" / "cards").mkdir(parents=True)
+    (tmp_path / "reproduction" / "cards" / "vgg_seed1.json").write_text(json.dumps(repeat))
+    at = _models_page(start_app())
+    gaps = at.dataframe[1].value.set_index("attention model")
+    assert list(gaps.index) == ["(VGG-att3)-concat-pc", "(VGG-att3)-concat-dp", "(RN-att2)-concat-pc"]
+    pc = gaps.loc["(VGG-att3)-concat-pc"]
+    assert pc["baseline"] == "VGG"
+    assert pc["baseline error %"] == f"{error['vgg']:.2f} (seed 0), 9.50 (seed 1)"
+    assert pc["mean gap (points)"] == pytest.approx(
+        round(error["vgg_att3_concat_pc"] - (error["vgg"] + 9.5) / 2, 2))
+    assert pc["gap per seed"] == f"{error['vgg_att3_concat_pc'] - error['vgg']:+.2f} (seed 0)"
+    assert pc["baseline seed spread"] == pytest.approx(round(9.5 - error["vgg"], 2))
+    # The tiny zoo has no ResNet-164: the attention ResNet is listed without a gap.
+    assert gaps.loc["(RN-att2)-concat-pc", "baseline error %"] == "—"
+    assert np.isnan(gaps.loc["(RN-att2)-concat-pc", "mean gap (points)"])
+
+
 def test_card_shows_curves_per_class_and_confusion_from_the_files(rich_zoo):
     at = _models_page(start_app())
     card = rich_zoo[0]  # the model picker starts on the first model
@@ -97,6 +119,7 @@ def test_cards_without_measurements_leave_clear_gaps(tiny_zoo):
     at = _models_page(start_app())
     infos = [i.value for i in at.info]
     assert "No shipped model has a measured test error yet." in infos
+    assert "No attention model in the zoo has a measured error beside a baseline." in infos
     assert "No training log is shipped with this model." in infos
     assert "No confusion matrix in this card." in infos
 

@@ -1,0 +1,168 @@
+"""Attention against its baseline: every attention run set beside the plain run of the same
+backbone, width and schedule, seed by seed.
+
+The paper's central claim is that attention beats the plain network trained the same way. One
+seed per model cannot show that when seeds of one recipe differ by a few tenths of a point, so the
+comparison pools every run whose card we have: the shipped zoo and the repeats and ablations kept
+under ``reproduction/`` beside it (cards only; their weights are not shipped).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from ltpa.checkpoint import upgrade_model_kwargs
+from ltpa.registry import get_spec
+from ltpa.zoo import zoo_dir
+
+REPRODUCTION_DIR_NAME = "reproduction"
+# The plain network each backbone's attention models are compared with.
+BASELINE_OF_BACKBONE = {"vgg": "vgg", "resnet": "resnet164"}
+# Model arguments that make a run a different variant from the registry default, with their labels.
+VARIANT_LABELS = {
+    ("tap_features", "residual"): "residual taps",
+    ("dp_scale", "none"): "unscaled dp",
+    ("normalisation", "sigmoid"): "sigmoid",
+    ("match", "project_g"): "g projected",
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One trained model's measured error and what it was trained as."""
+
+    id: str
+    registry_name: str
+    variant: str  # "" for the registry default, else e.g. "residual taps"
+    width: float
+    epochs: int
+    seed: int
+    error: float
+
+
+@dataclass(frozen=True)
+class BaselineGap:
+    """An attention model beside its baseline of the same width and schedule."""
+
+    attention: str  # registry name
+    variant: str
+    baseline: str  # registry name
+    width: float
+    epochs: int
+    attention_errors: dict[int, float]  # by seed
+    baseline_errors: dict[int, float]  # by seed
+
+    @property
+    def mean_gap(self) -> float | None:
+        """Mean attention error minus mean baseline error (negative: attention is better)."""
+        if not self.attention_errors or not self.baseline_errors:
+            return None
+        return statistics.fmean(self.attention_errors.values()) - statistics.fmean(
+            self.baseline_errors.values())
+
+    @property
+    def seed_gaps(self) -> dict[int, float]:
+        """Attention minus baseline error for every seed both were trained with."""
+        return {seed: self.attention_errors[seed] - self.baseline_errors[seed]
+                for seed in sorted(self.attention_errors) if seed in self.baseline_errors}
+
+    @property
+    def baseline_spread(self) -> float | None:
+        """Largest minus smallest baseline error over its seeds (None with one seed)."""
+        values = list(self.baseline_errors.values())
+        return max(values) - min(values) if len(values) > 1 else None
+
+
+def reproduction_dir() -> Path:
+    """Cards of runs that are not shipped: ``reproduction/`` beside the zoo folder."""
+    return zoo_dir().parent / REPRODUCTION_DIR_NAME
+
+
+def read_cards(folder: Path) -> list[dict[str, Any]]:
+    """The model cards in ``folder/cards/*.json`` (none when the folder does not exist); a card
+    that is not valid JSON is skipped, so one damaged file does not hide the rest."""
+    cards = []
+    for path in sorted((folder / "cards").glob("*.json")):
+        try:
+            card = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(card, dict):
+            cards.append(card)
+    return cards
+
+
+def variant_of(registry_name: str, kwargs: dict[str, Any]) -> str:
+    """A short label for the model arguments that differ from the registry default ("" for none)."""
+    explicit = upgrade_model_kwargs(registry_name, kwargs)
+    return ", ".join(label for (key, value), label in VARIANT_LABELS.items()
+                     if explicit.get(key) == value)
+
+
+def run_of(card: dict[str, Any]) -> Run | None:
+    """The run a card describes, or None when it has no measured error or no known model."""
+    name, error = card.get("registry_name"), card.get("test_error")
+    if not isinstance(error, (int, float)):
+        return None
+    try:
+        get_spec(str(name))
+    except ValueError:
+        return None
+    config = (card.get("training") or {}).get("config") or {}
+    kwargs = card.get("kwargs") or {}
+    return Run(
+        id=str(card.get("id", name)),
+        registry_name=str(name),
+        variant=variant_of(str(name), kwargs),
+        width=float(config.get("width", kwargs.get("width", 1.0))),
+        epochs=int(config.get("epochs", (card.get("training") or {}).get("epochs", 0)) or 0),
+        seed=int(config.get("seed", 0)),
+        error=float(error),
+    )
+
+
+def baseline_gaps(cards: Iterable[dict[str, Any]]) -> list[BaselineGap]:
+    """Each attention model and variant, at each width and schedule, beside its baseline's runs of
+    that width and schedule (an empty ``baseline_errors`` when there are none). A run listed twice
+    (same model, variant, width, schedule and seed) counts once."""
+    groups: dict[tuple[str, str, float, int], dict[int, float]] = {}
+    for run in filter(None, map(run_of, cards)):
+        groups.setdefault((run.registry_name, run.variant, run.width, run.epochs), {}).setdefault(
+            run.seed, run.error)
+    gaps = []
+    for (name, variant, width, epochs), errors in groups.items():
+        spec = get_spec(name)
+        if not spec.attention:
+            continue
+        baseline = BASELINE_OF_BACKBONE[spec.backbone]
+        gaps.append(BaselineGap(name, variant, baseline, width, epochs, dict(sorted(errors.items())),
+                                dict(sorted(groups.get((baseline, "", width, epochs), {}).items()))))
+    return gaps
+
+
+def _by_seed(values: dict[int, float], signed: bool = False) -> str:
+    number = "{:+.2f}" if signed else "{:.2f}"
+    return ", ".join(f"{number.format(v)} (seed {s})" for s, v in values.items()) or "—"
+
+
+def gap_rows(gaps: Iterable[BaselineGap]) -> list[dict[str, Any]]:
+    """One table row per gap, in the paper's notation, for display."""
+    rows = []
+    for gap in gaps:
+        mean, spread = gap.mean_gap, gap.baseline_spread
+        rows.append({
+            "attention model": get_spec(gap.attention).paper_name
+            + (f" ({gap.variant})" if gap.variant else ""),
+            "baseline": get_spec(gap.baseline).paper_name,
+            "width": gap.width,
+            "epochs": gap.epochs,
+            "attention error %": _by_seed(gap.attention_errors),
+            "baseline error %": _by_seed(gap.baseline_errors),
+            "mean gap (points)": None if mean is None else round(mean, 2),
+            "gap per seed": _by_seed(gap.seed_gaps, signed=True),
+            "baseline seed spread": None if spread is None else round(spread, 2),
+        })
+    return rows

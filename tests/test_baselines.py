@@ -1,0 +1,94 @@
+"""Attention against its baseline: runs paired by backbone, width and schedule, seed by seed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ltpa.baselines import baseline_gaps, gap_rows, read_cards, reproduction_dir, run_of
+from ltpa.zoo import DEFAULT_ZOO_DIR, read_manifest
+
+
+def card(name: str, error: float | None, width: float = 0.5, epochs: int = 100, seed: int = 0,
+         **kwargs) -> dict:
+    """A card as ``create_model`` records it: defaults that changed over time are explicit."""
+    if name.endswith("_dp"):
+        kwargs.setdefault("dp_scale", "sqrt")
+    if name.startswith("resnet_att"):
+        kwargs.setdefault("tap_features", "activated")
+    return {"id": f"{name}_{width}_{epochs}_{seed}", "registry_name": name, "test_error": error,
+            "kwargs": kwargs, "training": {"config": {"width": width, "epochs": epochs, "seed": seed}}}
+
+
+def test_gaps_pair_each_attention_run_with_the_same_recipe_of_its_backbones_baseline() -> None:
+    cards = [
+        card("vgg_att3_concat_pc", 7.0), card("vgg_att3_concat_pc", 6.6, seed=1),
+        card("vgg", 7.2), card("vgg", 7.6, seed=1), card("vgg", 5.0, width=1.0),
+        card("vgg_gap", 6.0),  # another baseline: never the one attention is compared with
+        card("resnet_att2_concat_dp", 8.0, width=1.0, epochs=160),
+        card("resnet_att2_concat_dp", 9.5, width=1.0, epochs=160, tap_features="residual"),
+        card("resnet164", 7.5, width=1.0, epochs=160),
+        card("resnet164", 7.5, width=1.0, epochs=80, seed=3),  # another schedule: not paired
+    ]
+    gaps = {(g.attention, g.variant): g for g in baseline_gaps(cards)}
+    assert set(gaps) == {("vgg_att3_concat_pc", ""), ("resnet_att2_concat_dp", ""),
+                         ("resnet_att2_concat_dp", "residual taps")}
+    vgg = gaps["vgg_att3_concat_pc", ""]
+    assert (vgg.baseline, vgg.width, vgg.epochs) == ("vgg", 0.5, 100)
+    assert vgg.attention_errors == {0: 7.0, 1: 6.6} and vgg.baseline_errors == {0: 7.2, 1: 7.6}
+    assert vgg.mean_gap == pytest.approx(6.8 - 7.4)
+    assert vgg.seed_gaps == pytest.approx({0: -0.2, 1: -1.0})
+    assert vgg.baseline_spread == pytest.approx(0.4)
+    residual = gaps["resnet_att2_concat_dp", "residual taps"]
+    assert residual.baseline_errors == {0: 7.5} and residual.mean_gap == pytest.approx(2.0)
+    assert residual.baseline_spread is None
+
+
+def test_runs_without_a_baseline_or_a_measured_error_and_duplicates() -> None:
+    cards = [card("vgg_att3_concat_dp", 7.1), card("vgg_att3_concat_dp", 7.1),  # listed twice
+             card("vgg_att3_concat_dp", 6.9, seed=2), card("vgg", None),
+             {"registry_name": "no_such_model", "test_error": 5.0}, {"id": "empty"}]
+    assert run_of(cards[3]) is None and run_of(cards[4]) is None and run_of(cards[5]) is None
+    (gap,) = baseline_gaps(cards)
+    assert gap.attention_errors == {0: 7.1, 2: 6.9} and gap.baseline_errors == {}
+    assert gap.mean_gap is None and gap.seed_gaps == {}
+    (row,) = gap_rows([gap])
+    assert row["attention model"] == "(VGG-att3)-concat-dp" and row["baseline"] == "VGG"
+    assert row["attention error %"] == "7.10 (seed 0), 6.90 (seed 2)"
+    assert row["baseline error %"] == "—" and row["mean gap (points)"] is None
+
+
+def test_old_cards_without_tap_features_count_as_residual_taps() -> None:
+    old = card("resnet_att2_concat_pc", 7.7, width=1.0)
+    del old["kwargs"]["tap_features"]  # as written before the option existed
+    assert run_of(old).variant == "residual taps"
+    assert run_of(card("resnet_att2_concat_pc", 7.6, tap_features="activated")).variant == ""
+    assert run_of(card("vgg_att3_concat_dp", 7.0, dp_scale="none")).variant == "unscaled dp"
+
+
+def test_read_cards_skips_damaged_files(tmp_path: Path) -> None:
+    (tmp_path / "cards").mkdir()
+    (tmp_path / "cards" / "a.json").write_text(json.dumps(card("vgg", 7.0)))
+    (tmp_path / "cards" / "b.json").write_text("{not json")
+    (tmp_path / "cards" / "c.json").write_text("[1, 2]")
+    assert [c["registry_name"] for c in read_cards(tmp_path)] == ["vgg"]
+    assert read_cards(tmp_path / "missing") == []
+
+
+def test_shipped_and_reproduction_cards_give_the_readme_comparison(monkeypatch) -> None:
+    monkeypatch.delenv("LTPA_ZOO", raising=False)
+    assert reproduction_dir() == DEFAULT_ZOO_DIR.parent / "reproduction"
+    shipped = read_manifest(DEFAULT_ZOO_DIR)["models"]
+    repeats = read_cards(reproduction_dir())
+    gaps = {(g.attention, g.variant, g.width): g for g in baseline_gaps(shipped + repeats)}
+    error = {c["id"]: c["test_error"] for c in shipped + repeats}
+    pc = gaps["vgg_att3_concat_pc", "", 0.7]
+    assert pc.attention_errors == {0: error["vgg_att3_concat_pc"], 1: error["vgg_att3_concat_pc_seed1"]}
+    assert pc.baseline_errors == {0: error["vgg"], 1: error["vgg_seed1"]}
+    # Every shipped attention model has its baseline, and the ablated ResNets are kept apart.
+    for entry in shipped:
+        if entry["stages"]:
+            assert gaps[entry["registry_name"], "", entry["training"]["config"]["width"]].baseline_errors
+    assert gaps["resnet_att2_concat_dp", "residual taps", 1.0].attention_errors == {
+        0: error["resnet_att2_concat_dp_residual"]}
