@@ -65,7 +65,7 @@ st.subheader("Accuracy against the paper")
 st.dataframe(rows, hide_index=True, width="stretch")
 st.caption("Paper figures (CIFAR-10 top-1 error): VGG 7.77, VGG-GAP 9.87, (VGG-att2)-concat-pc "
            "5.23, (VGG-att3)-concat-pc 6.34, ResNet-164 5.46. The paper lists no figure for the "
-           "other variants shipped here; a dash means no comparison.")
+           "other variants shipped here; None means no comparison.")
 compared = [{"model": r["paper name"], "ours": r["test error % (ours)"], "paper": r["test error % (paper)"]}
             for r in rows if r["test error % (ours)"] is not None]
 if compared:
@@ -83,7 +83,8 @@ if gap_table:
         "width and schedule, over every seed whose card we have: the shipped models plus the "
         "repeats and ablations in `reproduction/` beside the zoo (cards only). A negative gap means "
         "attention has the lower error. Seeds of one recipe differ by a few tenths of a point (the "
-        "spread column), so a gap smaller than that shows no difference either way.")
+        "spread column), so a gap smaller than that shows no difference either way. None: no "
+        "baseline run of that width and schedule, or a single seed.")
 else:
     st.info("No attention model in the zoo has a measured error beside a baseline.")
 
