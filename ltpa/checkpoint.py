@@ -36,7 +36,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from ltpa.registry import create_model, get_spec
+from ltpa.registry import create_model, recorded_defaults
 
 FORMAT = "ltpa-checkpoint"
 FORMAT_VERSION = 2  # the newest this ltpa reads; files without int4 tensors are still written as 1
@@ -420,15 +420,11 @@ def _few(keys: list[str], limit: int = 5) -> str:
 
 
 def upgrade_model_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Model arguments of older files, made explicit: dp checkpoints saved before ``dp_scale``
-    existed used the paper's unscaled dot product, and RN-att files saved before
-    ``tap_features`` existed attended over the raw residual stream."""
-    spec = get_spec(name)
-    if "dp_scale" not in kwargs and spec.fixed.get("compatibility") == "dp":
-        kwargs = {**kwargs, "dp_scale": "none"}
-    if "tap_features" not in kwargs and spec.attention and spec.backbone == "resnet":
-        kwargs = {**kwargs, "tap_features": "residual"}
-    return kwargs
+    """Model arguments of older files, made explicit: an argument recorded since (see
+    ``ltpa.registry.RECORDED_DEFAULTS``) gets the value such files were built with, e.g. the
+    paper's unscaled dot product for ``dp_scale`` and the raw residual stream for
+    ``tap_features``."""
+    return {**recorded_defaults(name, legacy=True), **kwargs}
 
 
 def load_checkpoint(

@@ -44,12 +44,41 @@ class ModelSpec:
         params = inspect.signature(self.builder).parameters
         skip = {"num_classes", "gap", "taps", *self.fixed}
         if not self.attention:
-            skip |= {"head", "compatibility", "normalisation", "match", "dp_scale", "tap_features"}
+            skip |= {"head", "compatibility", "normalisation", "match"}
             if self.fixed.get("gap") or self.backbone == "resnet":
                 skip.add("dropout")  # GAP heads have no dropout layer to configure
-        elif self.fixed.get("compatibility") != "dp":
-            skip.add("dp_scale")  # only the dot product has a scale to choose
+        # A recorded argument exists only for the models it applies to (dp_scale: dot product).
+        skip |= {d.argument for d in RECORDED_DEFAULTS if not d.applies(self)}
         return tuple(p for p in params if p not in skip)
+
+
+@dataclass(frozen=True)
+class RecordedDefault:
+    """A model argument whose default changed: ``create_model`` records the current default in
+    every model it builds, so a checkpoint keeps its behaviour if the default changes again, and a
+    file written before the argument existed is read with ``legacy``, what it was built with."""
+
+    argument: str
+    current: str
+    legacy: str
+    applies: Callable[[ModelSpec], bool]
+
+
+RECORDED_DEFAULTS = (
+    # The scaled dot product (see ltpa.layers.attention); the paper's form is unscaled.
+    RecordedDefault("dp_scale", DEFAULT_DP_SCALE, "none",
+                    lambda spec: spec.fixed.get("compatibility") == "dp"),
+    # What RN-att taps attend over (see ltpa.models.resnet).
+    RecordedDefault("tap_features", DEFAULT_TAP_FEATURES, "residual",
+                    lambda spec: spec.attention and spec.backbone == "resnet"),
+)
+
+
+def recorded_defaults(name: str, legacy: bool = False) -> dict[str, str]:
+    """The recorded arguments of model ``name`` with their current (or, with ``legacy``, their
+    pre-existence) values."""
+    spec = get_spec(name)
+    return {d.argument: d.legacy if legacy else d.current for d in RECORDED_DEFAULTS if d.applies(spec)}
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -94,12 +123,7 @@ def create_model(name: str, num_classes: int = 10, **overrides: Any) -> nn.Modul
             f"model {name!r} does not accept {', '.join(unknown)}; "
             f"it accepts: {', '.join(spec.overridable)}"
         )
-    if spec.fixed.get("compatibility") == "dp":
-        # Recorded explicitly so a checkpoint keeps its scores' scale if the default changes.
-        overrides = {"dp_scale": DEFAULT_DP_SCALE, **overrides}
-    if spec.attention and spec.backbone == "resnet":
-        # Likewise what the taps attend over (see ltpa.models.resnet).
-        overrides = {"tap_features": DEFAULT_TAP_FEATURES, **overrides}
+    overrides = {**recorded_defaults(name), **overrides}
     model = spec.builder(num_classes=num_classes, **spec.fixed, **overrides)
     model.ltpa_config = {"name": name, "kwargs": {"num_classes": num_classes, **overrides}}
     return model

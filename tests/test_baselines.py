@@ -7,16 +7,14 @@ from pathlib import Path
 import pytest
 
 from ltpa.baselines import baseline_gaps, gap_rows, read_cards, reproduction_dir, run_of
+from ltpa.registry import recorded_defaults
 from ltpa.zoo import DEFAULT_ZOO_DIR, read_manifest
 
 
 def card(name: str, error: float | None, width: float = 0.5, epochs: int = 100, seed: int = 0,
          **kwargs) -> dict:
     """A card as ``create_model`` records it: defaults that changed over time are explicit."""
-    if name.endswith("_dp"):
-        kwargs.setdefault("dp_scale", "sqrt")
-    if name.startswith("resnet_att"):
-        kwargs.setdefault("tap_features", "activated")
+    kwargs = {**recorded_defaults(name), **kwargs}
     return {"id": f"{name}_{width}_{epochs}_{seed}", "registry_name": name, "test_error": error,
             "kwargs": kwargs, "training": {"config": {"width": width, "epochs": epochs, "seed": seed}}}
 
