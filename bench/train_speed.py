@@ -1,6 +1,7 @@
 """Training and evaluation throughput (images/s) per zoo recipe, on synthetic CIFAR-sized data.
 
     python3 bench/train_speed.py [--device auto|cpu|cuda] [--ids a,b] [--steps 30] [--compile]
+        [--batch-size N]
         [--compile-mode default|reduce-overhead|max-autotune|max-autotune-no-cudagraphs]
 
 Uses the zoo recipes' model, width and batch size, the same on-device augmentation, optimiser,
@@ -25,7 +26,7 @@ from ltpa.device import get_device  # noqa: E402
 from ltpa.preprocess import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 from ltpa.registry import create_model  # noqa: E402
 from ltpa.shipping import ZOO_RECIPES  # noqa: E402
-from ltpa.training import COMPILE_MODES  # noqa: E402
+from ltpa.training import COMPILE_MODES, replays_cuda_graphs  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -34,9 +35,10 @@ def sync(device: torch.device) -> None:
 
 
 def measure(model_id: str, device: torch.device, steps: int, compile_model: bool,
-            compile_mode: str = "default") -> tuple[float, float]:
+            compile_mode: str = "default", batch: int | None = None) -> tuple[float, float]:
     recipe = ZOO_RECIPES[model_id]
-    batch = recipe["batch_size"]
+    batch = batch or recipe["batch_size"]
+    graphs = replays_cuda_graphs(compile_model, compile_mode, device)
     cuda = device.type == "cuda"
     model = create_model(recipe["model"], width=recipe["width"]).to(device)
     if cuda:
@@ -54,6 +56,8 @@ def measure(model_id: str, device: torch.device, steps: int, compile_model: bool
     for step, (x, y) in enumerate(loader):
         sync(device)
         start = time.perf_counter()
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             loss = F.cross_entropy(model(x).logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -71,6 +75,8 @@ def measure(model_id: str, device: torch.device, steps: int, compile_model: bool
         for step, (x, _) in enumerate(eval_loader):
             sync(device)
             start = time.perf_counter()
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 model(x)
             sync(device)
@@ -89,6 +95,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="model.compile() first (slow start)")
     parser.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
                         help="torch.compile mode with --compile (reduce-overhead: CUDA graphs)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="training batch size (default: each recipe's own)")
     args = parser.parse_args()
     device = get_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -97,9 +105,10 @@ def main() -> None:
     print("| recipe | width | batch | train images/s | eval images/s |")
     print("|---|---:|---:|---:|---:|")
     for model_id in [i for i in args.ids.split(",") if i]:
-        train_rate, eval_rate = measure(model_id, device, args.steps, args.compile, args.compile_mode)
+        train_rate, eval_rate = measure(model_id, device, args.steps, args.compile, args.compile_mode,
+                                        args.batch_size)
         recipe = ZOO_RECIPES[model_id]
-        print(f"| {model_id} | {recipe['width']} | {recipe['batch_size']} | {train_rate:,.0f} | "
+        print(f"| {model_id} | {recipe['width']} | {args.batch_size or recipe['batch_size']} | {train_rate:,.0f} | "
               f"{eval_rate:,.0f} |", flush=True)
 
 

@@ -6,8 +6,9 @@
 #   Each plan argument puts its recipes on one GPU, all running at once. Without plan arguments
 #   the whole zoo is spread over the GPUs found. @EPOCHS overrides a recipe (smoke runs); :SEED
 #   repeats it with another seed, shipped as ID_seedSEED under OUT_DIR/seeds.
-#   Shipped files and cards go to OUT_DIR/zoo; the full-width recipes (ids ending _w1), too
-#   large to ship, go to OUT_DIR/full_width. Each recipe logs to OUT_DIR/train_ID.log.
+#   Shipped files and cards go to OUT_DIR/zoo; the recipes trained only for the reproduction
+#   table (full width, ids ending _w1, too large to ship; the ResNets at batch 128, ids ending
+#   _b128) go to OUT_DIR/reproduction. Each recipe logs to OUT_DIR/train_ID.log.
 #   PRECISION=int8 (environment) ships every file in that precision instead of each recipe's own.
 set -euo pipefail
 data=$1; out=$2; shift 2
@@ -32,7 +33,7 @@ for plan in "${plans[@]}"; do
     if [[ $id == *:* ]]; then
       name="${id%%:*}_seed${id#*:}"; extra+=(--seed "${id#*:}"); id=${id%%:*}; zoo="$out/seeds"
     fi
-    [[ $id == *_w1 ]] && zoo="$out/full_width"
+    [[ $id == *_w1 || $id == *_b128 ]] && zoo="$out/reproduction"
     python3 -m ltpa train-zoo --ids "$id" --data "$data" --runs "$out/runs" --zoo "$zoo" \
       --device "cuda:$gpu" "${precision[@]}" "${extra[@]}" > "$out/train_$name.log" 2>&1 &
     pids+=($!)

@@ -1,5 +1,5 @@
 """Attention against its baseline: every attention run set beside the plain run of the same
-backbone, width and schedule, seed by seed.
+backbone, width and schedule (epochs and batch size), seed by seed.
 
 The paper's central claim is that attention beats the plain network trained the same way. One
 seed per model cannot show that when seeds of one recipe differ by a few tenths of a point, so the
@@ -39,6 +39,7 @@ class Run:
     variant: str  # "" for the registry default, else e.g. "residual taps"
     width: float
     epochs: int
+    batch_size: int  # 0 when the card does not say
     seed: int
     error: float
 
@@ -52,6 +53,7 @@ class BaselineGap:
     baseline: str  # registry name
     width: float
     epochs: int
+    batch_size: int
     attention_errors: dict[int, float]  # by seed
     baseline_errors: dict[int, float]  # by seed
 
@@ -119,6 +121,7 @@ def run_of(card: dict[str, Any]) -> Run | None:
         variant=variant_of(str(name), kwargs),
         width=float(config.get("width", kwargs.get("width", 1.0))),
         epochs=int(config.get("epochs", (card.get("training") or {}).get("epochs", 0)) or 0),
+        batch_size=int(config.get("batch_size", 0) or 0),
         seed=int(config.get("seed", 0)),
         error=float(error),
     )
@@ -128,19 +131,22 @@ def baseline_gaps(cards: Iterable[dict[str, Any]]) -> list[BaselineGap]:
     """Each attention model and variant, at each width and schedule, beside its baseline's runs of
     that width and schedule (an empty ``baseline_errors`` when there are none). A run listed twice
     (same model, variant, width, schedule and seed) counts once."""
-    groups: dict[tuple[str, str, float, int], dict[int, float]] = {}
+    groups: dict[tuple[str, str, float, int, int], dict[int, float]] = {}
     for run in filter(None, map(run_of, cards)):
-        groups.setdefault((run.registry_name, run.variant, run.width, run.epochs), {}).setdefault(
-            run.seed, run.error)
+        key = (run.registry_name, run.variant, run.width, run.epochs, run.batch_size)
+        groups.setdefault(key, {}).setdefault(run.seed, run.error)
     gaps = []
-    for (name, variant, width, epochs), errors in groups.items():
+    for (name, variant, width, epochs, batch_size), errors in groups.items():
         spec = get_spec(name)
         if not spec.attention:
             continue
         baseline = BASELINE_OF_BACKBONE[spec.backbone]
-        gaps.append(BaselineGap(name, variant, baseline, width, epochs, dict(sorted(errors.items())),
-                                dict(sorted(groups.get((baseline, "", width, epochs), {}).items()))))
-    return gaps
+        baseline_errors = groups.get((baseline, "", width, epochs, batch_size), {})
+        gaps.append(BaselineGap(name, variant, baseline, width, epochs, batch_size,
+                                dict(sorted(errors.items())), dict(sorted(baseline_errors.items()))))
+    # Grouped for reading by backbone (VGG first), then recipe; within one recipe the cards' order.
+    backbones = list(BASELINE_OF_BACKBONE.values())
+    return sorted(gaps, key=lambda g: (backbones.index(g.baseline), g.width, g.epochs, g.batch_size))
 
 
 def _by_seed(values: dict[int, float], signed: bool = False) -> str:
@@ -159,6 +165,7 @@ def gap_rows(gaps: Iterable[BaselineGap]) -> list[dict[str, Any]]:
             "baseline": get_spec(gap.baseline).paper_name,
             "width": gap.width,
             "epochs": gap.epochs,
+            "batch": gap.batch_size or None,
             "attention error %": _by_seed(gap.attention_errors),
             "baseline error %": _by_seed(gap.baseline_errors),
             "mean gap (points)": None if mean is None else round(mean, 2),

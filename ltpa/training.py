@@ -38,6 +38,14 @@ QAT_PRECISIONS = ("", "int8", "int4")  # "" trains in full precision throughout
 # torch.compile modes; "reduce-overhead" replays CUDA graphs, which helps models whose many small
 # kernels leave the GPU waiting on launches (ResNet-164).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# The modes that replay CUDA graphs: each replay reuses its output buffers, so every new step
+# (training or evaluation batch) is announced with torch.compiler.cudagraph_mark_step_begin().
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def replays_cuda_graphs(compile_model: bool, compile_mode: str, device: torch.device) -> bool:
+    """Whether a model compiled with ``compile_mode`` on ``device`` runs as CUDA-graph replays."""
+    return compile_model and compile_mode in CUDAGRAPH_MODES and device.type == "cuda"
 
 
 @dataclass
@@ -144,8 +152,10 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int, amp: bool = False) -> EvalResult:
-    """Loss, accuracy, per-class accuracy, confusion matrix and attention entropy over ``loader``."""
+def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int, amp: bool = False,
+             cuda_graphs: bool = False) -> EvalResult:
+    """Loss, accuracy, per-class accuracy, confusion matrix and attention entropy over ``loader``.
+    ``cuda_graphs``: the model replays CUDA graphs (each batch is marked as a new step)."""
     was_training = model.training
     model.eval()
     device = loader.data.images.device
@@ -154,6 +164,8 @@ def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int, amp: bool
     entropy_sums: dict[str, Tensor] = {}
     count = 0
     for x, y in loader:
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             out = model(x)
         logits = out.logits.float()
@@ -230,6 +242,7 @@ class Trainer:
             # In place: state_dict keys keep their names (no _orig_mod.).
             self.model.compile(mode=None if config.compile_mode == "default" else config.compile_mode)
         self.forward = self.model
+        self.cuda_graphs = replays_cuda_graphs(config.compile, config.compile_mode, self.device)
         self.start_epoch, self.log, self.elapsed = 0, [], 0.0
 
     def _resume(self) -> None:
@@ -301,7 +314,8 @@ class Trainer:
     def _evaluate(self, epoch: int) -> EvalResult:
         # Under quantisation-aware training the test metrics are those of the stored weights.
         with storage_rounded_weights(self.model, self._storage_precision(epoch)):
-            return evaluate(self.forward, self.test_loader, len(self.class_names), amp=self.config.amp)
+            return evaluate(self.forward, self.test_loader, len(self.class_names), amp=self.config.amp,
+                            cuda_graphs=self.cuda_graphs)
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         model, config = self.model, self.config
@@ -313,6 +327,8 @@ class Trainer:
         n_batches = len(self.train_loader)
         rounding = self._storage_precision(epoch)
         for step, (x, y) in enumerate(self.train_loader, start=1):
+            if self.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             # Forward and backward on the rounded weights; the optimiser step, after the block,
             # updates the full-precision ones (straight-through).
             with storage_rounded_weights(model, rounding):

@@ -12,11 +12,12 @@ from ltpa.zoo import DEFAULT_ZOO_DIR, read_manifest
 
 
 def card(name: str, error: float | None, width: float = 0.5, epochs: int = 100, seed: int = 0,
-         **kwargs) -> dict:
+         batch_size: int = 256, **kwargs) -> dict:
     """A card as ``create_model`` records it: defaults that changed over time are explicit."""
     kwargs = {**recorded_defaults(name), **kwargs}
-    return {"id": f"{name}_{width}_{epochs}_{seed}", "registry_name": name, "test_error": error,
-            "kwargs": kwargs, "training": {"config": {"width": width, "epochs": epochs, "seed": seed}}}
+    config = {"width": width, "epochs": epochs, "seed": seed, "batch_size": batch_size}
+    return {"id": f"{name}_{width}_{epochs}_{batch_size}_{seed}", "registry_name": name,
+            "test_error": error, "kwargs": kwargs, "training": {"config": config}}
 
 
 def test_gaps_pair_each_attention_run_with_the_same_recipe_of_its_backbones_baseline() -> None:
@@ -28,12 +29,14 @@ def test_gaps_pair_each_attention_run_with_the_same_recipe_of_its_backbones_base
         card("resnet_att2_concat_dp", 9.5, width=1.0, epochs=160, tap_features="residual"),
         card("resnet164", 7.5, width=1.0, epochs=160),
         card("resnet164", 7.5, width=1.0, epochs=80, seed=3),  # another schedule: not paired
+        card("resnet164", 7.1, width=1.0, epochs=160, seed=4, batch_size=128),  # nor is this one
     ]
     gaps = {(g.attention, g.variant): g for g in baseline_gaps(cards)}
     assert set(gaps) == {("vgg_att3_concat_pc", ""), ("resnet_att2_concat_dp", ""),
                          ("resnet_att2_concat_dp", "residual taps")}
     vgg = gaps["vgg_att3_concat_pc", ""]
-    assert (vgg.baseline, vgg.width, vgg.epochs) == ("vgg", 0.5, 100)
+    assert (vgg.baseline, vgg.width, vgg.epochs, vgg.batch_size) == ("vgg", 0.5, 100, 256)
+    assert gaps["resnet_att2_concat_dp", ""].baseline_errors == {0: 7.5}
     assert vgg.attention_errors == {0: 7.0, 1: 6.6} and vgg.baseline_errors == {0: 7.2, 1: 7.6}
     assert vgg.mean_gap == pytest.approx(6.8 - 7.4)
     assert vgg.seed_gaps == pytest.approx({0: -0.2, 1: -1.0})
@@ -79,14 +82,21 @@ def test_shipped_and_reproduction_cards_give_the_readme_comparison(monkeypatch) 
     assert reproduction_dir() == DEFAULT_ZOO_DIR.parent / "reproduction"
     shipped = read_manifest(DEFAULT_ZOO_DIR)["models"]
     repeats = read_cards(reproduction_dir())
-    gaps = {(g.attention, g.variant, g.width): g for g in baseline_gaps(shipped + repeats)}
+    gaps = {(g.attention, g.variant, g.width, g.batch_size): g
+            for g in baseline_gaps(shipped + repeats)}
     error = {c["id"]: c["test_error"] for c in shipped + repeats}
-    pc = gaps["vgg_att3_concat_pc", "", 0.7]
+    pc = gaps["vgg_att3_concat_pc", "", 0.7, 256]
     assert pc.attention_errors == {0: error["vgg_att3_concat_pc"], 1: error["vgg_att3_concat_pc_seed1"]}
     assert pc.baseline_errors == {0: error["vgg"], 1: error["vgg_seed1"]}
     # Every shipped attention model has its baseline, and the ablated ResNets are kept apart.
     for entry in shipped:
         if entry["stages"]:
-            assert gaps[entry["registry_name"], "", entry["training"]["config"]["width"]].baseline_errors
-    assert gaps["resnet_att2_concat_dp", "residual taps", 1.0].attention_errors == {
+            config = entry["training"]["config"]
+            assert gaps[entry["registry_name"], "", config["width"], config["batch_size"]].baseline_errors
+    assert gaps["resnet_att2_concat_dp", "residual taps", 1.0, 512].attention_errors == {
         0: error["resnet_att2_concat_dp_residual"]}
+    # The batch-128 ResNets (200 epochs) are compared among themselves, over ResNet-164's two seeds.
+    small_steps = gaps["resnet_att2_concat_pc", "", 1.0, 128]
+    assert small_steps.epochs == 200
+    assert small_steps.attention_errors == {0: error["resnet_att2_concat_pc_b128"]}
+    assert small_steps.baseline_errors == {0: error["resnet164_b128"], 1: error["resnet164_b128_seed1"]}

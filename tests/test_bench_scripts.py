@@ -18,7 +18,7 @@ def test_train_zoo_plans_become_train_zoo_calls(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "PRECISION": "int8"}
     result = subprocess.run(
         ["bash", str(REPO / "bench" / "train_zoo.sh"), "DATA", str(out),
-         "0=resnet_att2_concat_pc,vgg:1@3", "3=vgg_att3_concat_pc:2,vgg_w1"],
+         "0=resnet_att2_concat_pc,vgg:1@3", "3=vgg_att3_concat_pc:2,vgg_w1", "1=resnet164_b128:1"],
         env=env, capture_output=True, text=True, check=True)
     assert "all recipes finished (status 0)" in result.stdout
     calls = {log.name: log.read_text().split() for log in out.glob("train_*.log")}
@@ -32,5 +32,6 @@ def test_train_zoo_plans_become_train_zoo_calls(tmp_path: Path) -> None:
         "train_resnet_att2_concat_pc.log": call("resnet_att2_concat_pc", "zoo", 0),
         "train_vgg_seed1.log": call("vgg", "seeds", 0, "--epochs", "3", "--seed", "1"),
         "train_vgg_att3_concat_pc_seed2.log": call("vgg_att3_concat_pc", "seeds", 3, "--seed", "2"),
-        "train_vgg_w1.log": call("vgg_w1", "full_width", 3),
+        "train_vgg_w1.log": call("vgg_w1", "reproduction", 3),
+        "train_resnet164_b128_seed1.log": call("resnet164_b128", "reproduction", 1, "--seed", "1"),
     }

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ import ltpa
 from ltpa.cli import main as cli
 from ltpa.data import DatasetError, DeviceLoader, ImageSet, load_dataset
 from ltpa.shipping import FIXTURE_DIR, RECIPES, fixture_predictions, recipe_config
-from ltpa.training import STATE_FILE, TrainConfig, Trainer, evaluate, one_cycle
+from ltpa import training
+from ltpa.training import STATE_FILE, TrainConfig, Trainer, evaluate, one_cycle, replays_cuda_graphs
 from ltpa.zoo import list_zoo, load_zoo_model, read_manifest, DEFAULT_ZOO_DIR
 from ltpa.checkpoint import PRECISIONS, file_sha256
 
@@ -138,6 +140,11 @@ def test_every_zoo_recipe_is_a_valid_run_and_shortening_keeps_its_qat_share() ->
     assert (config.epochs, config.qat, config.qat_epochs, precision) == (10, "int4", 2, "int4")
     config, precision = recipe_config("resnet164", "cifar10", "runs/x", epochs=3, seed=4)
     assert (config.epochs, config.qat, config.seed, precision) == (3, "", 4, "int8")
+    # The small-step ResNet recipes differ from the zoo's only in the step and schedule settings.
+    zoo, _ = recipe_config("resnet_att2_concat_dp", "cifar10", "runs/x")
+    small, _ = recipe_config("resnet_att2_concat_dp_b128", "cifar10", "runs/x")
+    changed = {"epochs": 200, "batch_size": 128, "lr": 0.1, "compile_mode": "reduce-overhead"}
+    assert asdict(small) == {**asdict(zoo), **changed} and zoo.batch_size == 512
 
 
 def test_train_zoo_repeats_a_recipe_under_another_seed(tiny_data: Path, tmp_path: Path) -> None:
@@ -161,6 +168,32 @@ def test_compile_mode_reaches_torch_compile(tiny_data: Path, tmp_path: Path, mon
                          epochs=1, batch_size=12, device="cpu", compile=True, compile_mode=mode)
     Trainer(config).run()
     assert seen == [{"mode": expected}]
+
+
+def test_cuda_graph_modes_on_cuda_only() -> None:
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert replays_cuda_graphs(True, "reduce-overhead", cuda)
+    assert replays_cuda_graphs(True, "max-autotune", cuda)
+    assert not replays_cuda_graphs(True, "reduce-overhead", cpu)
+    assert not replays_cuda_graphs(True, "default", cuda)
+    assert not replays_cuda_graphs(True, "max-autotune-no-cudagraphs", cuda)
+    assert not replays_cuda_graphs(False, "reduce-overhead", cuda)
+
+
+def test_cuda_graph_runs_mark_every_training_and_evaluation_batch(
+        tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A graph replay overwrites the previous replay's outputs: each batch must start a new step.
+    marks = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: None)
+    monkeypatch.setattr(training, "replays_cuda_graphs", lambda *args: True)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    config = TrainConfig(model="vgg", data=str(tiny_data), out=str(tmp_path / "run"), width=0.125,
+                         epochs=2, batch_size=12, device="cpu", compile=True,
+                         compile_mode="reduce-overhead")
+    trainer = Trainer(config)
+    trainer.run()
+    per_epoch = len(trainer.train_loader) + len(trainer.test_loader)
+    assert per_epoch > 2 and len(marks) == 2 * per_epoch
 
 
 def test_one_cycle_schedule_warms_up_then_decays_to_zero() -> None:
