@@ -1,5 +1,6 @@
 """Attention against its baseline: every attention run set beside the plain run of the same
-backbone, width and schedule (epochs and batch size), seed by seed.
+backbone and recipe (every training setting that changes what is learnt, and the storage
+precision), seed by seed.
 
 The paper's central claim is that attention beats the plain network trained the same way. One
 seed per model cannot show that when seeds of one recipe differ by a few tenths of a point, so the
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from ltpa.checkpoint import upgrade_model_kwargs
 from ltpa.registry import get_spec
+from ltpa.shipping import recipe_config
+from ltpa.training import TrainConfig
 from ltpa.zoo import zoo_dir
 
 REPRODUCTION_DIR_NAME = "reproduction"
@@ -28,6 +31,17 @@ VARIANT_LABELS = {
     ("normalisation", "sigmoid"): "sigmoid",
     ("match", "project_g"): "g projected",
 }
+# The TrainConfig settings that change what a run learns (not where, how fast or from which seed),
+# with how a recipe label shows each; a run's recipe is these plus its storage precision.
+RECIPE_SETTINGS = {
+    "width": "width {:g}", "epochs": "{} epochs", "batch_size": "batch {}", "lr": "lr {:g}",
+    "momentum": "momentum {:g}", "nesterov": "nesterov {}", "weight_decay": "weight decay {:g}",
+    "label_smoothing": "label smoothing {:g}", "warmup": "warm-up {:g}",
+    "final_lr_fraction": "final lr fraction {:g}", "pad": "pad {}", "cutout": "cutout {}",
+    "qat": "QAT {}", "qat_epochs": "{} QAT epochs", "amp": "bf16 {}", "precision": "{}",
+}
+ZOO_RECIPE_LABEL = "zoo recipe"
+Recipe = tuple[tuple[str, Any], ...]  # sorted (setting, value) pairs: hashable, comparable
 
 
 @dataclass(frozen=True)
@@ -37,25 +51,31 @@ class Run:
     id: str
     registry_name: str
     variant: str  # "" for the registry default, else e.g. "residual taps"
-    width: float
-    epochs: int
-    batch_size: int  # 0 when the card does not say
+    recipe: Recipe
     seed: int
     error: float
 
 
 @dataclass(frozen=True)
 class BaselineGap:
-    """An attention model beside its baseline of the same width and schedule."""
+    """An attention model beside its baseline trained with the same recipe."""
 
     attention: str  # registry name
     variant: str
     baseline: str  # registry name
-    width: float
-    epochs: int
-    batch_size: int
+    recipe: Recipe
     attention_errors: dict[int, float]  # by seed
     baseline_errors: dict[int, float]  # by seed
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The recipe as a dict of settings (width, epochs, batch_size, lr, ..., precision)."""
+        return dict(self.recipe)
+
+    @property
+    def recipe_label(self) -> str:
+        """How the recipe differs from the zoo recipe of the baseline ("zoo recipe": not at all)."""
+        return recipe_label(self.recipe, self.baseline)
 
     @property
     def mean_gap(self) -> float | None:
@@ -104,6 +124,35 @@ def variant_of(registry_name: str, kwargs: dict[str, Any]) -> str:
                      if explicit.get(key) == value)
 
 
+def recipe_of(config: dict[str, Any], precision: str) -> Recipe:
+    """The recipe of a run from its training configuration (settings a card written before they
+    existed take their defaults, which are what those runs did) and its storage precision."""
+    defaults = asdict(TrainConfig())
+    values = {key: config.get(key, defaults.get(key)) for key in RECIPE_SETTINGS if key != "precision"}
+    values["precision"] = precision
+    return tuple(sorted(values.items()))
+
+
+def zoo_recipe(model_id: str) -> Recipe | None:
+    """The recipe the zoo trains ``model_id`` with (None when the zoo has no such recipe)."""
+    try:
+        config, precision = recipe_config(model_id, "", "")
+    except KeyError:
+        return None
+    return recipe_of(asdict(config), precision)
+
+
+def recipe_label(recipe: Recipe, model_id: str) -> str:
+    """The settings in which ``recipe`` differs from the zoo's recipe for ``model_id``, in words."""
+    reference = dict(zoo_recipe(model_id) or ())
+    values = dict(recipe)
+    differences = [RECIPE_SETTINGS[key].format(values[key] if values[key] != "" else "none")
+                   for key in RECIPE_SETTINGS
+                   if key in values and values[key] != reference.get(key)
+                   and not (key == "qat_epochs" and not values.get("qat"))]
+    return ", ".join(differences) or ZOO_RECIPE_LABEL
+
+
 def run_of(card: dict[str, Any]) -> Run | None:
     """The run a card describes, or None when it has no measured error or no known model."""
     name, error = card.get("registry_name"), card.get("test_error")
@@ -113,40 +162,42 @@ def run_of(card: dict[str, Any]) -> Run | None:
         get_spec(str(name))
     except ValueError:
         return None
-    config = (card.get("training") or {}).get("config") or {}
+    training = card.get("training") or {}
     kwargs = card.get("kwargs") or {}
+    config = {"width": kwargs.get("width", 1.0), "epochs": training.get("epochs", 0),
+              **(training.get("config") or {})}
     return Run(
         id=str(card.get("id", name)),
         registry_name=str(name),
         variant=variant_of(str(name), kwargs),
-        width=float(config.get("width", kwargs.get("width", 1.0))),
-        epochs=int(config.get("epochs", (card.get("training") or {}).get("epochs", 0)) or 0),
-        batch_size=int(config.get("batch_size", 0) or 0),
+        recipe=recipe_of(config, str(card.get("precision", ""))),
         seed=int(config.get("seed", 0)),
         error=float(error),
     )
 
 
 def baseline_gaps(cards: Iterable[dict[str, Any]]) -> list[BaselineGap]:
-    """Each attention model and variant, at each width and schedule, beside its baseline's runs of
-    that width and schedule (an empty ``baseline_errors`` when there are none). A run listed twice
-    (same model, variant, width, schedule and seed) counts once."""
-    groups: dict[tuple[str, str, float, int, int], dict[int, float]] = {}
+    """Each attention model and variant, for each recipe, beside its baseline's runs of that recipe
+    (an empty ``baseline_errors`` when there are none). A run listed twice (same model, variant,
+    recipe and seed) counts once."""
+    groups: dict[tuple[str, str, Recipe], dict[int, float]] = {}
     for run in filter(None, map(run_of, cards)):
-        key = (run.registry_name, run.variant, run.width, run.epochs, run.batch_size)
-        groups.setdefault(key, {}).setdefault(run.seed, run.error)
+        groups.setdefault((run.registry_name, run.variant, run.recipe), {}).setdefault(
+            run.seed, run.error)
     gaps = []
-    for (name, variant, width, epochs, batch_size), errors in groups.items():
+    for (name, variant, recipe), errors in groups.items():
         spec = get_spec(name)
         if not spec.attention:
             continue
         baseline = BASELINE_OF_BACKBONE[spec.backbone]
-        baseline_errors = groups.get((baseline, "", width, epochs, batch_size), {})
-        gaps.append(BaselineGap(name, variant, baseline, width, epochs, batch_size,
-                                dict(sorted(errors.items())), dict(sorted(baseline_errors.items()))))
-    # Grouped for reading by backbone (VGG first), then recipe; within one recipe the cards' order.
+        baseline_errors = groups.get((baseline, "", recipe), {})
+        gaps.append(BaselineGap(name, variant, baseline, recipe, dict(sorted(errors.items())),
+                                dict(sorted(baseline_errors.items()))))
+    # For reading: by backbone (VGG first), the zoo recipe before the others; within one recipe
+    # the cards' order.
     backbones = list(BASELINE_OF_BACKBONE.values())
-    return sorted(gaps, key=lambda g: (backbones.index(g.baseline), g.width, g.epochs, g.batch_size))
+    return sorted(gaps, key=lambda g: (backbones.index(g.baseline),
+                                       g.recipe_label != ZOO_RECIPE_LABEL, g.recipe_label))
 
 
 def _by_seed(values: dict[int, float], signed: bool = False) -> str:
@@ -163,9 +214,7 @@ def gap_rows(gaps: Iterable[BaselineGap]) -> list[dict[str, Any]]:
             "attention model": get_spec(gap.attention).paper_name
             + (f" ({gap.variant})" if gap.variant else ""),
             "baseline": get_spec(gap.baseline).paper_name,
-            "width": gap.width,
-            "epochs": gap.epochs,
-            "batch": gap.batch_size or None,
+            "recipe": gap.recipe_label,
             "attention error %": _by_seed(gap.attention_errors),
             "baseline error %": _by_seed(gap.baseline_errors),
             "mean gap (points)": None if mean is None else round(mean, 2),

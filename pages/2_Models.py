@@ -79,14 +79,14 @@ if gap_table:
     st.dataframe(gap_table, hide_index=True, width="stretch")
     st.caption(
         "The paper's central claim: attention beats the plain network trained the same way. Each "
-        "attention model sits beside the baseline of its backbone (VGG, ResNet-164) with the same "
-        "width and schedule (epochs, batch size), over every seed whose card we have: the shipped "
-        "models plus the repeats, ablations and other recipes in `reproduction/` beside the zoo "
-        "(cards only). A negative gap means "
-        "attention has the lower error. Seeds of one recipe differ by a few tenths of a point (the "
-        "spread column), so a gap smaller than that shows no difference either way. None: no "
-        "baseline run of that width and schedule, or a single seed (spread), or no batch size on "
-        "the card (batch).")
+        "attention model sits beside the baseline of its backbone (VGG, ResNet-164) trained with "
+        "the same recipe (every setting that changes what is learnt, and the storage precision; "
+        "the recipe column says how it differs from the zoo's), over every seed whose card we "
+        "have: the shipped models plus the repeats, ablations and other recipes in "
+        "`reproduction/` beside the zoo (cards only). A negative gap means attention has the "
+        "lower error. Seeds of one recipe differ by a few tenths of a point (the spread column), "
+        "so a gap smaller than that shows no difference either way. None: no baseline run of "
+        "that recipe, or a single seed.")
 else:
     st.info("No attention model in the zoo has a measured error beside a baseline.")
 

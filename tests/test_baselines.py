@@ -1,4 +1,4 @@
-"""Attention against its baseline: runs paired by backbone, width and schedule, seed by seed."""
+"""Attention against its baseline: runs paired by backbone and recipe, seed by seed."""
 from __future__ import annotations
 
 import json
@@ -6,18 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from ltpa.baselines import baseline_gaps, gap_rows, read_cards, reproduction_dir, run_of
+from ltpa.baselines import (ZOO_RECIPE_LABEL, baseline_gaps, gap_rows, read_cards, recipe_label,
+                            reproduction_dir, run_of, zoo_recipe)
 from ltpa.registry import recorded_defaults
 from ltpa.zoo import DEFAULT_ZOO_DIR, read_manifest
 
 
 def card(name: str, error: float | None, width: float = 0.5, epochs: int = 100, seed: int = 0,
-         batch_size: int = 256, **kwargs) -> dict:
+         batch_size: int = 256, weight_decay: float = 5e-4, **kwargs) -> dict:
     """A card as ``create_model`` records it: defaults that changed over time are explicit."""
     kwargs = {**recorded_defaults(name), **kwargs}
-    config = {"width": width, "epochs": epochs, "seed": seed, "batch_size": batch_size}
-    return {"id": f"{name}_{width}_{epochs}_{batch_size}_{seed}", "registry_name": name,
-            "test_error": error, "kwargs": kwargs, "training": {"config": config}}
+    config = {"width": width, "epochs": epochs, "seed": seed, "batch_size": batch_size,
+              "weight_decay": weight_decay}
+    return {"id": f"{name}_{width}_{epochs}_{batch_size}_{weight_decay}_{seed}", "registry_name": name,
+            "test_error": error, "kwargs": kwargs, "training": {"config": config}, "precision": "int8"}
 
 
 def test_gaps_pair_each_attention_run_with_the_same_recipe_of_its_backbones_baseline() -> None:
@@ -30,12 +32,15 @@ def test_gaps_pair_each_attention_run_with_the_same_recipe_of_its_backbones_base
         card("resnet164", 7.5, width=1.0, epochs=160),
         card("resnet164", 7.5, width=1.0, epochs=80, seed=3),  # another schedule: not paired
         card("resnet164", 7.1, width=1.0, epochs=160, seed=4, batch_size=128),  # nor is this one
+        card("resnet164", 6.9, width=1.0, epochs=160, seed=5, weight_decay=1e-4),  # nor this
     ]
     gaps = {(g.attention, g.variant): g for g in baseline_gaps(cards)}
     assert set(gaps) == {("vgg_att3_concat_pc", ""), ("resnet_att2_concat_dp", ""),
                          ("resnet_att2_concat_dp", "residual taps")}
     vgg = gaps["vgg_att3_concat_pc", ""]
-    assert (vgg.baseline, vgg.width, vgg.epochs, vgg.batch_size) == ("vgg", 0.5, 100, 256)
+    assert vgg.baseline == "vgg"
+    assert {k: vgg.settings[k] for k in ("width", "epochs", "batch_size")} == {
+        "width": 0.5, "epochs": 100, "batch_size": 256}
     assert gaps["resnet_att2_concat_dp", ""].baseline_errors == {0: 7.5}
     assert vgg.attention_errors == {0: 7.0, 1: 6.6} and vgg.baseline_errors == {0: 7.2, 1: 7.6}
     assert vgg.mean_gap == pytest.approx(6.8 - 7.4)
@@ -82,21 +87,33 @@ def test_shipped_and_reproduction_cards_give_the_readme_comparison(monkeypatch) 
     assert reproduction_dir() == DEFAULT_ZOO_DIR.parent / "reproduction"
     shipped = read_manifest(DEFAULT_ZOO_DIR)["models"]
     repeats = read_cards(reproduction_dir())
-    gaps = {(g.attention, g.variant, g.width, g.batch_size): g
-            for g in baseline_gaps(shipped + repeats)}
+    gaps = {(g.attention, g.variant, g.recipe_label): g for g in baseline_gaps(shipped + repeats)}
     error = {c["id"]: c["test_error"] for c in shipped + repeats}
-    pc = gaps["vgg_att3_concat_pc", "", 0.7, 256]
+    pc = gaps["vgg_att3_concat_pc", "", ZOO_RECIPE_LABEL]
     assert pc.attention_errors == {0: error["vgg_att3_concat_pc"], 1: error["vgg_att3_concat_pc_seed1"]}
     assert pc.baseline_errors == {0: error["vgg"], 1: error["vgg_seed1"]}
     # Every shipped attention model has its baseline, and the ablated ResNets are kept apart.
     for entry in shipped:
         if entry["stages"]:
-            config = entry["training"]["config"]
-            assert gaps[entry["registry_name"], "", config["width"], config["batch_size"]].baseline_errors
-    assert gaps["resnet_att2_concat_dp", "residual taps", 1.0, 512].attention_errors == {
+            assert gaps[entry["registry_name"], "", ZOO_RECIPE_LABEL].baseline_errors
+    assert gaps["resnet_att2_concat_dp", "residual taps", ZOO_RECIPE_LABEL].attention_errors == {
         0: error["resnet_att2_concat_dp_residual"]}
-    # The batch-128 ResNets (200 epochs) are compared among themselves, over ResNet-164's two seeds.
-    small_steps = gaps["resnet_att2_concat_pc", "", 1.0, 128]
-    assert small_steps.epochs == 200
+    # Other recipes are compared among themselves: the full-width VGGs, and the batch-128 ResNets
+    # over ResNet-164's two seeds of that recipe.
+    full_width = gaps["vgg_att3_concat_pc", "", "width 1, 160 epochs, QAT none, int8"]
+    assert full_width.baseline_errors == {0: error["vgg_w1"]}
+    small_steps = gaps["resnet_att2_concat_pc", "", "200 epochs, batch 128, lr 0.1"]
     assert small_steps.attention_errors == {0: error["resnet_att2_concat_pc_b128"]}
     assert small_steps.baseline_errors == {0: error["resnet164_b128"], 1: error["resnet164_b128_seed1"]}
+
+
+def test_recipe_labels_say_how_a_run_differs_from_the_zoo_recipe() -> None:
+    zoo = dict(zoo_recipe("resnet164"))
+    assert zoo["batch_size"] == 512 and zoo["precision"] == "int8" and zoo_recipe("no_such") is None
+    assert recipe_label(zoo_recipe("resnet164"), "resnet164") == ZOO_RECIPE_LABEL
+    changed = tuple(sorted({**zoo, "weight_decay": 1e-4, "label_smoothing": 0.0}.items()))
+    assert recipe_label(changed, "resnet164") == "weight decay 0.0001, label smoothing 0"
+    # A card written before a setting existed takes that setting's default (what the run did).
+    old = card("resnet164", 7.0, width=1.0, epochs=160, batch_size=512)
+    del old["training"]["config"]["weight_decay"]
+    assert dict(run_of(old).recipe)["weight_decay"] == 5e-4
