@@ -10,6 +10,8 @@
 #   table (full width, ids ending _w1, too large to ship; the ResNets at batch 128, ids ending
 #   _b128) go to OUT_DIR/reproduction. Each recipe logs to OUT_DIR/train_ID.log.
 #   PRECISION=int8 (environment) ships every file in that precision instead of each recipe's own.
+#   VARIANT=NAME SETTINGS="KEY=VALUE ..." (environment) trains every recipe of this call changed
+#   by those settings, shipped as ID_NAME under OUT_DIR/reproduction (ltpa train-zoo --variant).
 set -euo pipefail
 data=$1; out=$2; shift 2
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/ltpa-inductor}
@@ -23,19 +25,26 @@ if [ ${#plans[@]} -eq 0 ]; then
   for g in "${!groups[@]}"; do plans+=("$(( g % ngpu ))=${groups[$g]}"); done
 fi
 precision=(); [ -n "${PRECISION:-}" ] && precision=(--precision "$PRECISION")
+variant=(); suffix=""
+if [ -n "${VARIANT:-}" ]; then
+  variant=(--variant "$VARIANT"); suffix="_$VARIANT"
+  for setting in ${SETTINGS:-}; do variant+=(--set "$setting"); done
+fi
 pids=()
 for plan in "${plans[@]}"; do
   gpu=${plan%%=*}
   IFS=, read -ra ids <<< "${plan#*=}"
   for spec in "${ids[@]}"; do
-    id=${spec%@*}; extra=(); zoo="$out/zoo"; name=$id
+    id=${spec%@*}; extra=(); zoo="$out/zoo"; name=$id$suffix
     [ "$spec" != "$id" ] && extra+=(--epochs "${spec#*@}")
     if [[ $id == *:* ]]; then
-      name="${id%%:*}_seed${id#*:}"; extra+=(--seed "${id#*:}"); id=${id%%:*}; zoo="$out/seeds"
+      name="${id%%:*}${suffix}_seed${id#*:}"; extra+=(--seed "${id#*:}"); id=${id%%:*}
+      zoo="$out/seeds"
     fi
-    [[ $id == *_w1 || $id == *_b128 ]] && zoo="$out/reproduction"
+    [[ $id == *_w1 || $id == *_b128 || -n $suffix ]] && zoo="$out/reproduction"
     python3 -m ltpa train-zoo --ids "$id" --data "$data" --runs "$out/runs" --zoo "$zoo" \
-      --device "cuda:$gpu" "${precision[@]}" "${extra[@]}" > "$out/train_$name.log" 2>&1 &
+      --device "cuda:$gpu" "${precision[@]}" "${extra[@]}" "${variant[@]}" \
+      > "$out/train_$name.log" 2>&1 &
     pids+=($!)
     echo "started $name on cuda:$gpu (pid $!)"
   done

@@ -8,13 +8,15 @@ under tests/data (used by the tests to check the shipped files) and writes the m
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
-from ltpa.checkpoint import load_checkpoint, save_checkpoint
+from ltpa.checkpoint import PRECISIONS, load_checkpoint, save_checkpoint
 from ltpa.data import DeviceLoader, load_dataset, load_image_folder
 from ltpa.registry import get_spec
 from ltpa.training import MODEL_FILE, LOG_FILE, TrainConfig, Trainer, evaluate
@@ -102,44 +104,91 @@ def ship_run(run_dir: Path, model_id: str, zoo: Path, precision: str = "int8",
     return card
 
 
+# What a recipe variant may change (``ltpa train-zoo --variant NAME --set KEY=VALUE``): the
+# TrainConfig settings of a run, and the shipping precision. The model, data, output folder,
+# device, seed and compilation have arguments of their own.
+FIXED_SETTINGS = ("model", "data", "data_root", "out", "device", "seed", "compile", "download",
+                  "overrides", "image_size")
+SETTABLE = {f.name: type(f.default) for f in fields(TrainConfig) if f.name not in FIXED_SETTINGS}
+SETTABLE["precision"] = str
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def parse_settings(pairs: Iterable[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as recipe settings, each value read as its setting's type (a boolean
+    as true/false); raises ValueError naming the bad pair and what is allowed."""
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in SETTABLE:
+            raise ValueError(f"--set takes KEY=VALUE with KEY one of {', '.join(SETTABLE)}; "
+                             f"got {pair!r}")
+        kind = SETTABLE[key]
+        try:
+            value = _BOOLEANS[text.strip().lower()] if kind is bool else kind(text.strip())
+        except (KeyError, ValueError):
+            raise ValueError(f"--set {key} takes a{'n' if kind is int else ''} {kind.__name__}; "
+                             f"got {text!r}") from None
+        if key == "precision" and value not in PRECISIONS:
+            raise ValueError(f"--set precision takes one of {', '.join(PRECISIONS)}; got {value!r}")
+        settings[key] = value
+    return settings
+
+
 def recipe_config(model_id: str, data: str, out: str, device: str = "auto",
                   compile_model: bool = True, epochs: int | None = None,
-                  seed: int = 0) -> tuple[TrainConfig, str]:
+                  seed: int = 0, settings: dict[str, Any] | None = None) -> tuple[TrainConfig, str]:
     """The training configuration of recipe ``model_id`` and its shipping precision. ``epochs``
     shortens (or lengthens) the run; quantisation-aware epochs keep their share of it. ``seed``
-    gives a repeat of the recipe (the shipped zoo is seed 0)."""
+    gives a repeat of the recipe (the shipped zoo is seed 0). ``settings`` (from
+    :func:`parse_settings`) change the recipe for a variant of it."""
     recipe = dict(RECIPES[model_id], seed=seed)
-    precision = recipe.pop("precision")
     if epochs is not None:
         if recipe.get("qat"):
             recipe["qat_epochs"] = max(1, round(recipe["qat_epochs"] * epochs / recipe["epochs"]))
         recipe["epochs"] = epochs
+    recipe.update(settings or {})
+    precision = recipe.pop("precision")
     config = TrainConfig(data=data, out=out, device=device, compile=compile_model, **recipe)
     return config, precision
 
 
-def run_id(model_id: str, seed: int = 0) -> str:
-    """The name of a recipe's run and shipped file: the recipe id, plus ``_seedN`` for repeats."""
-    return model_id if seed == 0 else f"{model_id}_seed{seed}"
+def run_id(model_id: str, seed: int = 0, variant: str = "") -> str:
+    """The name of a recipe's run and shipped file: the recipe id, plus ``_<variant>`` for a
+    variant of the recipe and ``_seedN`` for repeats."""
+    return model_id + (f"_{variant}" if variant else "") + (f"_seed{seed}" if seed else "")
 
 
 def train_zoo(ids: list[str], data: str, runs: Path, zoo: Path, device: str = "auto",
               compile_model: bool = True, precision: str | None = None,
-              epochs: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+              epochs: int | None = None, seed: int = 0, variant: str = "",
+              settings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Train each recipe in ``ids`` (resuming finished epochs) and ship it, in the recipe's
     precision unless ``precision`` is given; returns the cards. A non-zero ``seed`` names the
-    runs and files ``<id>_seed<N>``."""
+    runs and files ``<id>_seed<N>``. ``settings`` change the recipes; they need a ``variant``
+    name, which names the runs and files ``<id>_<variant>``, so a changed recipe is never
+    shipped under the recipe's own name."""
     unknown = [i for i in ids if i not in RECIPES]
     if unknown:
         raise ValueError(f"no zoo recipe for {', '.join(unknown)}; recipes: {', '.join(RECIPES)}")
+    if bool(variant) != bool(settings):
+        raise ValueError("a recipe variant needs both a name (--variant NAME) and at least one "
+                         "change (--set KEY=VALUE)")
+    if variant and not VARIANT_NAME.fullmatch(variant):
+        raise ValueError(f"a variant name takes letters, digits, '.' and '-' (it names files); "
+                         f"got {variant!r}")
     cards = []
     for model_id in ids:
-        name = run_id(model_id, seed)
+        name = run_id(model_id, seed, variant)
         config, recipe_precision = recipe_config(model_id, data, str(runs / name), device,
-                                                 compile_model, epochs, seed)
+                                                 compile_model, epochs, seed, settings)
         command = (f"ltpa train-zoo --ids {model_id} --data {data}"
                    + (f" --epochs {epochs}" if epochs is not None else "")
                    + (f" --seed {seed}" if seed else "")
+                   + (f" --variant {variant}" if variant else "")
+                   + "".join(f" --set {key}={value}" for key, value in (settings or {}).items())
                    + (f" --precision {precision}" if precision is not None else ""))
         trainer = Trainer(config, command=command)
         trainer.run()

@@ -35,3 +35,22 @@ def test_train_zoo_plans_become_train_zoo_calls(tmp_path: Path) -> None:
         "train_vgg_w1.log": call("vgg_w1", "reproduction", 3),
         "train_resnet164_b128_seed1.log": call("resnet164_b128", "reproduction", 1, "--seed", "1"),
     }
+
+
+def test_train_zoo_variants_ship_to_reproduction(tmp_path: Path) -> None:
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python3").write_text('#!/bin/sh\necho "$@"\n')
+    (shim / "python3").chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "VARIANT": "wd1e-4",
+           "SETTINGS": "weight_decay=1e-4 label_smoothing=0"}
+    env.pop("PRECISION", None)
+    subprocess.run(["bash", str(REPO / "bench" / "train_zoo.sh"), "DATA", str(out),
+                    "2=resnet164,resnet164:1"], env=env, capture_output=True, text=True, check=True)
+    calls = {log.name: log.read_text().split() for log in out.glob("train_*.log")}
+    variant = ["--variant", "wd1e-4", "--set", "weight_decay=1e-4", "--set", "label_smoothing=0"]
+    base = ["-m", "ltpa", "train-zoo", "--ids", "resnet164", "--data", "DATA", "--runs",
+            str(out / "runs"), "--zoo", str(out / "reproduction"), "--device", "cuda:2"]
+    assert calls == {"train_resnet164_wd1e-4.log": base + variant,
+                     "train_resnet164_wd1e-4_seed1.log": base + ["--seed", "1"] + variant}

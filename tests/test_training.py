@@ -15,7 +15,8 @@ from PIL import Image
 import ltpa
 from ltpa.cli import main as cli
 from ltpa.data import DatasetError, DeviceLoader, ImageSet, load_dataset
-from ltpa.shipping import FIXTURE_DIR, RECIPES, fixture_predictions, recipe_config
+from ltpa.shipping import (FIXTURE_DIR, RECIPES, fixture_predictions, parse_settings, recipe_config,
+                           train_zoo)
 from ltpa import training
 from ltpa.training import STATE_FILE, TrainConfig, Trainer, evaluate, one_cycle, replays_cuda_graphs
 from ltpa.zoo import list_zoo, load_zoo_model, read_manifest, DEFAULT_ZOO_DIR
@@ -157,6 +158,46 @@ def test_train_zoo_repeats_a_recipe_under_another_seed(tiny_data: Path, tmp_path
     assert card["training"]["config"]["seed"] == 2 and "--seed 2" in card["training"]["command"]
     assert card["precision"] == RECIPES["vgg_gap"]["precision"]
     assert json.loads((runs / "vgg_gap_seed2" / "log.json").read_text())["config"]["seed"] == 2
+
+
+def test_train_zoo_ships_a_named_variant_of_a_recipe(tiny_data: Path, tmp_path: Path) -> None:
+    runs, zoo = tmp_path / "runs", tmp_path / "reproduction"
+    assert cli(["train-zoo", "--ids", "vgg_gap", "--data", str(tiny_data), "--runs", str(runs),
+                "--zoo", str(zoo), "--epochs", "1", "--seed", "1", "--variant", "wd1e-4",
+                "--set", "weight_decay=1e-4", "--set", "label-smoothing=0", "--set", "precision=fp16",
+                "--no-compile", "--device", "cpu"]) == 0
+    card = json.loads((zoo / "cards" / "vgg_gap_wd1e-4_seed1.json").read_text())
+    assert card["file"] == "vgg_gap_wd1e-4_seed1.pt" and (zoo / card["file"]).is_file()
+    config = card["training"]["config"]
+    assert (config["weight_decay"], config["label_smoothing"], config["seed"]) == (1e-4, 0.0, 1)
+    assert config["batch_size"] == RECIPES["vgg_gap"]["batch_size"]  # the rest is the recipe's
+    assert card["precision"] == "fp16"
+    assert card["training"]["command"].endswith(
+        "--seed 1 --variant wd1e-4 --set weight_decay=0.0001 --set label_smoothing=0.0 "
+        "--set precision=fp16")
+
+
+@pytest.mark.parametrize("pairs, message", [
+    (["weight_decay"], "KEY=VALUE"),
+    (["seed=3"], "KEY one of"),  # the seed has its own argument
+    (["epochs=2.5"], "epochs takes an int"),
+    (["nesterov=maybe"], "nesterov takes a bool"),
+    (["precision=int2"], "precision takes one of"),
+])
+def test_bad_recipe_settings_are_refused(pairs: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_settings(pairs)
+
+
+def test_recipe_settings_are_read_as_their_types() -> None:
+    assert parse_settings(["lr=0.05", "epochs=12", "nesterov=false", "qat=", "amp=yes"]) == {
+        "lr": 0.05, "epochs": 12, "nesterov": False, "qat": "", "amp": True}
+    with pytest.raises(ValueError, match="needs both a name"):
+        train_zoo(["vgg"], "data", Path("runs"), Path("zoo"), settings={"lr": 0.05})
+    with pytest.raises(ValueError, match="needs both a name"):
+        train_zoo(["vgg"], "data", Path("runs"), Path("zoo"), variant="fast")
+    with pytest.raises(ValueError, match="variant name takes"):
+        train_zoo(["vgg"], "data", Path("runs"), Path("zoo"), variant="a/b", settings={"lr": 0.05})
 
 
 @pytest.mark.parametrize("mode, expected", [("default", None), ("reduce-overhead", "reduce-overhead")])

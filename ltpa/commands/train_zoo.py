@@ -5,13 +5,15 @@ import argparse
 from pathlib import Path
 
 from ltpa.checkpoint import PRECISIONS
-from ltpa.shipping import FULL_WIDTH_RECIPES, ZOO_RECIPES, train_zoo
+from ltpa.shipping import (BATCH_128_RECIPES, FULL_WIDTH_RECIPES, ZOO_RECIPES, parse_settings,
+                           train_zoo)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ids", default=",".join(ZOO_RECIPES),
                         help=f"comma-separated recipes (default the shipped zoo: "
-                        f"{', '.join(ZOO_RECIPES)}; also {', '.join(FULL_WIDTH_RECIPES)})")
+                        f"{', '.join(ZOO_RECIPES)}; also "
+                        f"{', '.join([*FULL_WIDTH_RECIPES, *BATCH_128_RECIPES])})")
     parser.add_argument("--data", required=True, help="dataset name or ImageFolder tree")
     parser.add_argument("--runs", default="runs/zoo", help="folder for the training runs")
     parser.add_argument("--zoo", default="assets/models", help="where shipped files and cards go")
@@ -23,11 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="repeat the recipes with another seed; runs and files are named "
                              "<id>_seed<N> (the shipped zoo is seed 0)")
+    parser.add_argument("--variant", default="",
+                        help="name a changed recipe (needs --set); runs and files are named "
+                             "<id>_<variant>")
+    parser.add_argument("--set", dest="settings", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="change a recipe setting for --variant (repeatable), e.g. "
+                             "--set weight_decay=1e-4 --set label_smoothing=0")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
 
 
 def run(args: argparse.Namespace) -> int:
     ids = [i.strip() for i in args.ids.split(",") if i.strip()]
     train_zoo(ids, args.data, Path(args.runs), Path(args.zoo), args.device, args.compile,
-              args.precision, args.epochs, args.seed)
+              args.precision, args.epochs, args.seed, args.variant, parse_settings(args.settings))
     return 0
