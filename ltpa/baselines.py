@@ -146,11 +146,17 @@ def recipe_label(recipe: Recipe, model_id: str) -> str:
     """The settings in which ``recipe`` differs from the zoo's recipe for ``model_id``, in words."""
     reference = dict(zoo_recipe(model_id) or ())
     values = dict(recipe)
-    differences = [RECIPE_SETTINGS[key].format(values[key] if values[key] != "" else "none")
-                   for key in RECIPE_SETTINGS
+    differences = [_describe(key, values[key]) for key in RECIPE_SETTINGS
                    if key in values and values[key] != reference.get(key)
                    and not (key == "qat_epochs" and not values.get("qat"))]
     return ", ".join(differences) or ZOO_RECIPE_LABEL
+
+
+def _describe(key: str, value: Any) -> str:
+    try:
+        return RECIPE_SETTINGS[key].format("none" if value == "" else value)
+    except (TypeError, ValueError):  # a value of an unexpected type in a hand-edited card
+        return f"{key} {value!r}"
 
 
 def run_of(card: dict[str, Any]) -> Run | None:
@@ -166,12 +172,18 @@ def run_of(card: dict[str, Any]) -> Run | None:
     kwargs = card.get("kwargs") or {}
     config = {"width": kwargs.get("width", 1.0), "epochs": training.get("epochs", 0),
               **(training.get("config") or {})}
+    recipe = recipe_of(config, str(card.get("precision", "")))
+    try:
+        hash(recipe)
+        seed = int(config.get("seed", 0))
+    except (TypeError, ValueError):  # a damaged card: a list where a number belongs, say
+        return None
     return Run(
         id=str(card.get("id", name)),
         registry_name=str(name),
         variant=variant_of(str(name), kwargs),
-        recipe=recipe_of(config, str(card.get("precision", ""))),
-        seed=int(config.get("seed", 0)),
+        recipe=recipe,
+        seed=seed,
         error=float(error),
     )
 

@@ -56,6 +56,12 @@ def test_runs_without_a_baseline_or_a_measured_error_and_duplicates() -> None:
              card("vgg_att3_concat_dp", 6.9, seed=2), card("vgg", None),
              {"registry_name": "no_such_model", "test_error": 5.0}, {"id": "empty"}]
     assert run_of(cards[3]) is None and run_of(cards[4]) is None and run_of(cards[5]) is None
+    damaged = card("vgg", 7.0)
+    damaged["training"]["config"]["lr"] = [0.1]
+    assert run_of(damaged) is None
+    odd = card("vgg", 7.0)
+    odd["training"]["config"]["lr"] = "fast"
+    assert "lr 'fast'" in recipe_label(run_of(odd).recipe, "vgg")
     (gap,) = baseline_gaps(cards)
     assert gap.attention_errors == {0: 7.1, 2: 6.9} and gap.baseline_errors == {}
     assert gap.mean_gap is None and gap.seed_gaps == {}
