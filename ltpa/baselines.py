@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ltpa.checkpoint import upgrade_model_kwargs
-from ltpa.registry import get_spec
+from ltpa.registry import get_spec, list_models
 from ltpa.shipping import recipe_config
 from ltpa.training import TrainConfig
 from ltpa.zoo import zoo_dir
@@ -206,10 +206,10 @@ def baseline_gaps(cards: Iterable[dict[str, Any]]) -> list[BaselineGap]:
         gaps.append(BaselineGap(name, variant, baseline, recipe, dict(sorted(errors.items())),
                                 dict(sorted(baseline_errors.items()))))
     # For reading: by backbone (VGG first), the zoo recipe before the others; within one recipe
-    # the cards' order.
-    backbones = list(BASELINE_OF_BACKBONE.values())
-    return sorted(gaps, key=lambda g: (backbones.index(g.baseline),
-                                       g.recipe_label != ZOO_RECIPE_LABEL, g.recipe_label))
+    # each model in registry order, its default form before its variants.
+    backbones, models = list(BASELINE_OF_BACKBONE.values()), list_models()
+    return sorted(gaps, key=lambda g: (backbones.index(g.baseline), g.recipe_label != ZOO_RECIPE_LABEL,
+                                       g.recipe_label, models.index(g.attention), g.variant))
 
 
 def _by_seed(values: dict[int, float], signed: bool = False) -> str:
