@@ -8,14 +8,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_train_zoo_plans_become_train_zoo_calls(tmp_path: Path) -> None:
-    # A stand-in python3 that prints its arguments: each call's log then holds its command line.
+def stand_in_python(tmp_path: Path, **variables: str) -> dict[str, str]:
+    """An environment whose python3 prints its arguments: each call's log then holds its command
+    line. ``variables`` are added; PRECISION, VARIANT and SETTINGS are unset unless given."""
     shim = tmp_path / "bin"
     shim.mkdir()
     (shim / "python3").write_text('#!/bin/sh\necho "$@"\n')
     (shim / "python3").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PRECISION", "VARIANT", "SETTINGS")}
+    return {**env, "PATH": f"{shim}:{os.environ['PATH']}", **variables}
+
+
+def test_train_zoo_plans_become_train_zoo_calls(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "PRECISION": "int8"}
+    env = stand_in_python(tmp_path, PRECISION="int8")
     result = subprocess.run(
         ["bash", str(REPO / "bench" / "train_zoo.sh"), "DATA", str(out),
          "0=resnet_att2_concat_pc,vgg:1@3", "3=vgg_att3_concat_pc:2,vgg_w1", "1=resnet164_b128:1"],
@@ -38,14 +44,8 @@ def test_train_zoo_plans_become_train_zoo_calls(tmp_path: Path) -> None:
 
 
 def test_train_zoo_variants_ship_to_reproduction(tmp_path: Path) -> None:
-    shim = tmp_path / "bin"
-    shim.mkdir()
-    (shim / "python3").write_text('#!/bin/sh\necho "$@"\n')
-    (shim / "python3").chmod(0o755)
     out = tmp_path / "out"
-    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "VARIANT": "wd1e-4",
-           "SETTINGS": "weight_decay=1e-4 label_smoothing=0"}
-    env.pop("PRECISION", None)
+    env = stand_in_python(tmp_path, VARIANT="wd1e-4", SETTINGS="weight_decay=1e-4 label_smoothing=0")
     subprocess.run(["bash", str(REPO / "bench" / "train_zoo.sh"), "DATA", str(out),
                     "2=resnet164,resnet164:1"], env=env, capture_output=True, text=True, check=True)
     calls = {log.name: log.read_text().split() for log in out.glob("train_*.log")}
