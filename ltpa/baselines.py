@@ -19,7 +19,7 @@ from ltpa.checkpoint import upgrade_model_kwargs
 from ltpa.registry import get_spec, list_models
 from ltpa.shipping import recipe_config
 from ltpa.training import TrainConfig
-from ltpa.zoo import zoo_dir
+from ltpa.zoo import read_manifest, zoo_dir
 
 REPRODUCTION_DIR_NAME = "reproduction"
 # The plain network each backbone's attention models are compared with.
@@ -234,3 +234,26 @@ def gap_rows(gaps: Iterable[BaselineGap]) -> list[dict[str, Any]]:
             "baseline seed spread": None if spread is None else round(spread, 2),
         })
     return rows
+
+
+def zoo_gaps(zoo: Path | None = None) -> list[BaselineGap]:
+    """The gaps over a zoo's shipped cards plus the cards in ``reproduction/`` beside it."""
+    zoo = zoo or zoo_dir()
+    return baseline_gaps(read_manifest(zoo)["models"] + read_cards(zoo.parent / REPRODUCTION_DIR_NAME))
+
+
+def gaps_markdown(gaps: Iterable[BaselineGap]) -> str:
+    """The gap rows as a Markdown table (an empty cell where the page shows None)."""
+    rows = gap_rows(gaps)
+    if not rows:
+        return "No attention model has a measured error beside a baseline."
+    columns = list(rows[0])
+    numeric = {"mean gap (points)", "baseline seed spread"}
+    lines = ["| " + " | ".join(columns) + " |",
+             "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|"]
+    for row in rows:
+        cells = ["" if row[c] is None else (f"{row[c]:+.2f}" if c == "mean gap (points)"
+                                            else f"{row[c]:.2f}" if c in numeric else str(row[c]))
+                 for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("ltpa.commands.evaluate", "evaluate a model: top-1 error, per-class accuracy, confusion"),
     "segment-eval": ("ltpa.commands.segment_eval", "score attention masks against ground truth"),
     "robustness": ("ltpa.commands.robustness", "FGSM robustness curves over a dataset"),
+    "baselines": ("ltpa.commands.baselines", "attention models against their baselines, seed by seed"),
 }
 
 

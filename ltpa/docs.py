@@ -154,11 +154,16 @@ def replace_section(text: str, section: str, body: str) -> str:
     return re.sub(pattern, lambda _: f"{start}\n{body.rstrip(chr(10))}\n{end}", text, count=1, flags=re.S)
 
 
-def update_readme(path: str | Path) -> bool:
-    """Rewrite the models section of a README in place; True if it changed."""
+def update_section(path: str | Path, section: str, body: str) -> bool:
+    """Rewrite one generated section of a Markdown file in place; True if it changed."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    updated = replace_section(text, "models", models_section_markdown())
+    updated = replace_section(text, section, body)
     if updated != text:
         path.write_text(updated, encoding="utf-8")
     return updated != text
+
+
+def update_readme(path: str | Path) -> bool:
+    """Rewrite the models section of a README in place; True if it changed."""
+    return update_section(path, "models", models_section_markdown())

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ltpa.baselines import (ZOO_RECIPE_LABEL, baseline_gaps, gap_rows, read_cards, recipe_label,
-                            reproduction_dir, run_of, zoo_recipe)
+from ltpa.baselines import (ZOO_RECIPE_LABEL, baseline_gaps, gap_rows, gaps_markdown, read_cards,
+                            recipe_label, reproduction_dir, run_of, zoo_recipe)
+from ltpa.cli import main as cli
 from ltpa.registry import recorded_defaults
 from ltpa.zoo import DEFAULT_ZOO_DIR, read_manifest
 
@@ -123,3 +124,25 @@ def test_recipe_labels_say_how_a_run_differs_from_the_zoo_recipe() -> None:
     old = card("resnet164", 7.0, width=1.0, epochs=160, batch_size=512)
     del old["training"]["config"]["weight_decay"]
     assert dict(run_of(old).recipe)["weight_decay"] == 5e-4
+
+
+def test_ltpa_baselines_prints_and_writes_the_table(tmp_path: Path, capsys) -> None:
+    zoo = tmp_path / "models"
+    zoo.mkdir()
+    (zoo / "manifest.json").write_text(json.dumps({"models": [card("vgg_att3_concat_dp", 6.8),
+                                                              card("vgg", 7.0)]}))
+    (tmp_path / "reproduction" / "cards").mkdir(parents=True)
+    (tmp_path / "reproduction" / "cards" / "vgg_seed1.json").write_text(
+        json.dumps(card("vgg", 7.4, seed=1)))
+    assert cli(["baselines", "--zoo", str(zoo)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| attention model | baseline | recipe |") and len(lines) == 3
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[:2] == ["(VGG-att3)-concat-dp", "VGG"]
+    assert "7.00 (seed 0), 7.40 (seed 1)" in cells and "-0.40" in cells and "0.40" in cells
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- section:baselines -->\nold\n<!-- /section:baselines -->\nend\n")
+    assert cli(["baselines", "--zoo", str(zoo), "--update-readme", str(readme)]) == 0
+    assert readme.read_text() == ("intro\n<!-- section:baselines -->\n" + "\n".join(lines)
+                                  + "\n<!-- /section:baselines -->\nend\n")
+    assert gaps_markdown([]) == "No attention model has a measured error beside a baseline."

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ltpa.baselines import gaps_markdown, zoo_gaps
 from ltpa.robustness import load_results, results_markdown
 from ltpa.shipping import zoo_table_markdown
 from ltpa.zoo import DEFAULT_ZOO_DIR, read_manifest
@@ -28,3 +29,8 @@ def test_readme_robustness_tables_match_the_shipped_results() -> None:
     rows = [l for l in section("robustness").splitlines() if l.startswith("| ") and "`" in l]
     assert rows == [l for l in generated if l.startswith("| ") and "`" in l]
     assert len(rows) == 2 * len(shipped["models"])  # accuracy and fooling rate per model
+
+
+def test_readme_baselines_table_matches_the_cards(monkeypatch) -> None:
+    monkeypatch.delenv("LTPA_ZOO", raising=False)
+    assert section("baselines") == gaps_markdown(zoo_gaps(DEFAULT_ZOO_DIR))
