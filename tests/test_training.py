@@ -1,7 +1,9 @@
 """Training, evaluation and the shipped zoo, end to end on CPU."""
 from __future__ import annotations
 
+import argparse
 import json
+import shlex
 from dataclasses import asdict
 import subprocess
 import sys
@@ -330,3 +332,27 @@ def test_every_shipped_model_loads_matches_its_sha256_and_its_recorded_predictio
 def test_zoo_listing_follows_the_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LTPA_ZOO", str(DEFAULT_ZOO_DIR))
     assert [e.id for e in list_zoo()] == [c["id"] for c in SHIPPED]
+
+
+def test_every_card_command_recreates_the_recorded_recipe() -> None:
+    """A card's training command, run again, trains exactly the configuration the card records
+    (settings a card predates take their defaults, which is what those runs did)."""
+    from ltpa.baselines import read_cards, reproduction_dir
+    from ltpa.commands import train_zoo as train_zoo_command
+
+    parser = argparse.ArgumentParser()
+    train_zoo_command.add_arguments(parser)
+    cards = read_manifest(DEFAULT_ZOO_DIR)["models"] + read_cards(reproduction_dir())
+    assert len(cards) >= 18
+    where = ("data", "out", "device", "compile")  # where and how fast, not what is learnt
+    for card in cards:
+        command = shlex.split(card["training"]["command"])
+        assert command[:2] == ["ltpa", "train-zoo"], card["id"]
+        args = parser.parse_args(command[2:])
+        config, precision = recipe_config(args.ids, "", "", epochs=args.epochs, seed=args.seed,
+                                          settings=parse_settings(args.settings))
+        recorded = asdict(TrainConfig.from_dict(card["training"]["config"]))
+        expected = asdict(config)
+        assert {k: v for k, v in recorded.items() if k not in where} == {
+            k: v for k, v in expected.items() if k not in where}, card["id"]
+        assert card["precision"] == (args.precision or precision), card["id"]
