@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import subprocess
 from pathlib import Path
 
@@ -54,3 +55,15 @@ def test_train_zoo_variants_ship_to_reproduction(tmp_path: Path) -> None:
             str(out / "runs"), "--zoo", str(out / "reproduction"), "--device", "cuda:2"]
     assert calls == {"train_resnet164_wd1e-4.log": base + variant,
                      "train_resnet164_wd1e-4_seed1.log": base + ["--seed", "1"] + variant}
+
+
+def test_train_speed_prints_per_step_loop_and_eval_throughput() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "train_speed.py"), "--device", "cpu", "--ids",
+         "vgg_gap", "--steps", "1", "--batch-size", "4"],
+        capture_output=True, text=True, check=True, timeout=300)
+    lines = result.stdout.splitlines()
+    assert "train images/s (per step) | train images/s (loop) | eval images/s" in lines[1]
+    cells = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert cells[:3] == ["vgg_gap", "0.7", "4"]
+    assert all(float(c.replace(",", "")) > 0 for c in cells[3:])
