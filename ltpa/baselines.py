@@ -98,9 +98,10 @@ class BaselineGap:
         return max(values) - min(values) if len(values) > 1 else None
 
 
-def reproduction_dir() -> Path:
-    """Cards of runs that are not shipped: ``reproduction/`` beside the zoo folder."""
-    return zoo_dir().parent / REPRODUCTION_DIR_NAME
+def reproduction_dir(zoo: Path | None = None) -> Path:
+    """Cards of runs that are not shipped: ``reproduction/`` beside the zoo folder (by default
+    the shipped zoo, or $LTPA_ZOO)."""
+    return (zoo or zoo_dir()).parent / REPRODUCTION_DIR_NAME
 
 
 def read_cards(folder: Path) -> list[dict[str, Any]]:
@@ -238,8 +239,7 @@ def gap_rows(gaps: Iterable[BaselineGap]) -> list[dict[str, Any]]:
 
 def zoo_gaps(zoo: Path | None = None) -> list[BaselineGap]:
     """The gaps over a zoo's shipped cards plus the cards in ``reproduction/`` beside it."""
-    zoo = zoo or zoo_dir()
-    return baseline_gaps(read_manifest(zoo)["models"] + read_cards(zoo.parent / REPRODUCTION_DIR_NAME))
+    return baseline_gaps(read_manifest(zoo)["models"] + read_cards(reproduction_dir(zoo)))
 
 
 def gaps_markdown(gaps: Iterable[BaselineGap]) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from ltpa import viz
-from ltpa.baselines import baseline_gaps, gap_rows, read_cards, reproduction_dir
+from ltpa.baselines import gap_rows, zoo_gaps
 from ltpa.zoo import PAPER_CIFAR10_ERROR, list_zoo, zoo_dir
 from pages.ui.widgets import choice_of, model_picker, no_models_message
 
@@ -74,7 +74,7 @@ else:
     st.info("No shipped model has a measured test error yet.")
 
 st.subheader("Attention against its baseline")
-gap_table = gap_rows(baseline_gaps([e.card for e in entries] + read_cards(reproduction_dir())))
+gap_table = gap_rows(zoo_gaps())
 if gap_table:
     st.dataframe(gap_table, hide_index=True, width="stretch")
     st.caption(
