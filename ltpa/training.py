@@ -41,6 +41,10 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 # The modes that replay CUDA graphs: each replay reuses its output buffers, so every new step
 # (training or evaluation batch) is announced with torch.compiler.cudagraph_mark_step_begin().
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+# What a resumed run may change: where it runs and reads the data from, and how fast; everything
+# else defines the run, and continuing a saved state under other settings would mix two runs.
+RESUMABLE_CHANGES = ("out", "device", "data", "data_root", "download", "compile", "compile_mode",
+                     "eval_every")
 
 
 def replays_cuda_graphs(compile_model: bool, compile_mode: str, device: torch.device) -> bool:
@@ -199,8 +203,11 @@ class Trainer:
     """One training run; ``run()`` trains to ``config.epochs`` and returns the final log."""
 
     def __init__(self, config: TrainConfig, command: str | None = None,
-                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                 extend: bool = False) -> None:
+        """``extend``: a resumed run may train for more epochs than it was started with."""
         self.config = config
+        self.extend = extend
         self.command = command or "ltpa " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         self.on_epoch = on_epoch
         self.out = Path(config.out)
@@ -251,6 +258,7 @@ class Trainer:
             return
         # CPU first: the RNG states must stay CPU ByteTensors; weights move on load_state_dict.
         state = torch.load(state_path, map_location="cpu", weights_only=True)
+        self._check_same_run(state.get("config", {}))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -259,6 +267,19 @@ class Trainer:
         self.start_epoch, self.log = int(state["epoch"]), list(state["log"])
         self.elapsed = float(state.get("elapsed", 0.0))
         print(f"resuming {self.out} after epoch {self.start_epoch}", file=sys.stderr)
+
+    def _check_same_run(self, saved: dict[str, Any]) -> None:
+        """Refuse to continue a saved state under settings that define another run."""
+        defaults, current = asdict(TrainConfig()), asdict(self.config)
+        skip = set(RESUMABLE_CHANGES) | ({"epochs"} if self.extend else set())
+        changed = [f"{key} (saved {saved.get(key, defaults[key])!r}, now {value!r})"
+                   for key, value in current.items()
+                   if key not in skip and saved.get(key, defaults[key]) != value]
+        if changed:
+            raise ValueError(
+                f"{self.out} holds a run with other settings: {'; '.join(changed)}. Resume it with "
+                f"its own settings (`ltpa train --resume {self.out}`), or train into another "
+                f"folder (ltpa train --out, ltpa train-zoo --runs)")
 
     def _save(self, epoch: int, result: EvalResult | None) -> None:
         self.out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 from dataclasses import asdict
 import subprocess
@@ -108,6 +109,40 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_data: Path, tmp_path: Pat
     split = torch.load(tmp_path / "split" / STATE_FILE, weights_only=True)["model"]
     for key in straight:
         assert torch.allclose(straight[key].float(), split[key].float(), atol=1e-5), key
+
+
+def test_resuming_refuses_settings_that_define_another_run(tiny_data: Path, tmp_path: Path) -> None:
+    base = dict(model="vgg_gap", data=str(tiny_data), out=str(tmp_path / "run"), width=0.125,
+                epochs=2, batch_size=12, device="cpu")
+
+    def interrupt(row: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(TrainConfig(**base), on_epoch=interrupt).run()
+    for changed, message in (({"lr": 0.5}, "lr (saved 0.1, now 0.5)"),
+                             ({"epochs": 3}, "epochs (saved 2, now 3)"),
+                             ({"width": 0.25}, "width (saved 0.125, now 0.25)"),
+                             ({"seed": 1}, "seed")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            Trainer(TrainConfig(**{**base, **changed})).run()
+    assert torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)["epoch"] == 1  # untouched
+    # Where and how fast it runs may change; more epochs only when asked for.
+    Trainer(TrainConfig(**{**base, "eval_every": 2, "device": "auto"})).run()
+    assert torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)["epoch"] == 2
+    Trainer(TrainConfig(**{**base, "epochs": 3}), extend=True).run()
+    assert torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)["epoch"] == 3
+
+
+def test_train_zoo_refuses_to_continue_a_run_of_another_recipe(tiny_data: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    args = ["train-zoo", "--ids", "vgg_gap", "--data", str(tiny_data), "--runs", str(tmp_path / "runs"),
+            "--zoo", str(tmp_path / "zoo"), "--epochs", "1", "--no-compile", "--device", "cpu",
+            "--variant", "fast"]
+    assert cli(args + ["--set", "lr=0.05"]) == 0
+    # The same variant name for another change would silently mix two recipes in one run.
+    assert cli(args + ["--set", "lr=0.2"]) == 2
+    assert "lr (saved 0.05, now 0.2)" in capsys.readouterr().err
 
 
 def test_quantisation_aware_run_ships_the_accuracy_it_logged(tiny_data: Path, tmp_path: Path) -> None:

@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and (Path(config.out) / STATE_FILE).is_file():
         raise ValueError(f"{config.out} already holds a run: pass --resume {config.out} to continue "
                          "it, or choose another --out")
-    log = Trainer(config).run()
+    extending = bool(args.resume) and args.epochs != TrainConfig().epochs
+    log = Trainer(config, extend=extending).run()
     if log and log[-1]["test_acc"] is not None:
         print(f"done: {config.out}/model.pt, test error {100 * (1 - log[-1]['test_acc']):.2f}%")
     return 0
