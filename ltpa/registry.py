@@ -8,6 +8,8 @@ change the built model and are stored in checkpoints.
 """
 from __future__ import annotations
 
+import json
+
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -127,6 +129,22 @@ def create_model(name: str, num_classes: int = 10, **overrides: Any) -> nn.Modul
     model = spec.builder(num_classes=num_classes, **spec.fixed, **overrides)
     model.ltpa_config = {"name": name, "kwargs": {"num_classes": num_classes, **overrides}}
     return model
+
+
+def read_argument_value(text: str) -> Any:
+    """A model argument's value as written on a command line: JSON (numbers, true/false, lists)
+    where it parses, else the text itself (``residual``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def write_argument_value(value: Any) -> str:
+    """The command-line text that :func:`read_argument_value` reads back as ``value``."""
+    if isinstance(value, str) and read_argument_value(value) == value:
+        return value
+    return json.dumps(value)
 
 
 def model_name(backbone: str, levels: int = 0, head: str = "concat", compatibility: str = "pc") -> str:

@@ -18,7 +18,7 @@ import torch
 
 from ltpa.checkpoint import PRECISIONS, load_checkpoint, save_checkpoint
 from ltpa.data import DeviceLoader, load_dataset, load_image_folder
-from ltpa.registry import get_spec
+from ltpa.registry import get_spec, read_argument_value, write_argument_value
 from ltpa.training import MODEL_FILE, LOG_FILE, TrainConfig, Trainer, evaluate
 from ltpa.zoo import PAPER_CIFAR10_ERROR, make_card, write_manifest
 
@@ -116,15 +116,23 @@ _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "
 
 
 def parse_settings(pairs: Iterable[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings as recipe settings, each value read as its setting's type (a boolean
-    as true/false); raises ValueError naming the bad pair and what is allowed."""
+    """``KEY=VALUE`` strings as recipe settings: a training setting's value read as its type (a
+    boolean as true/false); any other key is a model argument (e.g. ``tap_features=residual``),
+    gathered under ``"overrides"`` and checked against the model by :func:`recipe_config`. Raises
+    ValueError naming the bad pair and what is allowed."""
     settings: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in SETTABLE:
-            raise ValueError(f"--set takes KEY=VALUE with KEY one of {', '.join(SETTABLE)}; "
-                             f"got {pair!r}")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, KEY a training setting ({', '.join(SETTABLE)}) "
+                             f"or a model argument; got {pair!r}")
+        if key in FIXED_SETTINGS:
+            raise ValueError(f"--set {key}: set by an argument of its own, not --set (KEY is a "
+                             f"training setting, one of {', '.join(SETTABLE)}, or a model argument)")
+        if key not in SETTABLE:
+            settings.setdefault("overrides", {})[key] = read_argument_value(text.strip())
+            continue
         kind = SETTABLE[key]
         try:
             value = _BOOLEANS[text.strip().lower()] if kind is bool else kind(text.strip())
@@ -137,6 +145,17 @@ def parse_settings(pairs: Iterable[str]) -> dict[str, Any]:
     return settings
 
 
+def settings_arguments(settings: dict[str, Any]) -> str:
+    """The ``--set KEY=VALUE`` arguments that :func:`parse_settings` reads back as ``settings``."""
+    pairs = []
+    for key, value in settings.items():
+        if key == "overrides":
+            pairs += [f"{name}={write_argument_value(v)}" for name, v in value.items()]
+        else:
+            pairs.append(f"{key}={value}")
+    return "".join(f" --set {pair}" for pair in pairs)
+
+
 def recipe_config(model_id: str, data: str, out: str, device: str = "auto",
                   compile_model: bool = True, epochs: int | None = None,
                   seed: int = 0, settings: dict[str, Any] | None = None) -> tuple[TrainConfig, str]:
@@ -145,11 +164,21 @@ def recipe_config(model_id: str, data: str, out: str, device: str = "auto",
     gives a repeat of the recipe (the shipped zoo is seed 0). ``settings`` (from
     :func:`parse_settings`) change the recipe for a variant of it."""
     recipe = dict(RECIPES[model_id], seed=seed)
+    settings = dict(settings or {})
+    model_arguments = settings.pop("overrides", {})
+    accepted = get_spec(recipe["model"]).overridable
+    unknown = [key for key in model_arguments if key not in accepted]
+    if unknown:
+        raise ValueError(
+            f"--set {', '.join(unknown)}: neither a training setting ({', '.join(SETTABLE)}) nor "
+            f"an argument of model {recipe['model']} ({', '.join(accepted)})")
+    if model_arguments:
+        recipe["overrides"] = {**recipe.get("overrides", {}), **model_arguments}
     if epochs is not None:
         if recipe.get("qat"):
             recipe["qat_epochs"] = max(1, round(recipe["qat_epochs"] * epochs / recipe["epochs"]))
         recipe["epochs"] = epochs
-    recipe.update(settings or {})
+    recipe.update(settings)
     precision = recipe.pop("precision")
     config = TrainConfig(data=data, out=out, device=device, compile=compile_model, **recipe)
     return config, precision
@@ -179,16 +208,19 @@ def train_zoo(ids: list[str], data: str, runs: Path, zoo: Path, device: str = "a
     if variant and not VARIANT_NAME.fullmatch(variant):
         raise ValueError(f"a variant name takes letters, digits, '.' and '-' (it names files); "
                          f"got {variant!r}")
+    # Every recipe's configuration first: a setting one of the models refuses stops all before
+    # any training.
+    configs = {model_id: recipe_config(model_id, data, str(runs / run_id(model_id, seed, variant)),
+                                       device, compile_model, epochs, seed, settings)
+               for model_id in ids}
     cards = []
-    for model_id in ids:
+    for model_id, (config, recipe_precision) in configs.items():
         name = run_id(model_id, seed, variant)
-        config, recipe_precision = recipe_config(model_id, data, str(runs / name), device,
-                                                 compile_model, epochs, seed, settings)
         command = (f"ltpa train-zoo --ids {model_id} --data {data}"
                    + (f" --epochs {epochs}" if epochs is not None else "")
                    + (f" --seed {seed}" if seed else "")
                    + (f" --variant {variant}" if variant else "")
-                   + "".join(f" --set {key}={value}" for key, value in (settings or {}).items())
+                   + settings_arguments(settings or {})
                    + (f" --precision {precision}" if precision is not None else ""))
         trainer = Trainer(config, command=command)
         trainer.run()

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import fields
 from pathlib import Path
 
+from ltpa.registry import read_argument_value
 from ltpa.training import COMPILE_MODES, QAT_PRECISIONS, STATE_FILE, TrainConfig, Trainer
 
 
@@ -13,10 +13,7 @@ def _override(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+    return key, read_argument_value(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

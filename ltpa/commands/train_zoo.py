@@ -30,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "<id>_<variant>")
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         metavar="KEY=VALUE",
-                        help="change a recipe setting for --variant (repeatable), e.g. "
-                             "--set weight_decay=1e-4 --set label_smoothing=0")
+                        help="change a recipe for --variant (repeatable): a training setting, "
+                             "e.g. --set weight_decay=1e-4 --set label_smoothing=0, or a model "
+                             "argument, e.g. --set tap_features=residual")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
 
 
