@@ -237,9 +237,49 @@ def gap_rows(gaps: Iterable[BaselineGap]) -> list[dict[str, Any]]:
     return rows
 
 
+def run_cards(zoo: Path | None = None) -> list[tuple[dict[str, Any], Path]]:
+    """Every card we have, each with the folder its relative paths start from: the zoo's shipped
+    cards (the zoo folder), then the cards in ``reproduction/`` beside it."""
+    zoo = zoo or zoo_dir()
+    reproduction = reproduction_dir(zoo)
+    return ([(card, zoo) for card in read_manifest(zoo)["models"]]
+            + [(card, reproduction) for card in read_cards(reproduction)])
+
+
 def zoo_gaps(zoo: Path | None = None) -> list[BaselineGap]:
     """The gaps over a zoo's shipped cards plus the cards in ``reproduction/`` beside it."""
-    return baseline_gaps(read_manifest(zoo)["models"] + read_cards(reproduction_dir(zoo)))
+    return baseline_gaps(card for card, _ in run_cards(zoo))
+
+
+@dataclass(frozen=True)
+class RunLog:
+    """A run whose training log we have, with what it was trained as, in words."""
+
+    id: str
+    registry_name: str
+    description: str  # e.g. "(RN-att2)-concat-pc · label smoothing 0" or "VGG · zoo recipe · seed 1"
+    path: Path
+
+
+def run_logs(zoo: Path | None = None) -> list[RunLog]:
+    """The runs (shipped, then reproduction) whose card names a training log that exists inside
+    the card's folder; a card without a measured error or a known model is left out, and a run id
+    listed twice keeps its first card."""
+    logs: dict[str, RunLog] = {}
+    for card, folder in run_cards(zoo):
+        run, log = run_of(card), card.get("log")
+        if run is None or run.id in logs or not isinstance(log, str):
+            continue
+        path = (folder / log).resolve()
+        # A card's log path is data: never follow it out of the card's own folder.
+        if not path.is_relative_to(folder.resolve()) or not path.is_file():
+            continue
+        words = [get_spec(run.registry_name).paper_name + (f" ({run.variant})" if run.variant else ""),
+                 recipe_label(run.recipe, run.registry_name)]
+        if run.seed:
+            words.append(f"seed {run.seed}")
+        logs[run.id] = RunLog(run.id, run.registry_name, " · ".join(words), path)
+    return list(logs.values())
 
 
 def gaps_markdown(gaps: Iterable[BaselineGap]) -> str:

@@ -102,7 +102,7 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], title: str = "Training"
         return [e.get(key) for e in epochs]
 
     def error(key: str) -> list[float | None]:
-        return [None if a is None else 100.0 * (1.0 - float(a)) for a in series(key)]
+        return [_error_percent(a) for a in series(key)]
 
     for key, name in (("train_loss", "train"), ("test_loss", "test")):
         figure.add_trace(go.Scatter(x=x, y=series(key), name=f"{name} loss", mode="lines", connectgaps=True), 1, 1)
@@ -113,6 +113,59 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], title: str = "Training"
         figure.add_trace(go.Scatter(x=x, y=values, name=f"entropy {stage}", mode="lines", connectgaps=True), 1, 3)
     figure.update_xaxes(title="epoch")
     figure.update_layout(title=title, height=340, margin=dict(l=10, r=10, t=60, b=10))
+    return figure
+
+
+def _error_percent(accuracy: Any) -> float | None:
+    return None if accuracy is None else 100.0 * (1.0 - float(accuracy))
+
+
+# What a run comparison can plot, from each epoch row of a training log.
+RUN_METRICS: dict[str, Any] = {
+    "test error (%)": lambda row: _error_percent(row.get("test_acc")),
+    "train error (%)": lambda row: _error_percent(row.get("train_acc")),
+    "test loss": lambda row: row.get("test_loss"),
+    "train loss": lambda row: row.get("train_loss"),
+    "learning rate": lambda row: row.get("lr"),
+    "epoch time (s)": lambda row: row.get("epoch_time_s"),
+}
+ENTROPY_METRIC = "attention entropy / log(N), "
+# Errors and losses fall by an order of magnitude over a run: on a log axis the last epochs, where
+# runs differ, are not squeezed against the floor.
+LOG_SCALE_METRICS = ("test error (%)", "train error (%)", "test loss", "train loss")
+
+
+def run_metric_names(logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """The metrics :func:`compare_runs` can plot for these logs: the common ones, then the
+    entropy of every attention stage any of them logged."""
+    stages = dict.fromkeys(stage for epochs in logs.values() for row in epochs
+                           for stage in (row.get("entropy") or {}))
+    return list(RUN_METRICS) + [ENTROPY_METRIC + stage for stage in stages]
+
+
+def compare_runs(logs: Mapping[str, Sequence[Mapping[str, Any]]], metric: str,
+                 title: str = "Training runs compared") -> go.Figure:
+    """One line per run (outer key: its name; value: the log's ``epochs`` list) of ``metric``
+    (a name from :func:`run_metric_names`) against epoch; epochs without it are gaps."""
+    if metric.startswith(ENTROPY_METRIC):
+        stage = metric[len(ENTROPY_METRIC):]
+
+        def value(row: Mapping[str, Any]) -> Any:
+            return (row.get("entropy") or {}).get(stage)
+    elif metric in RUN_METRICS:
+        value = RUN_METRICS[metric]
+    else:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(RUN_METRICS)} or "
+                         f"{ENTROPY_METRIC}<stage>")
+    figure = go.Figure()
+    for name, epochs in logs.items():
+        figure.add_trace(go.Scatter(x=[row.get("epoch") for row in epochs],
+                                    y=[value(row) for row in epochs], name=name, mode="lines",
+                                    connectgaps=True))
+    figure.update_layout(title=title, height=420, margin=dict(l=10, r=10, t=60, b=10),
+                         xaxis=dict(title="epoch"),
+                         yaxis=dict(title=metric, type="log" if metric in LOG_SCALE_METRICS else "linear"),
+                         legend=dict(orientation="h", y=-0.2))
     return figure
 
 

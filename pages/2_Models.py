@@ -1,5 +1,5 @@
 """Models: the shipped model cards, accuracy against the paper, attention against its baseline,
-training curves, per-class accuracy and confusion matrices."""
+training curves, per-class accuracy and confusion matrices, and training runs compared."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from ltpa import viz
-from ltpa.baselines import gap_rows, zoo_gaps
+from ltpa.baselines import gap_rows, run_logs, zoo_gaps
 from ltpa.zoo import PAPER_CIFAR10_ERROR, list_zoo, zoo_dir
 from pages.ui.widgets import choice_of, model_picker, no_models_message
 
@@ -161,3 +161,39 @@ with st.expander("The full model card (JSON)"):
 st.download_button("Model card (JSON)", json.dumps(card, indent=2), file_name=f"{model_id}_card.json",
                    mime="application/json", key="models.card_download", on_click="ignore",
                    icon=":material/download:")
+
+st.subheader("Compare training runs")
+runs = {run.id: run for run in run_logs()}
+if not runs:
+    st.info("No training logs to compare.")
+    st.stop()
+# By default the chosen model beside every other run of the same network (its repeats, recipe
+# variants and ablations); each model keeps its own choice.
+related = [model_id] + [i for i, run in runs.items()
+                        if run.registry_name == card.get("registry_name") and i != model_id]
+chosen = st.multiselect(
+    "Runs", list(runs), default=[i for i in related if i in runs][:8],
+    format_func=lambda i: f"{i}: {runs[i].description}", key=f"models.compare_runs.{model_id}",
+    help="The shipped models and the runs kept in reproduction/ beside the zoo (logs only).")
+logs, unreadable = {}, []
+for run_id in chosen:
+    path = runs[run_id].path
+    try:
+        epochs = read_log(str(path), path.stat().st_mtime)["epochs"]
+        if not isinstance(epochs, list) or not all(isinstance(row, dict) for row in epochs):
+            raise ValueError("epochs is not a list of rows")
+        logs[run_id] = epochs
+    except (OSError, ValueError, KeyError, TypeError):
+        unreadable.append(run_id)
+if unreadable:
+    st.warning(f"Unreadable training log, left out: {', '.join(unreadable)}.")
+if logs:
+    metric = st.selectbox("Metric", viz.run_metric_names(logs), key="models.compare_metric")
+    st.plotly_chart(viz.compare_runs(logs, metric, f"Training runs compared: {metric}"),
+                    width="stretch", key="models.compare")
+    st.caption("Per-epoch figures from each run's training log, on the JPEG CIFAR-10 test set "
+               "where they are test figures. A log's last test error is that of the run in bf16 "
+               "before it was stored; the card's error, measured on the stored file, can differ "
+               "by a few hundredths.")
+elif not unreadable:
+    st.info("Choose runs to compare.")

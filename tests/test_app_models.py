@@ -126,3 +126,43 @@ def test_cards_without_measurements_leave_clear_gaps(tiny_zoo):
 
 def test_models_page_with_an_empty_zoo(tmp_path, monkeypatch):
     start_with_empty_zoo(tmp_path, monkeypatch, MODELS)
+
+
+def _reproduction_run(rich_zoo, tmp_path, run_id: str, epochs) -> dict:
+    """A card and log in reproduction/ beside the zoo: a variant of the first shipped model."""
+    first = rich_zoo[0]
+    entry = dict(first, id=run_id, test_error=4.0, log=f"logs/{run_id}.json")
+    entry["training"] = {**first["training"], "config": {"epochs": 3, "label_smoothing": 0.0}}
+    folder = tmp_path / "reproduction"
+    (folder / "cards").mkdir(parents=True, exist_ok=True)
+    (folder / "logs").mkdir(exist_ok=True)
+    (folder / "cards" / f"{run_id}.json").write_text(json.dumps(entry))
+    (folder / entry["log"]).write_text(epochs if isinstance(epochs, str) else json.dumps({"epochs": epochs}))
+    return entry
+
+
+def test_training_runs_are_compared_with_the_models_other_runs(rich_zoo, tmp_path):
+    first = rich_zoo[0]
+    _reproduction_run(rich_zoo, tmp_path, "variant_ls0",
+                      [{"epoch": e, "train_loss": 1.0 / e, "test_acc": 0.6 + 0.1 * e} for e in (1, 2)])
+    _reproduction_run(rich_zoo, tmp_path, "variant_broken", "{not json")
+    at = _models_page(start_app())
+    runs = at.multiselect(key=f"models.compare_runs.{first['id']}")
+    # The chosen model beside its other runs; a damaged log is named and left out.
+    assert runs.value == [first["id"], "variant_broken", "variant_ls0"]
+    assert "variant_broken" in at.warning[0].value
+    (figure,) = figures_titled(at, "Training runs compared: test error (%)")
+    assert [t["name"] for t in figure["data"]] == [first["id"], "variant_ls0"]
+    np.testing.assert_allclose(decode_plotly(figure["data"][1]["y"]), [30.0, 20.0])
+    at.selectbox(key="models.compare_metric").select("train loss").run()
+    (figure,) = figures_titled(at, "Training runs compared: train loss")
+    np.testing.assert_allclose(decode_plotly(figure["data"][1]["y"]), [1.0, 0.5])
+    # Any logged run can be added, and all can be taken away.
+    other = rich_zoo[1]["id"]
+    runs.set_value([other]).run()
+    (figure,) = figures_titled(at, "Training runs compared")
+    assert [t["name"] for t in figure["data"]] == [other]
+    at.multiselect(key=f"models.compare_runs.{first['id']}").set_value([]).run()
+    assert not figures_titled(at, "Training runs compared")
+    assert "Choose runs to compare." in [i.value for i in at.info]
+    assert not at.exception

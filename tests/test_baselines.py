@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ltpa.baselines import (ZOO_RECIPE_LABEL, baseline_gaps, gap_rows, gaps_markdown, read_cards,
-                            recipe_label, reproduction_dir, run_of, zoo_recipe)
+                            recipe_label, reproduction_dir, run_logs, run_of, zoo_recipe)
 from ltpa.cli import main as cli
 from ltpa.registry import recorded_defaults
 from ltpa.zoo import DEFAULT_ZOO_DIR, read_manifest
@@ -146,3 +146,54 @@ def test_ltpa_baselines_prints_and_writes_the_table(tmp_path: Path, capsys) -> N
     assert readme.read_text() == ("intro\n<!-- section:baselines -->\n" + "\n".join(lines)
                                   + "\n<!-- /section:baselines -->\nend\n")
     assert gaps_markdown([]) == "No attention model has a measured error beside a baseline."
+
+
+def test_run_logs_list_every_run_whose_log_is_there(tmp_path: Path) -> None:
+    zoo, reproduction = tmp_path / "zoo", tmp_path / "reproduction"
+
+    def with_log(entry: dict, folder: Path, log: str | None, write: bool = True) -> dict:
+        if log is not None:
+            entry["log"] = log
+            if write:
+                (folder / log).parent.mkdir(parents=True, exist_ok=True)
+                (folder / log).write_text(json.dumps({"epochs": []}))
+        return entry
+
+    zoo.mkdir()
+    (reproduction / "cards").mkdir(parents=True)
+    shipped = with_log(dict(card("vgg", 7.0), id="vgg"), zoo, "logs/vgg.json")
+    (zoo / "manifest.json").write_text(json.dumps({"models": [shipped]}))
+    (tmp_path / "secret.json").write_text("{}")
+    reproduction_cards = {
+        "vgg_seed1": with_log(dict(card("vgg", 7.3, seed=1), id="vgg_seed1"), reproduction, "logs/a.json"),
+        "vgg_ls0": with_log(dict(card("vgg", 7.1), id="vgg_ls0"), reproduction, "logs/b.json"),
+        "vgg_nolog": with_log(dict(card("vgg", 7.1), id="vgg_nolog"), reproduction, None),
+        "vgg_missing": with_log(dict(card("vgg", 7.1), id="vgg_missing"), reproduction,
+                                "logs/gone.json", write=False),
+        # A card's log path never leads out of its folder.
+        "vgg_outside": with_log(dict(card("vgg", 7.1), id="vgg_outside"), reproduction, "../secret.json",
+                                write=False),
+        "vgg_unmeasured": with_log(dict(card("vgg", None), id="vgg_unmeasured"), reproduction, "logs/c.json"),
+        # The same id as a shipped run: the shipped card wins.
+        "vgg_again": with_log(dict(card("vgg", 9.9), id="vgg"), reproduction, "logs/d.json"),
+    }
+    reproduction_cards["vgg_ls0"]["training"]["config"]["label_smoothing"] = 0.0
+    for name, entry in reproduction_cards.items():
+        (reproduction / "cards" / f"{name}.json").write_text(json.dumps(entry))
+    runs = {run.id: run for run in run_logs(zoo)}
+    assert list(runs) == ["vgg", "vgg_ls0", "vgg_seed1"]  # shipped first, then by card file name
+    assert runs["vgg"].path == (zoo / "logs" / "vgg.json").resolve()
+    assert runs["vgg_seed1"].description.startswith("VGG · ") and runs["vgg_seed1"].description.endswith(
+        " · seed 1")
+    assert "label smoothing 0" in runs["vgg_ls0"].description
+    assert all(run.registry_name == "vgg" for run in runs.values())
+
+
+def test_shipped_and_reproduction_logs_are_all_listed() -> None:
+    runs = {run.id: run for run in run_logs()}
+    manifest = read_manifest()["models"]
+    assert {entry["id"] for entry in manifest} <= set(runs)
+    assert len(runs) == len(manifest) + len(read_cards(reproduction_dir()))
+    assert runs["resnet_att2_concat_pc_ls0"].description == "(RN-att2)-concat-pc · label smoothing 0"
+    assert runs["resnet_att2_concat_dp_residual"].description == (
+        "(RN-att2)-concat-dp (residual taps) · zoo recipe")
