@@ -8,9 +8,8 @@ change the built model and are stored in checkpoints.
 """
 from __future__ import annotations
 
-import json
-
 import inspect
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 

@@ -5,7 +5,7 @@ Each function takes plain numbers (arrays, dicts, lists) and returns a ``plotly.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import plotly.colors
@@ -121,7 +121,7 @@ def _error_percent(accuracy: Any) -> float | None:
 
 
 # What a run comparison can plot, from each epoch row of a training log.
-RUN_METRICS: dict[str, Any] = {
+RUN_METRICS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "test error (%)": lambda row: _error_percent(row.get("test_acc")),
     "train error (%)": lambda row: _error_percent(row.get("train_acc")),
     "test loss": lambda row: row.get("test_loss"),

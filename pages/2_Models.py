@@ -189,8 +189,13 @@ if unreadable:
     st.warning(f"Unreadable training log, left out: {', '.join(unreadable)}.")
 if logs:
     metric = st.selectbox("Metric", viz.run_metric_names(logs), key="models.compare_metric")
-    st.plotly_chart(viz.compare_runs(logs, metric, f"Training runs compared: {metric}"),
-                    width="stretch", key="models.compare")
+    try:
+        figure = viz.compare_runs(logs, metric, f"Training runs compared: {metric}")
+    except (TypeError, ValueError) as error:  # a hand-edited log with text where numbers belong
+        st.warning(f"A chosen training log holds values that are not numbers ({error}); "
+                   "leave it out to see the others.")
+    else:
+        st.plotly_chart(figure, width="stretch", key="models.compare")
     st.caption("Per-epoch figures from each run's training log, on the JPEG CIFAR-10 test set "
                "where they are test figures. A log's last test error is that of the run in bf16 "
                "before it was stored; the card's error, measured on the stored file, can differ "

@@ -166,3 +166,13 @@ def test_training_runs_are_compared_with_the_models_other_runs(rich_zoo, tmp_pat
     assert not figures_titled(at, "Training runs compared")
     assert "Choose runs to compare." in [i.value for i in at.info]
     assert not at.exception
+
+
+def test_a_log_with_text_for_numbers_is_named_not_a_crash(rich_zoo, tmp_path):
+    first = rich_zoo[0]
+    _reproduction_run(rich_zoo, tmp_path, "variant_text", [{"epoch": 1, "test_acc": "high"}])
+    at = _models_page(start_app())
+    assert any("not numbers" in w.value for w in at.warning)
+    assert not figures_titled(at, "Training runs compared")
+    at.multiselect(key=f"models.compare_runs.{first['id']}").set_value([first["id"]]).run()
+    assert figures_titled(at, "Training runs compared") and not at.exception
