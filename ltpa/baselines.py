@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ltpa.checkpoint import upgrade_model_kwargs
+from ltpa.docs import markdown_table
 from ltpa.registry import get_spec, list_models
 from ltpa.shipping import recipe_config
-from ltpa.training import TrainConfig
+from ltpa.training import TrainConfig, error_percent
 from ltpa.zoo import read_manifest, zoo_dir
 
 REPRODUCTION_DIR_NAME = "reproduction"
@@ -259,6 +260,7 @@ class RunLog:
     registry_name: str
     description: str  # e.g. "(RN-att2)-concat-pc · label smoothing 0" or "VGG · zoo recipe · seed 1"
     path: Path
+    error: float  # the card's: measured on the stored file
 
 
 def run_logs(zoo: Path | None = None) -> list[RunLog]:
@@ -278,7 +280,7 @@ def run_logs(zoo: Path | None = None) -> list[RunLog]:
                  recipe_label(run.recipe, run.registry_name)]
         if run.seed:
             words.append(f"seed {run.seed}")
-        logs[run.id] = RunLog(run.id, run.registry_name, " · ".join(words), path)
+        logs[run.id] = RunLog(run.id, run.registry_name, " · ".join(words), path, run.error)
     return list(logs.values())
 
 
@@ -287,13 +289,54 @@ def gaps_markdown(gaps: Iterable[BaselineGap]) -> str:
     rows = gap_rows(gaps)
     if not rows:
         return "No attention model has a measured error beside a baseline."
-    columns = list(rows[0])
-    numeric = {"mean gap (points)", "baseline seed spread"}
-    lines = ["| " + " | ".join(columns) + " |",
-             "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|"]
-    for row in rows:
-        cells = ["" if row[c] is None else (f"{row[c]:+.2f}" if c == "mean gap (points)"
-                                            else f"{row[c]:.2f}" if c in numeric else str(row[c]))
-                 for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(rows, numeric=("mean gap (points)", "baseline seed spread"),
+                          formats={"mean gap (points)": "{:+.2f}", "baseline seed spread": "{:.2f}"})
+
+
+def run_summary(run: RunLog) -> dict[str, Any]:
+    """A run's training log in one row: epochs, last and lowest logged test error, the stored
+    file's error, the lowest attention entropy any stage reached (a collapse shows as a value
+    near 0) and the training time. Raises ValueError for a log that is not one."""
+    try:
+        epochs = json.loads(run.path.read_text())["epochs"]
+        tested = [(row["epoch"], error_percent(row["test_acc"])) for row in epochs
+                  if row.get("test_acc") is not None]
+        entropies = [(value, stage, row["epoch"]) for row in epochs
+                     for stage, value in (row.get("entropy") or {}).items()]
+        seconds = sum(float(row.get("epoch_time_s") or 0.0) for row in epochs)
+    except (OSError, KeyError, TypeError, AttributeError, ValueError) as error:
+        raise ValueError(f"{run.path}: not a training log ({error})") from None
+    lowest_error = min(tested, key=lambda pair: pair[1]) if tested else None
+    lowest = min(entropies) if entropies else None
+    return {
+        "id": run.id,
+        "run": run.description,
+        "epochs": len(epochs),
+        "last test error %": tested[-1][1] if tested else None,
+        "lowest test error %": None if lowest_error is None
+        else f"{lowest_error[1]:.2f} (epoch {lowest_error[0]})",
+        "stored file error %": run.error,
+        "lowest attention entropy": None if lowest is None
+        else f"{lowest[0]:.2f} ({lowest[1]}, epoch {lowest[2]})",
+        "training min": seconds / 60.0,
+    }
+
+
+def runs_markdown(runs: Iterable[RunLog]) -> str:
+    """One row per run (:func:`run_summary`) as a Markdown table; an unreadable log is a row that
+    says so."""
+    rows = []
+    for run in runs:
+        try:
+            rows.append(run_summary(run))
+        except ValueError as error:
+            rows.append({"id": run.id, "run": f"{run.description} (unreadable log: {error})",
+                         "epochs": None, "last test error %": None, "lowest test error %": None,
+                         "stored file error %": run.error, "lowest attention entropy": None,
+                         "training min": None})
+    if not rows:
+        return "No run with a training log."
+    return markdown_table(rows, numeric=("epochs", "last test error %", "stored file error %",
+                                         "training min"),
+                          formats={"last test error %": "{:.2f}", "stored file error %": "{:.2f}",
+                                   "training min": "{:.1f}"})

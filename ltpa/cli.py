@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "segment-eval": ("ltpa.commands.segment_eval", "score attention masks against ground truth"),
     "robustness": ("ltpa.commands.robustness", "FGSM robustness curves over a dataset"),
     "baselines": ("ltpa.commands.baselines", "attention models against their baselines, seed by seed"),
+    "runs": ("ltpa.commands.runs", "every run with a training log: errors, entropy, time"),
 }
 
 

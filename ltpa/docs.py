@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Iterable
 
 import torch
 
@@ -144,6 +145,20 @@ def read_section(text: str, section: str) -> str:
     if match is None:
         raise ValueError(f"no {start} ... {end} markers found")
     return match.group(1)
+
+
+def markdown_table(rows: list[dict[str, Any]], numeric: Iterable[str] = (),
+                   formats: dict[str, str] | None = None) -> str:
+    """Rows (dicts with the same keys) as a Markdown table: ``numeric`` columns right-aligned,
+    ``formats`` (column: format string) applied to their non-empty cells, None as an empty cell."""
+    columns, numeric, formats = list(rows[0]), set(numeric), formats or {}
+    lines = ["| " + " | ".join(columns) + " |",
+             "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|"]
+    for row in rows:
+        cells = ["" if row[c] is None else formats[c].format(row[c]) if c in formats else str(row[c])
+                 for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def replace_section(text: str, section: str, body: str) -> str:

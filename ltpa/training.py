@@ -140,6 +140,11 @@ def _progress(epoch: int, epochs: int, done: int, total: int, started: float, st
     stream.flush()
 
 
+def error_percent(accuracy: float | None) -> float | None:
+    """Top-1 error in percent from an accuracy in [0, 1] as logs store it (None stays None)."""
+    return None if accuracy is None else 100.0 * (1.0 - float(accuracy))
+
+
 @dataclass
 class EvalResult:
     """Metrics of one pass over a labelled set."""
@@ -152,7 +157,7 @@ class EvalResult:
 
     @property
     def error(self) -> float:
-        return 100.0 * (1.0 - self.accuracy)
+        return 100.0 * (1.0 - self.accuracy)  # never None here: error_percent's float case
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ltpa.maps import MapStats
+from ltpa.training import error_percent
 
 _MARGIN = dict(l=10, r=10, t=40, b=10)
 
@@ -102,7 +103,7 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], title: str = "Training"
         return [e.get(key) for e in epochs]
 
     def error(key: str) -> list[float | None]:
-        return [_error_percent(a) for a in series(key)]
+        return [error_percent(a) for a in series(key)]
 
     for key, name in (("train_loss", "train"), ("test_loss", "test")):
         figure.add_trace(go.Scatter(x=x, y=series(key), name=f"{name} loss", mode="lines", connectgaps=True), 1, 1)
@@ -116,14 +117,10 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], title: str = "Training"
     return figure
 
 
-def _error_percent(accuracy: Any) -> float | None:
-    return None if accuracy is None else 100.0 * (1.0 - float(accuracy))
-
-
 # What a run comparison can plot, from each epoch row of a training log.
 RUN_METRICS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
-    "test error (%)": lambda row: _error_percent(row.get("test_acc")),
-    "train error (%)": lambda row: _error_percent(row.get("train_acc")),
+    "test error (%)": lambda row: error_percent(row.get("test_acc")),
+    "train error (%)": lambda row: error_percent(row.get("train_acc")),
     "test loss": lambda row: row.get("test_loss"),
     "train loss": lambda row: row.get("train_loss"),
     "learning rate": lambda row: row.get("lr"),

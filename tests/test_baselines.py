@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from ltpa.baselines import (ZOO_RECIPE_LABEL, baseline_gaps, gap_rows, gaps_markdown, read_cards,
-                            recipe_label, reproduction_dir, run_logs, run_of, zoo_recipe)
+                            recipe_label, reproduction_dir, run_logs, run_of, run_summary,
+                            zoo_recipe)
 from ltpa.cli import main as cli
 from ltpa.registry import recorded_defaults
 from ltpa.zoo import DEFAULT_ZOO_DIR, read_manifest
@@ -197,3 +198,35 @@ def test_shipped_and_reproduction_logs_are_all_listed() -> None:
     assert runs["resnet_att2_concat_pc_ls0"].description == "(RN-att2)-concat-pc · label smoothing 0"
     assert runs["resnet_att2_concat_dp_residual"].description == (
         "(RN-att2)-concat-dp (residual taps) · zoo recipe")
+
+
+def test_runs_command_summarises_each_log(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    zoo = tmp_path / "zoo"
+    (zoo / "logs").mkdir(parents=True)
+    epochs = [{"epoch": 1, "test_acc": 0.80, "epoch_time_s": 30.0, "entropy": {"stage3": 0.9}},
+              {"epoch": 2, "test_acc": None, "epoch_time_s": 30.0, "entropy": {}},
+              {"epoch": 3, "test_acc": 0.93, "epoch_time_s": 60.0,
+               "entropy": {"stage2": 0.4, "stage3": 0.7}},
+              {"epoch": 4, "test_acc": 0.92, "epoch_time_s": 60.0, "entropy": {"stage2": 0.5}}]
+    (zoo / "logs" / "pc.json").write_text(json.dumps({"epochs": epochs}))
+    (zoo / "logs" / "bad.json").write_text("[1, 2]")
+    models = [dict(card("resnet_att2_concat_pc", 7.9), id="pc", log="logs/pc.json"),
+              dict(card("resnet164", 7.5), id="bad", log="logs/bad.json"),
+              dict(card("vgg", 7.0), id="vgg", log="logs/pc.json")]
+    (zoo / "manifest.json").write_text(json.dumps({"models": models}))
+    runs = {run.id: run for run in run_logs(zoo)}
+    row = run_summary(runs["pc"])
+    assert row["epochs"] == 4 and row["last test error %"] == pytest.approx(8.0)
+    assert row["lowest test error %"] == "7.00 (epoch 3)" and row["stored file error %"] == 7.9
+    assert row["lowest attention entropy"] == "0.40 (stage2, epoch 3)"
+    assert row["training min"] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="not a training log"):
+        run_summary(runs["bad"])
+    assert cli(["runs", "--zoo", str(zoo), "--model", "resnet_att2_concat_pc",
+                "--model", "resnet164"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| pc | (RN-att2)-concat-pc") and "| 8.00 |" in lines[2]
+    assert lines[3].startswith("| bad |") and "unreadable log" in lines[3] and "| 7.50 |" in lines[3]
+    assert cli(["runs", "--zoo", str(zoo), "--model", "no_such_model"]) == 2
+    assert cli(["runs", "--zoo", str(tmp_path / "empty")]) == 0
+    assert capsys.readouterr().out.strip() == "No run with a training log."

@@ -6,7 +6,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from ltpa.registry import read_argument_value
-from ltpa.training import COMPILE_MODES, QAT_PRECISIONS, STATE_FILE, TrainConfig, Trainer
+from ltpa.training import (COMPILE_MODES, QAT_PRECISIONS, STATE_FILE, TrainConfig, Trainer,
+                           error_percent)
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -77,5 +78,5 @@ def run(args: argparse.Namespace) -> int:
     extending = bool(args.resume) and args.epochs != TrainConfig().epochs
     log = Trainer(config, extend=extending).run()
     if log and log[-1]["test_acc"] is not None:
-        print(f"done: {config.out}/model.pt, test error {100 * (1 - log[-1]['test_acc']):.2f}%")
+        print(f"done: {config.out}/model.pt, test error {error_percent(log[-1]['test_acc']):.2f}%")
     return 0
