@@ -4,29 +4,28 @@
         [--batch-size N]
         [--compile-mode default|reduce-overhead|max-autotune|max-autotune-no-cudagraphs]
 
-Uses the zoo recipes' model, width and batch size, the same on-device augmentation, optimiser,
-bf16 autocast and channels_last (on CUDA) as ``ltpa train``. Prints a Markdown table. Needs only
-torch, numpy, pillow and opencv (runs on the GPU machine).
+Times ``Trainer.train_step`` under each zoo recipe's own configuration (model, width, batch size,
+on-device augmentation, optimiser with its weight-decay groups, label smoothing, schedule, bf16
+autocast and channels_last on CUDA): the step ``ltpa train`` runs. Prints a Markdown table. Needs
+only torch, numpy, pillow and opencv (runs on the GPU machine).
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from ltpa.data import DeviceLoader, ImageSet  # noqa: E402
 from ltpa.device import get_device  # noqa: E402
-from ltpa.preprocess import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
-from ltpa.registry import create_model  # noqa: E402
-from ltpa.shipping import ZOO_RECIPES  # noqa: E402
-from ltpa.training import COMPILE_MODES, replays_cuda_graphs  # noqa: E402
+from ltpa.shipping import ZOO_RECIPES, recipe_config  # noqa: E402
+from ltpa.training import COMPILE_MODES, Trainer  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -38,38 +37,27 @@ def measure(model_id: str, device: torch.device, steps: int, compile_model: bool
             compile_mode: str = "default", batch: int | None = None) -> tuple[float, float, float]:
     """Training images/s per step (median, synchronised around each step, data preparation
     excluded), training images/s as a training loop runs (steps queued back to back, data
-    preparation included, one synchronisation at the end) and evaluation images/s."""
-    recipe = ZOO_RECIPES[model_id]
-    batch = batch or recipe["batch_size"]
-    graphs = replays_cuda_graphs(compile_model, compile_mode, device)
-    cuda = device.type == "cuda"
-    model = create_model(recipe["model"], width=recipe["width"]).to(device)
-    if cuda:
-        model.to(memory_format=torch.channels_last)
-    if compile_model:
-        model.compile(mode=None if compile_mode == "default" else compile_mode)
+    preparation included, one synchronisation at the end) and evaluation images/s. The step is
+    ``Trainer.train_step`` of the recipe's own configuration: the step ``ltpa train`` runs."""
+    settings = {"compile_mode": compile_mode} | ({"batch_size": batch} if batch else {})
+    with tempfile.TemporaryDirectory() as out:
+        config, _ = recipe_config(model_id, "synthetic", out, str(device), compile_model,
+                                  settings=settings)
+    batch = config.batch_size
     n = batch * (steps + 3)
-    data = ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, device=device),
-                    torch.randint(0, 10, (n,), device=device), [str(i) for i in range(10)])
-    loader = DeviceLoader(data, batch, list(CIFAR10_MEAN), list(CIFAR10_STD), train=True,
-                          cutout=recipe.get("cutout", 0), drop_last=True, channels_last=cuda)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    model.train()
-
-    def train_step(x: torch.Tensor, y: torch.Tensor) -> None:
-        if graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            loss = F.cross_entropy(model(x).logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    classes = [str(i) for i in range(10)]
+    data = ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8),
+                    torch.randint(0, 10, (n,)), classes)
+    trainer = Trainer(config, command="bench/train_speed.py")
+    trainer.prepare(sets=(data, data))
+    cuda = trainer.cuda
+    trainer.model.train()
 
     times = []
-    for step, (x, y) in enumerate(loader):
+    for step, (x, y) in enumerate(trainer.train_loader):
         sync(device)
         start = time.perf_counter()
-        train_step(x, y)
+        trainer.train_step(x, y)
         sync(device)
         if step >= 3:  # warm-up (and compilation) excluded
             times.append(time.perf_counter() - start)
@@ -78,25 +66,25 @@ def measure(model_id: str, device: torch.device, steps: int, compile_model: bool
     # the next step while the GPU still works on the last one.
     sync(device)
     start, images = time.perf_counter(), 0
-    for x, y in loader:
-        train_step(x, y)
+    for x, y in trainer.train_loader:
+        trainer.train_step(x, y)
         images += x.shape[0]
     sync(device)
     loop_rate = images / (time.perf_counter() - start)
-    model.eval()
+    trainer.model.eval()
     # At least three batches, so one can be left out as warm-up even on a small synthetic set.
-    eval_batch = min(1000 if cuda else 256, max(1, len(data) // 3))
-    eval_loader = DeviceLoader(data, eval_batch, list(CIFAR10_MEAN), list(CIFAR10_STD),
-                               train=False, channels_last=cuda)
+    eval_batch = min(1000 if cuda else 256, max(1, n // 3))
+    eval_loader = DeviceLoader(trainer.test_set, eval_batch, trainer.mean, trainer.std,
+                               train=False, channels_last=cuda and config.channels_last)
     eval_times = []
     with torch.no_grad():
         for step, (x, _) in enumerate(eval_loader):
             sync(device)
             start = time.perf_counter()
-            if graphs:
+            if trainer.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                model(x)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and config.amp):
+                trainer.forward(x)
             sync(device)
             if step >= 1:
                 eval_times.append((time.perf_counter() - start) / x.shape[0])

@@ -219,10 +219,13 @@ class Trainer:
         self.device = get_device(config.device)
         self.cuda = self.device.type == "cuda"
 
-    def _prepare(self) -> None:
+    def prepare(self, sets: tuple[ImageSet, ImageSet] | None = None) -> None:
+        """Load the data (or take ``sets``, training and test images already in memory), build
+        the model, loaders, optimiser and schedule; ``run()`` calls it."""
         config = self.config
         torch.manual_seed(config.seed)
-        train, test = load_dataset(config.data, config.data_root, config.download, config.image_size)
+        train, test = sets or load_dataset(config.data, config.data_root, config.download,
+                                           config.image_size)
         self.class_names = train.class_names
         self.mean, self.std = dataset_normalisation(config.data, train)
         self.input_size = int(train.images.shape[-1])
@@ -343,6 +346,25 @@ class Trainer:
             return evaluate(self.forward, self.test_loader, len(self.class_names), amp=self.config.amp,
                             cuda_graphs=self.cuda_graphs)
 
+    def train_step(self, x: Tensor, y: Tensor, rounding: str = "") -> tuple[Tensor, Tensor]:
+        """One optimiser step on a batch (forward and backward on the weights as ``rounding``
+        storage rounds them, "" for none); returns the logits and the loss, not detached."""
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        # Forward and backward on the rounded weights; the optimiser step, after the block,
+        # updates the full-precision ones (straight-through).
+        with storage_rounded_weights(self.model, rounding):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                enabled=self.cuda and self.config.amp):
+                out = self.forward(x)
+            logits = out.logits.float()
+            loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return logits, loss
+
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         model, config = self.model, self.config
         model.train()
@@ -353,20 +375,7 @@ class Trainer:
         n_batches = len(self.train_loader)
         rounding = self._storage_precision(epoch)
         for step, (x, y) in enumerate(self.train_loader, start=1):
-            if self.cuda_graphs:
-                torch.compiler.cudagraph_mark_step_begin()
-            # Forward and backward on the rounded weights; the optimiser step, after the block,
-            # updates the full-precision ones (straight-through).
-            with storage_rounded_weights(model, rounding):
-                with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                    enabled=self.cuda and config.amp):
-                    out = self.forward(x)
-                logits = out.logits.float()
-                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
+            logits, loss = self.train_step(x, y, rounding)
             # Accumulate on the device: no host sync per step.
             loss_sum += loss.detach() * y.numel()
             correct += (logits.detach().argmax(1) == y).sum()
@@ -380,7 +389,7 @@ class Trainer:
 
     def run(self) -> list[dict[str, Any]]:
         """Train (resuming from ``out`` when it holds a state) and return the per-epoch log."""
-        self._prepare()
+        self.prepare()
         self._resume()
         config = self.config
         if self.start_epoch >= config.epochs:
