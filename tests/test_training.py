@@ -134,6 +134,33 @@ def test_resuming_refuses_settings_that_define_another_run(tiny_data: Path, tmp_
     assert torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)["epoch"] == 3
 
 
+def test_train_zoo_resumes_an_interrupted_variant_on_another_machine(
+        tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    runs, zoo = tmp_path / "runs", tmp_path / "zoo"
+    train_epoch = Trainer._train_epoch
+
+    def lost_at_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return train_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", lost_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_zoo(["vgg_gap"], str(tiny_data), runs, zoo, device="cpu", compile_model=False,
+                  epochs=2, variant="fast", settings={"lr": 0.05})
+    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+    capsys.readouterr()
+    # Elsewhere: the same recipe, now with CUDA graphs asked for (how fast, not what is learnt).
+    (card,) = train_zoo(["vgg_gap"], str(tiny_data), runs, zoo, device="cpu", compile_model=False,
+                        epochs=2, variant="fast",
+                        settings={"lr": 0.05, "compile_mode": "reduce-overhead"})
+    log = json.loads((runs / "vgg_gap_fast" / "log.json").read_text())["epochs"]
+    assert [row["epoch"] for row in log] == [1, 2] and card["training"]["epochs"] == 2
+    assert card["training"]["config"]["compile_mode"] == "reduce-overhead"
+    assert f"resuming {runs / 'vgg_gap_fast'} after epoch 1" in capsys.readouterr().err
+
+
 def test_train_zoo_refuses_to_continue_a_run_of_another_recipe(tiny_data: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture) -> None:
     args = ["train-zoo", "--ids", "vgg_gap", "--data", str(tiny_data), "--runs", str(tmp_path / "runs"),
