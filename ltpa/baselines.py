@@ -293,18 +293,30 @@ def gaps_markdown(gaps: Iterable[BaselineGap]) -> str:
                           formats={"mean gap (points)": "{:+.2f}", "baseline seed spread": "{:.2f}"})
 
 
+def read_log_epochs(path: Path) -> list[dict[str, Any]]:
+    """The per-epoch rows of a training log (``log.json`` as ``ltpa train`` writes it); raises
+    ValueError naming the file when it cannot be read or is not such a log."""
+    try:
+        epochs = json.loads(Path(path).read_text())["epochs"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a training log ({error})") from None
+    if not isinstance(epochs, list) or not all(isinstance(row, dict) for row in epochs):
+        raise ValueError(f"{path}: not a training log (epochs is not a list of rows)")
+    return epochs
+
+
 def run_summary(run: RunLog) -> dict[str, Any]:
     """A run's training log in one row: epochs, last and lowest logged test error, the stored
     file's error, the lowest attention entropy any stage reached (a collapse shows as a value
     near 0) and the training time. Raises ValueError for a log that is not one."""
+    epochs = read_log_epochs(run.path)
     try:
-        epochs = json.loads(run.path.read_text())["epochs"]
         tested = [(row["epoch"], error_percent(row["test_acc"])) for row in epochs
                   if row.get("test_acc") is not None]
         entropies = [(value, stage, row["epoch"]) for row in epochs
                      for stage, value in (row.get("entropy") or {}).items()]
         seconds = sum(float(row.get("epoch_time_s") or 0.0) for row in epochs)
-    except (OSError, KeyError, TypeError, AttributeError, ValueError) as error:
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise ValueError(f"{run.path}: not a training log ({error})") from None
     lowest_error = min(tested, key=lambda pair: pair[1]) if tested else None
     lowest = min(entropies) if entropies else None

@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from ltpa import viz
-from ltpa.baselines import gap_rows, run_logs, zoo_gaps
+from ltpa.baselines import gap_rows, read_log_epochs, run_logs, zoo_gaps
 from ltpa.zoo import PAPER_CIFAR10_ERROR, list_zoo, zoo_dir
 from pages.ui.widgets import choice_of, model_picker, no_models_message
 
@@ -97,10 +97,10 @@ if per_class:
     st.plotly_chart(viz.per_class_bars(per_class), width="stretch", key="models.per_class")
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def read_log(path: str, mtime: float) -> dict[str, Any]:
-    """A training log (cached until the file changes)."""
-    return json.loads(Path(path).read_text())
+@st.cache_data(show_spinner=False, max_entries=64)
+def read_log(path: str, mtime: float) -> list[dict[str, Any]]:
+    """A training log's epoch rows (cached until the file changes); ValueError when unreadable."""
+    return read_log_epochs(Path(path))
 
 
 st.subheader("Model card")
@@ -133,12 +133,16 @@ st.markdown(" · ".join(f"**{k}**: {training[k]}" for k in ("epochs", "hardware"
 
 log_path = zoo_dir() / card["log"] if card.get("log") else None
 if log_path is not None and log_path.is_file():
-    log = read_log(str(log_path), log_path.stat().st_mtime)
-    if log.get("epochs"):
-        st.plotly_chart(viz.training_curves(log["epochs"], f"Training of {title}"), width="stretch",
-                        key="models.curves")
+    try:
+        epochs = read_log(str(log_path), log_path.stat().st_mtime)
+    except ValueError:
+        st.warning(f"The training log {card['log']} cannot be read.")
     else:
-        st.info("The training log lists no epochs.")
+        if epochs:
+            st.plotly_chart(viz.training_curves(epochs, f"Training of {title}"), width="stretch",
+                            key="models.curves")
+        else:
+            st.info("The training log lists no epochs.")
 else:
     st.info("No training log is shipped with this model.")
 
@@ -179,11 +183,8 @@ logs, unreadable = {}, []
 for run_id in chosen:
     path = runs[run_id].path
     try:
-        epochs = read_log(str(path), path.stat().st_mtime)["epochs"]
-        if not isinstance(epochs, list) or not all(isinstance(row, dict) for row in epochs):
-            raise ValueError("epochs is not a list of rows")
-        logs[run_id] = epochs
-    except (OSError, ValueError, KeyError, TypeError):
+        logs[run_id] = read_log(str(path), path.stat().st_mtime)
+    except (OSError, ValueError):
         unreadable.append(run_id)
 if unreadable:
     st.warning(f"Unreadable training log, left out: {', '.join(unreadable)}.")

@@ -3,7 +3,9 @@ per-class accuracy and confusion matrix, and graceful gaps when a card lacks the
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,3 +178,13 @@ def test_a_log_with_text_for_numbers_is_named_not_a_crash(rich_zoo, tmp_path):
     assert not figures_titled(at, "Training runs compared")
     at.multiselect(key=f"models.compare_runs.{first['id']}").set_value([first["id"]]).run()
     assert figures_titled(at, "Training runs compared") and not at.exception
+
+
+def test_a_damaged_shipped_log_is_named_and_the_card_still_shows(rich_zoo):
+    first = rich_zoo[0]
+    (Path(os.environ["LTPA_ZOO"]) / first["log"]).write_text('{"epochs": "many"}')
+    at = _models_page(start_app())
+    assert any(first["log"] in w.value and "cannot be read" in w.value for w in at.warning)
+    assert not figures_titled(at, "Training of") and figures_titled(at, "Confusion matrix")
+    # The comparison leaves that run out and says so.
+    assert any(first["id"] in w.value for w in at.warning if "Unreadable" in w.value)

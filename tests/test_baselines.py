@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ltpa.baselines import (ZOO_RECIPE_LABEL, baseline_gaps, gap_rows, gaps_markdown, read_cards,
+                            read_log_epochs,
                             recipe_label, reproduction_dir, run_logs, run_of, run_summary,
                             zoo_recipe)
 from ltpa.cli import main as cli
@@ -230,3 +231,15 @@ def test_runs_command_summarises_each_log(tmp_path: Path, capsys: pytest.Capture
     assert cli(["runs", "--zoo", str(zoo), "--model", "no_such_model"]) == 2
     assert cli(["runs", "--zoo", str(tmp_path / "empty")]) == 0
     assert capsys.readouterr().out.strip() == "No run with a training log."
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"epochs": 3}', '{"epochs": [1]}', "{}"])
+def test_a_file_that_is_not_a_training_log_is_named(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "log.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="log.json: not a training log"):
+        read_log_epochs(path)
+    with pytest.raises(ValueError, match="not a training log"):
+        read_log_epochs(tmp_path / "missing.json")
+    path.write_text('{"epochs": [{"epoch": 1}]}')
+    assert read_log_epochs(path) == [{"epoch": 1}]
