@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from ltpa.checkpoint import upgrade_model_kwargs
 from ltpa.docs import markdown_table
-from ltpa.registry import get_spec, list_models
+from ltpa.registry import default_arguments, get_spec, list_models
 from ltpa.shipping import recipe_config
 from ltpa.training import TrainConfig, error_percent
 from ltpa.zoo import read_manifest, zoo_dir
@@ -120,10 +120,16 @@ def read_cards(folder: Path) -> list[dict[str, Any]]:
 
 
 def variant_of(registry_name: str, kwargs: dict[str, Any]) -> str:
-    """A short label for the model arguments that differ from the registry default ("" for none)."""
+    """A short label for the model arguments that differ from the registry default ("" for none):
+    every one of them, so runs of different models are never pooled. Width is not one: it belongs
+    to the recipe."""
     explicit = upgrade_model_kwargs(registry_name, kwargs)
-    return ", ".join(label for (key, value), label in VARIANT_LABELS.items()
-                     if explicit.get(key) == value)
+    labels = []
+    for key, default in default_arguments(registry_name).items():
+        value = explicit.get(key, default)
+        if key != "width" and value != default:
+            labels.append(VARIANT_LABELS.get((key, value)) or f"{key} {value}")
+    return ", ".join(labels)
 
 
 def recipe_of(config: dict[str, Any], precision: str) -> Recipe:

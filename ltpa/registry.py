@@ -130,6 +130,15 @@ def create_model(name: str, num_classes: int = 10, **overrides: Any) -> nn.Modul
     return model
 
 
+def default_arguments(name: str) -> dict[str, Any]:
+    """The value ``create_model(name)`` gives every argument it accepts (``overridable``) when
+    none is passed: the builder's default, or the recorded current default."""
+    spec = get_spec(name)
+    params = inspect.signature(spec.builder).parameters
+    defaults = {key: params[key].default for key in spec.overridable}
+    return {**defaults, **recorded_defaults(name)}
+
+
 def read_argument_value(text: str) -> Any:
     """A model argument's value as written on a command line: JSON (numbers, true/false, lists)
     where it parses, else the text itself (``residual``)."""

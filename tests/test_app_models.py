@@ -75,7 +75,8 @@ def test_attention_sits_beside_its_baseline_with_the_reproduction_runs(rich_zoo,
     (tmp_path / "reproduction" / "cards" / "vgg_seed1.json").write_text(json.dumps(repeat))
     at = _models_page(start_app())
     gaps = at.dataframe[1].value.set_index("attention model")
-    assert list(gaps.index) == ["(VGG-att3)-concat-pc", "(VGG-att3)-concat-dp", "(RN-att2)-concat-pc"]
+    assert list(gaps.index) == ["(VGG-att3)-concat-pc", "(VGG-att3)-concat-dp",
+                                 "(RN-att2)-concat-pc (depth 11)"]  # the tiny zoo's small ResNet
     pc = gaps.loc["(VGG-att3)-concat-pc"]
     assert pc["baseline"] == "VGG"
     assert pc["baseline error %"] == f"{error['vgg']:.2f} (seed 0), 9.50 (seed 1)"
@@ -84,8 +85,8 @@ def test_attention_sits_beside_its_baseline_with_the_reproduction_runs(rich_zoo,
     assert pc["gap per seed"] == f"{error['vgg_att3_concat_pc'] - error['vgg']:+.2f} (seed 0)"
     assert pc["baseline seed spread"] == pytest.approx(round(9.5 - error["vgg"], 2))
     # The tiny zoo has no ResNet-164: the attention ResNet is listed without a gap.
-    assert gaps.loc["(RN-att2)-concat-pc", "baseline error %"] == "—"
-    assert np.isnan(gaps.loc["(RN-att2)-concat-pc", "mean gap (points)"])
+    assert gaps.loc["(RN-att2)-concat-pc (depth 11)", "baseline error %"] == "—"
+    assert np.isnan(gaps.loc["(RN-att2)-concat-pc (depth 11)", "mean gap (points)"])
 
 
 def test_card_shows_curves_per_class_and_confusion_from_the_files(rich_zoo):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ltpa.baselines import (ZOO_RECIPE_LABEL, baseline_gaps, gap_rows, gaps_markdown, read_cards,
-                            read_log_epochs,
+                            read_log_epochs, variant_of,
                             recipe_label, reproduction_dir, run_logs, run_of, run_summary,
                             zoo_recipe)
 from ltpa.cli import main as cli
@@ -243,3 +243,22 @@ def test_a_file_that_is_not_a_training_log_is_named(tmp_path: Path, text: str) -
         read_log_epochs(tmp_path / "missing.json")
     path.write_text('{"epochs": [{"epoch": 1}]}')
     assert read_log_epochs(path) == [{"epoch": 1}]
+
+
+def test_any_changed_model_argument_makes_a_variant_of_its_own() -> None:
+    cards = [card("vgg_att3_concat_pc", 7.0), card("vgg_att3_concat_pc", 6.0, dropout=0.3),
+             card("vgg", 7.2), card("vgg", 5.0, dropout=0.3),
+             card("resnet_att2_concat_pc", 7.5), card("resnet164", 7.4),
+             card("resnet164", 6.0, depth=56, seed=1)]  # another network: never its baseline
+    gaps = {(g.attention, g.variant): g for g in baseline_gaps(cards)}
+    assert set(gaps) == {("vgg_att3_concat_pc", ""), ("vgg_att3_concat_pc", "dropout 0.3"),
+                         ("resnet_att2_concat_pc", "")}
+    assert gaps["vgg_att3_concat_pc", ""].attention_errors == {0: 7.0}
+    assert gaps["vgg_att3_concat_pc", "dropout 0.3"].attention_errors == {0: 6.0}
+    # Attention variants are set beside the default baseline (a baseline variant is not theirs).
+    assert gaps["vgg_att3_concat_pc", "dropout 0.3"].baseline_errors == {0: 7.2}
+    assert gaps["resnet_att2_concat_pc", ""].baseline_errors == {0: 7.4}
+    # A width in the kwargs is the recipe's business, and the known variants keep their words.
+    assert variant_of("vgg", {"width": 0.7}) == ""
+    assert variant_of("resnet_att2_concat_dp", {"tap_features": "residual", "dp_scale": "none"}) == (
+        "unscaled dp, residual taps")
