@@ -55,6 +55,9 @@ class Run:
     recipe: Recipe
     seed: int
     error: float
+    # The variant of its backbone's baseline built with the same shared arguments (a depth-56
+    # RN-att2 is set beside a depth-56 ResNet, dropout 0.3 beside dropout 0.3); "" for baselines.
+    baseline_variant: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class BaselineGap:
     recipe: Recipe
     attention_errors: dict[int, float]  # by seed
     baseline_errors: dict[int, float]  # by seed
+    baseline_variant: str = ""
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -186,6 +190,11 @@ def run_of(card: dict[str, Any]) -> Run | None:
         seed = int(config.get("seed", 0))
     except (TypeError, ValueError):  # a damaged card: a list where a number belongs, say
         return None
+    spec = get_spec(str(name))
+    baseline = BASELINE_OF_BACKBONE[spec.backbone] if spec.attention else ""
+    explicit = upgrade_model_kwargs(str(name), kwargs)
+    shared = {key: explicit[key] for key in default_arguments(baseline) if key in explicit} \
+        if baseline else {}
     return Run(
         id=str(card.get("id", name)),
         registry_name=str(name),
@@ -193,26 +202,31 @@ def run_of(card: dict[str, Any]) -> Run | None:
         recipe=recipe,
         seed=seed,
         error=float(error),
+        baseline_variant=variant_of(baseline, shared) if baseline else "",
     )
 
 
 def baseline_gaps(cards: Iterable[dict[str, Any]]) -> list[BaselineGap]:
     """Each attention model and variant, for each recipe, beside its baseline's runs of that recipe
-    (an empty ``baseline_errors`` when there are none). A run listed twice (same model, variant,
+    built with the same shared model arguments (depth, dropout; attention-only ones such as
+    tap_features do not apply to the baseline) (an empty ``baseline_errors`` when there are none). A run listed twice (same model, variant,
     recipe and seed) counts once."""
     groups: dict[tuple[str, str, Recipe], dict[int, float]] = {}
+    baseline_variants: dict[tuple[str, str, Recipe], str] = {}
     for run in filter(None, map(run_of, cards)):
-        groups.setdefault((run.registry_name, run.variant, run.recipe), {}).setdefault(
-            run.seed, run.error)
+        key = (run.registry_name, run.variant, run.recipe)
+        groups.setdefault(key, {}).setdefault(run.seed, run.error)
+        baseline_variants[key] = run.baseline_variant  # one per group: same model arguments
     gaps = []
     for (name, variant, recipe), errors in groups.items():
         spec = get_spec(name)
         if not spec.attention:
             continue
         baseline = BASELINE_OF_BACKBONE[spec.backbone]
-        baseline_errors = groups.get((baseline, "", recipe), {})
+        baseline_variant = baseline_variants[name, variant, recipe]
+        baseline_errors = groups.get((baseline, baseline_variant, recipe), {})
         gaps.append(BaselineGap(name, variant, baseline, recipe, dict(sorted(errors.items())),
-                                dict(sorted(baseline_errors.items()))))
+                                dict(sorted(baseline_errors.items())), baseline_variant))
     # For reading: by backbone (VGG first), the zoo recipe before the others; within one recipe
     # each model in registry order, its default form before its variants.
     backbones, models = list(BASELINE_OF_BACKBONE.values()), list_models()
@@ -233,7 +247,8 @@ def gap_rows(gaps: Iterable[BaselineGap]) -> list[dict[str, Any]]:
         rows.append({
             "attention model": get_spec(gap.attention).paper_name
             + (f" ({gap.variant})" if gap.variant else ""),
-            "baseline": get_spec(gap.baseline).paper_name,
+            "baseline": get_spec(gap.baseline).paper_name
+            + (f" ({gap.baseline_variant})" if gap.baseline_variant else ""),
             "recipe": gap.recipe_label,
             "attention error %": _by_seed(gap.attention_errors),
             "baseline error %": _by_seed(gap.baseline_errors),

@@ -249,14 +249,20 @@ def test_any_changed_model_argument_makes_a_variant_of_its_own() -> None:
     cards = [card("vgg_att3_concat_pc", 7.0), card("vgg_att3_concat_pc", 6.0, dropout=0.3),
              card("vgg", 7.2), card("vgg", 5.0, dropout=0.3),
              card("resnet_att2_concat_pc", 7.5), card("resnet164", 7.4),
-             card("resnet164", 6.0, depth=56, seed=1)]  # another network: never its baseline
+             card("resnet164", 6.0, depth=56, seed=1),  # another network: not the default's baseline
+             card("resnet_att2_concat_pc", 6.5, depth=56, seed=1, tap_features="residual")]
     gaps = {(g.attention, g.variant): g for g in baseline_gaps(cards)}
     assert set(gaps) == {("vgg_att3_concat_pc", ""), ("vgg_att3_concat_pc", "dropout 0.3"),
-                         ("resnet_att2_concat_pc", "")}
+                         ("resnet_att2_concat_pc", ""), ("resnet_att2_concat_pc", "residual taps, depth 56")}
+    # An attention-only argument (tap_features) does not apply to the baseline; depth does.
+    shallow = gaps["resnet_att2_concat_pc", "residual taps, depth 56"]
+    assert shallow.baseline_variant == "depth 56" and shallow.baseline_errors == {1: 6.0}
     assert gaps["vgg_att3_concat_pc", ""].attention_errors == {0: 7.0}
     assert gaps["vgg_att3_concat_pc", "dropout 0.3"].attention_errors == {0: 6.0}
-    # Attention variants are set beside the default baseline (a baseline variant is not theirs).
-    assert gaps["vgg_att3_concat_pc", "dropout 0.3"].baseline_errors == {0: 7.2}
+    # A changed argument the baseline shares puts the baseline built the same way beside it.
+    dropout = gaps["vgg_att3_concat_pc", "dropout 0.3"]
+    assert dropout.baseline_errors == {0: 5.0} and dropout.baseline_variant == "dropout 0.3"
+    assert gap_rows([dropout])[0]["baseline"] == "VGG (dropout 0.3)"
     assert gaps["resnet_att2_concat_pc", ""].baseline_errors == {0: 7.4}
     # A width in the kwargs is the recipe's business, and the known variants keep their words.
     assert variant_of("vgg", {"width": 0.7}) == ""
