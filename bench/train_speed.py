@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,9 +39,9 @@ def measure(model_id: str, device: torch.device, steps: int, compile_model: bool
     preparation included, one synchronisation at the end) and evaluation images/s. The step is
     ``Trainer.train_step`` of the recipe's own configuration: the step ``ltpa train`` runs."""
     settings = {"compile_mode": compile_mode} | ({"batch_size": batch} if batch else {})
-    with tempfile.TemporaryDirectory() as out:
-        config, _ = recipe_config(model_id, "synthetic", out, str(device), compile_model,
-                                  settings=settings)
+    # The bench never saves: the run folder is only a name.
+    config, _ = recipe_config(model_id, "synthetic", "bench-not-saved", str(device), compile_model,
+                              settings=settings)
     batch = config.batch_size
     n = batch * (steps + 3)
     classes = [str(i) for i in range(10)]

@@ -177,7 +177,7 @@ def run_of(card: dict[str, Any]) -> Run | None:
     if not isinstance(error, (int, float)):
         return None
     try:
-        get_spec(str(name))
+        spec = get_spec(str(name))
     except ValueError:
         return None
     training = card.get("training") or {}
@@ -190,7 +190,6 @@ def run_of(card: dict[str, Any]) -> Run | None:
         seed = int(config.get("seed", 0))
     except (TypeError, ValueError):  # a damaged card: a list where a number belongs, say
         return None
-    spec = get_spec(str(name))
     baseline = BASELINE_OF_BACKBONE[spec.backbone] if spec.attention else ""
     explicit = upgrade_model_kwargs(str(name), kwargs)
     shared = {key: explicit[key] for key in default_arguments(baseline) if key in explicit} \
