@@ -157,7 +157,7 @@ class EvalResult:
 
     @property
     def error(self) -> float:
-        return 100.0 * (1.0 - self.accuracy)  # never None here: error_percent's float case
+        return 100.0 * (1.0 - self.accuracy)
 
 
 @torch.no_grad()
