@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("ltpa.commands.train", "train a registered model"),
     "train-zoo": ("ltpa.commands.train_zoo", "train and ship the model-zoo recipes"),
     "zoo-finalize": ("ltpa.commands.zoo_finalize", "write the zoo manifest from shipped cards"),
+    "zoo-promote": ("ltpa.commands.zoo_promote", "ship a trained run (a seed or a variant) as a zoo model"),
     "eval": ("ltpa.commands.evaluate", "evaluate a model: top-1 error, per-class accuracy, confusion"),
     "segment-eval": ("ltpa.commands.segment_eval", "score attention masks against ground truth"),
     "robustness": ("ltpa.commands.robustness", "FGSM robustness curves over a dataset"),

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,16 @@ CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
 # else defines the run, and continuing a saved state under other settings would mix two runs.
 RESUMABLE_CHANGES = ("out", "device", "data", "data_root", "download", "compile", "compile_mode",
                      "eval_every")
+
+
+def config_differences(saved: dict[str, Any], current: "TrainConfig",
+                       skip: Iterable[str] = RESUMABLE_CHANGES) -> list[str]:
+    """The settings, other than ``skip``, in which a recorded configuration (settings it predates
+    take their defaults) differs from ``current``, each as "key (saved X, now Y)"."""
+    defaults, skipped = asdict(TrainConfig()), set(skip)
+    return [f"{key} (saved {saved.get(key, defaults[key])!r}, now {value!r})"
+            for key, value in asdict(current).items()
+            if key not in skipped and saved.get(key, defaults[key]) != value]
 
 
 def replays_cuda_graphs(compile_model: bool, compile_mode: str, device: torch.device) -> bool:
@@ -278,11 +288,8 @@ class Trainer:
 
     def _check_same_run(self, saved: dict[str, Any]) -> None:
         """Refuse to continue a saved state under settings that define another run."""
-        defaults, current = asdict(TrainConfig()), asdict(self.config)
         skip = set(RESUMABLE_CHANGES) | ({"epochs"} if self.extend else set())
-        changed = [f"{key} (saved {saved.get(key, defaults[key])!r}, now {value!r})"
-                   for key, value in current.items()
-                   if key not in skip and saved.get(key, defaults[key]) != value]
+        changed = config_differences(saved, self.config, skip)
         if changed:
             raise ValueError(
                 f"{self.out} holds a run with other settings: {'; '.join(changed)}. Resume it with "

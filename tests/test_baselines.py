@@ -105,13 +105,24 @@ def test_shipped_and_reproduction_cards_give_the_readme_comparison(monkeypatch) 
     for entry in shipped:
         if entry["stages"]:
             assert gaps[entry["registry_name"], "", ZOO_RECIPE_LABEL].baseline_errors
-    assert gaps["resnet_att2_concat_dp", "residual taps", ZOO_RECIPE_LABEL].attention_errors == {
+    # The ResNets' zoo recipe: RN-att2-pc's shipped seed 1 beside its seed 0 kept in reproduction/.
+    rn_pc = gaps["resnet_att2_concat_pc", "", ZOO_RECIPE_LABEL]
+    assert rn_pc.attention_errors == {0: error["resnet_att2_concat_pc_ls0-cut16"],
+                                      1: error["resnet_att2_concat_pc"]}
+    assert rn_pc.baseline_errors == {0: error["resnet164"], 1: error["resnet164_ls0-cut16_seed1"]}
+    # The files the earlier ResNet recipe shipped are compared among themselves, ablations apart.
+    earlier = "label smoothing 0.1, cutout 12"
+    assert gaps["resnet_att2_concat_pc", "", earlier].attention_errors == {
+        0: error["resnet_att2_concat_pc_ls0.1-cut12"]}
+    assert gaps["resnet_att2_concat_pc", "", earlier].baseline_errors == {
+        0: error["resnet164_ls0.1-cut12"], 1: error["resnet164_seed1"]}
+    assert gaps["resnet_att2_concat_dp", "residual taps", earlier].attention_errors == {
         0: error["resnet_att2_concat_dp_residual"]}
     # Other recipes are compared among themselves: the full-width VGGs, and the batch-128 ResNets
     # over ResNet-164's two seeds of that recipe.
     full_width = gaps["vgg_att3_concat_pc", "", "width 1, 160 epochs, QAT none, int8"]
     assert full_width.baseline_errors == {0: error["vgg_w1"]}
-    small_steps = gaps["resnet_att2_concat_pc", "", "200 epochs, batch 128, lr 0.1"]
+    small_steps = gaps["resnet_att2_concat_pc", "", f"200 epochs, batch 128, lr 0.1, {earlier}"]
     assert small_steps.attention_errors == {0: error["resnet_att2_concat_pc_b128"]}
     assert small_steps.baseline_errors == {0: error["resnet164_b128"], 1: error["resnet164_b128_seed1"]}
 
@@ -120,8 +131,8 @@ def test_recipe_labels_say_how_a_run_differs_from_the_zoo_recipe() -> None:
     zoo = dict(zoo_recipe("resnet164"))
     assert zoo["batch_size"] == 512 and zoo["precision"] == "int8" and zoo_recipe("no_such") is None
     assert recipe_label(zoo_recipe("resnet164"), "resnet164") == ZOO_RECIPE_LABEL
-    changed = tuple(sorted({**zoo, "weight_decay": 1e-4, "label_smoothing": 0.0}.items()))
-    assert recipe_label(changed, "resnet164") == "weight decay 0.0001, label smoothing 0"
+    changed = tuple(sorted({**zoo, "weight_decay": 1e-4, "label_smoothing": 0.1}.items()))
+    assert recipe_label(changed, "resnet164") == "weight decay 0.0001, label smoothing 0.1"
     # A card written before a setting existed takes that setting's default (what the run did).
     old = card("resnet164", 7.0, width=1.0, epochs=160, batch_size=512)
     del old["training"]["config"]["weight_decay"]
@@ -196,9 +207,11 @@ def test_shipped_and_reproduction_logs_are_all_listed() -> None:
     manifest = read_manifest()["models"]
     assert {entry["id"] for entry in manifest} <= set(runs)
     assert len(runs) == len(manifest) + len(read_cards(reproduction_dir()))
-    assert runs["resnet_att2_concat_pc_ls0"].description == "(RN-att2)-concat-pc · label smoothing 0"
+    # Labels say how each run's recipe differs from today's zoo recipe.
+    assert runs["resnet_att2_concat_pc_ls0"].description == "(RN-att2)-concat-pc · cutout 12"
     assert runs["resnet_att2_concat_dp_residual"].description == (
-        "(RN-att2)-concat-dp (residual taps) · zoo recipe")
+        "(RN-att2)-concat-dp (residual taps) · label smoothing 0.1, cutout 12")
+    assert runs["resnet_att2_concat_pc"].description == "(RN-att2)-concat-pc · zoo recipe · seed 1"
 
 
 def test_runs_command_summarises_each_log(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

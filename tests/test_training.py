@@ -20,7 +20,7 @@ from ltpa.cli import main as cli
 from ltpa.data import DatasetError, DeviceLoader, ImageSet, load_dataset
 from ltpa.shipping import (FIXTURE_DIR, RECIPES, fixture_predictions, parse_settings, recipe_config,
                            settings_arguments, train_zoo)
-from ltpa import training
+from ltpa import shipping, training
 from ltpa.training import STATE_FILE, TrainConfig, Trainer, evaluate, one_cycle, replays_cuda_graphs
 from ltpa.zoo import list_zoo, load_zoo_model, read_manifest, DEFAULT_ZOO_DIR
 from ltpa.checkpoint import PRECISIONS, file_sha256
@@ -205,11 +205,13 @@ def test_every_zoo_recipe_is_a_valid_run_and_shortening_keeps_its_qat_share() ->
     assert (config.epochs, config.qat, config.qat_epochs, precision) == (10, "int4", 2, "int4")
     config, precision = recipe_config("resnet164", "cifar10", "runs/x", epochs=3, seed=4)
     assert (config.epochs, config.qat, config.seed, precision) == (3, "", 4, "int8")
-    # The small-step ResNet recipes differ from the zoo's only in the step and schedule settings.
+    # The small-step ResNet recipes keep the ResNet recipe they were trained beside (label
+    # smoothing 0.1, cutout 12) and differ from it only in the step and schedule settings.
     zoo, _ = recipe_config("resnet_att2_concat_dp", "cifar10", "runs/x")
     small, _ = recipe_config("resnet_att2_concat_dp_b128", "cifar10", "runs/x")
-    changed = {"epochs": 200, "batch_size": 128, "lr": 0.1, "compile_mode": "reduce-overhead"}
+    changed = {"epochs": 200, "batch_size": 128, "lr": 0.1, "label_smoothing": 0.1, "cutout": 12}
     assert asdict(small) == {**asdict(zoo), **changed} and zoo.batch_size == 512
+    assert (zoo.label_smoothing, zoo.cutout, zoo.compile_mode) == (0.0, 16, "reduce-overhead")
 
 
 def test_train_zoo_repeats_a_recipe_under_another_seed(tiny_data: Path, tmp_path: Path) -> None:
@@ -239,6 +241,67 @@ def test_train_zoo_ships_a_named_variant_of_a_recipe(tiny_data: Path, tmp_path: 
     assert card["training"]["command"].endswith(
         "--seed 1 --variant wd1e-4 --set weight_decay=0.0001 --set label_smoothing=0.0 "
         "--set precision=fp16")
+
+
+def test_zoo_promote_ships_a_seed_under_the_zoo_id_and_keeps_the_replaced_card(
+        tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A one-epoch vgg_gap recipe, so runs of it count as trained with the zoo recipe; the fixed
+    # test images are the tiny set's (the fixture predictions need the model's classes).
+    monkeypatch.setitem(RECIPES["vgg_gap"], "epochs", 1)
+    monkeypatch.setitem(RECIPES["vgg_gap"], "qat_epochs", 1)
+    monkeypatch.setattr(shipping, "FIXTURE_DIR", tiny_data / "test")
+    zoo, seeds, retired = tmp_path / "zoo", tmp_path / "seeds", tmp_path / "reproduction"
+    common = ["--ids", "vgg_gap", "--data", str(tiny_data), "--runs", str(tmp_path / "runs"),
+              "--no-compile", "--device", "cpu"]
+    assert cli(["train-zoo", *common, "--zoo", str(zoo)]) == 0
+    shipping.finalize_zoo(zoo)
+    old = read_manifest(zoo)["models"][0]
+    assert cli(["train-zoo", *common, "--zoo", str(seeds), "--seed", "1"]) == 0
+    seed_card = seeds / "cards" / "vgg_gap_seed1.json"
+
+    with pytest.raises(ValueError, match="vgg_gap is shipped already: .*--retire-as"):
+        shipping.promote_run(seed_card, "vgg_gap", zoo)
+    assert cli(["zoo-promote", str(seed_card), "--as", "vgg_gap", "--zoo", str(zoo),
+                "--retire-as", "vgg_gap_first", "--retire-to", str(retired)]) == 0
+
+    (card,) = read_manifest(zoo)["models"]
+    trained = json.loads(seed_card.read_text())
+    assert (card["id"], card["file"], card["log"]) == ("vgg_gap", "vgg_gap.pt", "logs/vgg_gap.json")
+    assert card["trained_as"] == "vgg_gap_seed1" and card["training"]["config"]["seed"] == 1
+    assert card["sha256"] == trained["sha256"] == file_sha256(zoo / "vgg_gap.pt")
+    assert card["test_error"] == trained["test_error"]
+    assert card["fixture"]["predictions"] == fixture_predictions(zoo / "vgg_gap.pt", tiny_data / "test")
+    assert (zoo / "logs" / "vgg_gap.json").read_bytes() == (seeds / "logs" / "vgg_gap_seed1.json").read_bytes()
+    # The replaced run keeps its card and log (no weights) under the new id.
+    kept = json.loads((retired / "cards" / "vgg_gap_first.json").read_text())
+    assert kept["sha256"] == old["sha256"] and kept["test_error"] == old["test_error"]
+    assert (kept["id"], kept["log"]) == ("vgg_gap_first", "logs/vgg_gap_first.json") and "fixture" not in kept
+    assert json.loads((retired / kept["log"]).read_text())["config"]["seed"] == 0
+    assert sorted(p.name for p in zoo.glob("*.pt")) == ["vgg_gap.pt"]
+
+
+def test_zoo_promote_refuses_another_recipe_another_model_and_a_changed_file(
+        tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(RECIPES["vgg_gap"], "epochs", 1)
+    monkeypatch.setitem(RECIPES["vgg_gap"], "qat_epochs", 1)
+    out = tmp_path / "reproduction"
+    assert cli(["train-zoo", "--ids", "vgg_gap", "--data", str(tiny_data), "--runs", str(tmp_path / "runs"),
+                "--zoo", str(out), "--variant", "wd1e-4", "--set", "weight_decay=1e-4",
+                "--no-compile", "--device", "cpu"]) == 0
+    card = out / "cards" / "vgg_gap_wd1e-4.json"
+    zoo = tmp_path / "zoo"
+    with pytest.raises(ValueError, match=r"not trained with the zoo recipe of vgg_gap: weight_decay "
+                                         r"\(saved 0.0001, now 0.0005\)"):
+        shipping.promote_run(card, "vgg_gap", zoo)
+    with pytest.raises(ValueError, match=r"zoo recipe of vgg: model \(saved 'vgg_gap', now 'vgg'\)"):
+        shipping.promote_run(card, "vgg", zoo)
+    with pytest.raises(ValueError, match="no zoo recipe 'vgg_w1'"):
+        shipping.promote_run(card, "vgg_w1", zoo)
+    with (out / "vgg_gap_wd1e-4.pt").open("ab") as file:
+        file.write(b"\0")
+    with pytest.raises(ValueError, match="does not match the sha256"):
+        shipping.promote_run(card, "vgg_gap", zoo)
+    assert not zoo.exists()  # nothing was shipped
 
 
 @pytest.mark.parametrize("pairs, message", [

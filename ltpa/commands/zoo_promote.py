@@ -1,0 +1,26 @@
+"""``ltpa zoo-promote``: ship a trained run under a zoo id, keeping the card it replaces."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ltpa.baselines import reproduction_dir
+from ltpa.shipping import promote_run
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("card", help="the run's card, e.g. runs-out/reproduction/cards/NAME.json "
+                                     "(its file and log beside the cards folder)")
+    parser.add_argument("--as", dest="model_id", required=True, help="the zoo id it ships as")
+    parser.add_argument("--zoo", default="assets/models")
+    parser.add_argument("--retire-as", default=None,
+                        help="id for the card it replaces, kept (without weights) under --retire-to")
+    parser.add_argument("--retire-to", default=None,
+                        help="folder for the replaced card (default: reproduction/ beside the zoo)")
+
+
+def run(args: argparse.Namespace) -> int:
+    zoo = Path(args.zoo)
+    retire_to = Path(args.retire_to) if args.retire_to else reproduction_dir(zoo)
+    promote_run(Path(args.card), args.model_id, zoo, retire_to, args.retire_as)
+    return 0
