@@ -275,13 +275,14 @@ def _renamed_card(card: dict[str, Any], new_id: str, **extra: Any) -> dict[str, 
 
 
 def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | None = None,
-                retire_as: str | None = None) -> dict[str, Any]:
+                retire_as: str | None = None, note: str = "") -> dict[str, Any]:
     """Ship a trained run as zoo model ``model_id`` and rewrite the manifest; returns the new card.
 
     ``card_path`` is a card written by ``ltpa train-zoo`` (``<folder>/cards/<run>.json``, its file
     and log in ``<folder>``), e.g. a seed or a variant whose settings have become the recipe: the
     run must match ``model_id``'s current recipe in every setting that defines a run but the seed
-    and its file the card's sha256. The card records the run's name as ``trained_as``. The card it
+    and its file the card's sha256. The card records the run's name as ``trained_as`` and why it
+    was chosen as ``promotion_note`` (e.g. "the better of two seeds on the test set"). The card it
     replaces goes to ``retire_to/cards/<retire_as>.json`` with its log (the reproduction folder
     keeps no weights), so no measured run is lost; a zoo id already shipped needs ``retire_as``.
     """
@@ -311,7 +312,8 @@ def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | Non
         (retire_to / CARDS_DIR / f"{retire_as}.json").write_text(json.dumps(old, indent=2) + "\n")
         (zoo / shipped[model_id]["file"]).unlink(missing_ok=True)
         (zoo / shipped[model_id]["log"]).unlink(missing_ok=True)
-    new = _renamed_card(card, model_id, trained_as=card["id"])
+    new = _renamed_card(card, model_id, trained_as=card["id"],
+                        **({"promotion_note": note} if note else {}))
     (zoo / LOGS_DIR).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source / card["file"], zoo / new["file"])
     shutil.copyfile(source / card["log"], zoo / new["log"])

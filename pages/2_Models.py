@@ -126,6 +126,10 @@ right.metric("Map sizes", " · ".join(f"{h}×{w}" for h, w in card.get("map_size
 st.caption(f"Dataset: {card.get('dataset') or 'not stated'}")
 
 training = card.get("training") or {}
+if card.get("trained_as"):
+    seed = (training.get("config") or {}).get("seed", 0)
+    st.info(f"Shipped from the run `{card['trained_as']}` (seed {seed})"
+            + (f": {card['promotion_note']}" if card.get("promotion_note") else "."))
 if training.get("command"):
     st.markdown("Trained with:")
     st.code(training["command"], language="bash")

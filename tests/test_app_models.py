@@ -108,6 +108,22 @@ def test_card_shows_curves_per_class_and_confusion_from_the_files(rich_zoo):
                                [100 * v for v in card["per_class_accuracy"].values()])
 
 
+def test_a_promoted_card_says_which_run_it_was_and_why(rich_zoo):
+    folder = Path(os.environ["LTPA_ZOO"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    first = manifest["models"][0]  # the model picker starts on the first model
+    first["trained_as"] = f"{first['id']}_ls0-cut16_seed1"
+    first["promotion_note"] = "the better of two seeds on the test set"
+    first["training"]["config"] = {"seed": 1}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    at = _models_page(start_app())
+    assert (f"Shipped from the run `{first['id']}_ls0-cut16_seed1` (seed 1): the better of two "
+            "seeds on the test set") in [i.value for i in at.info]
+    # A card trained under its own id says nothing of the kind.
+    at.selectbox(key="model.backbone").select("resnet").run()
+    assert not [i.value for i in at.info if i.value.startswith("Shipped from the run")]
+
+
 def test_model_chosen_here_is_the_home_pages_model(rich_zoo):
     at = _models_page(start_app())
     at.selectbox(key="model.backbone").select("resnet").run()

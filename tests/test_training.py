@@ -262,12 +262,14 @@ def test_zoo_promote_ships_a_seed_under_the_zoo_id_and_keeps_the_replaced_card(
     with pytest.raises(ValueError, match="vgg_gap is shipped already: .*--retire-as"):
         shipping.promote_run(seed_card, "vgg_gap", zoo)
     assert cli(["zoo-promote", str(seed_card), "--as", "vgg_gap", "--zoo", str(zoo),
-                "--retire-as", "vgg_gap_first", "--retire-to", str(retired)]) == 0
+                "--retire-as", "vgg_gap_first", "--retire-to", str(retired),
+                "--note", "the better of two seeds"]) == 0
 
     (card,) = read_manifest(zoo)["models"]
     trained = json.loads(seed_card.read_text())
     assert (card["id"], card["file"], card["log"]) == ("vgg_gap", "vgg_gap.pt", "logs/vgg_gap.json")
     assert card["trained_as"] == "vgg_gap_seed1" and card["training"]["config"]["seed"] == 1
+    assert card["promotion_note"] == "the better of two seeds"
     assert card["sha256"] == trained["sha256"] == file_sha256(zoo / "vgg_gap.pt")
     assert card["test_error"] == trained["test_error"]
     assert card["fixture"]["predictions"] == fixture_predictions(zoo / "vgg_gap.pt", tiny_data / "test")
@@ -490,24 +492,48 @@ def test_zoo_listing_follows_the_manifest(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_every_card_command_recreates_the_recorded_recipe() -> None:
-    """A card's training command, run again, trains exactly the configuration the card records
-    (settings a card predates take their defaults, which is what those runs did)."""
+    """A card's training command (or, once the recipes have changed since, its recreate_command),
+    run again, trains exactly the configuration the card records and builds the model its file
+    holds (settings a card predates take their defaults, which is what those runs did)."""
     from ltpa.baselines import read_cards, reproduction_dir
-    from ltpa.commands import train_zoo as train_zoo_command
+    from ltpa.commands.zoo_promote import LOCATION_SETTINGS, command_config
+    from ltpa.registry import default_arguments
 
-    parser = argparse.ArgumentParser()
-    train_zoo_command.add_arguments(parser)
     cards = read_manifest(DEFAULT_ZOO_DIR)["models"] + read_cards(reproduction_dir())
     assert len(cards) >= 18
-    where = ("data", "out", "device", "compile")  # where and how fast, not what is learnt
+    ignore = (*LOCATION_SETTINGS, "overrides")  # model arguments: checked against the file below
     for card in cards:
-        command = shlex.split(card["training"]["command"])
-        assert command[:2] == ["ltpa", "train-zoo"], card["id"]
-        args = parser.parse_args(command[2:])
-        config, precision = recipe_config(args.ids, "", "", epochs=args.epochs, seed=args.seed,
-                                          settings=parse_settings(args.settings))
+        config, precision, _ = command_config(card.get("recreate_command") or card["training"]["command"])
         recorded = asdict(TrainConfig.from_dict(card["training"]["config"]))
-        expected = asdict(config)
-        assert {k: v for k, v in recorded.items() if k not in where} == {
-            k: v for k, v in expected.items() if k not in where}, card["id"]
-        assert card["precision"] == (args.precision or precision), card["id"]
+        assert {k: v for k, v in recorded.items() if k not in ignore} == {
+            k: v for k, v in asdict(config).items() if k not in ignore}, card["id"]
+        built = {**default_arguments(config.model), **config.overrides}
+        assert all(built[k] == v for k, v in card["kwargs"].items() if k in built and k != "width"), card["id"]
+        assert card["precision"] == precision, card["id"]
+    # The zoo's own cards are trained by their commands as they stand.
+    assert not [c["id"] for c in read_manifest(DEFAULT_ZOO_DIR)["models"] if "recreate_command" in c]
+
+
+def test_a_card_the_recipes_have_moved_past_gets_a_recreate_command(tmp_path: Path) -> None:
+    from ltpa.baselines import reproduction_dir
+    from ltpa.commands.zoo_promote import command_config, recreate_command, refresh_recreate_commands
+
+    (tmp_path / "cards").mkdir()
+    for card_id in ("resnet_att2_concat_pc_residual", "vgg_seed1"):
+        card = json.loads((reproduction_dir(DEFAULT_ZOO_DIR) / "cards" / f"{card_id}.json").read_text())
+        card.pop("recreate_command", None)
+        (tmp_path / "cards" / f"{card_id}.json").write_text(json.dumps(card))
+    # Trained under the earlier ResNet recipe, with the residual taps it predates as an argument.
+    assert refresh_recreate_commands(tmp_path) == ["resnet_att2_concat_pc_residual"]
+    residual = json.loads((tmp_path / "cards" / "resnet_att2_concat_pc_residual.json").read_text())
+    assert residual["training"]["command"] == "ltpa train-zoo --ids resnet_att2_concat_pc --data /tmp/d/cifar10"
+    assert residual["recreate_command"] == (
+        "ltpa train-zoo --ids resnet_att2_concat_pc --data /tmp/d/cifar10 --variant earlier-recipe "
+        "--set label_smoothing=0.1 --set cutout=12 --set compile_mode=default --set tap_features=residual")
+    config, _, args = command_config(residual["recreate_command"])
+    assert (config.label_smoothing, config.cutout, config.overrides) == (0.1, 12, {"tap_features": "residual"})
+    assert args.variant == "earlier-recipe"
+    assert refresh_recreate_commands(tmp_path) == []  # nothing left to do
+    assert recreate_command(json.loads((tmp_path / "cards" / "vgg_seed1.json").read_text())) is None
+    with pytest.raises(ValueError, match="not an ltpa train-zoo command"):
+        command_config("ltpa train vgg --data x")
