@@ -388,6 +388,34 @@ def check_results(results: Any) -> dict[str, Any]:
     return results
 
 
+# What two results files must share for their curves to sit in one table.
+_COMPARABLE = ("format", "attack", "steps", "label", "levels", "batch_size")
+
+
+def merge_results(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the curves of ``update`` added, a model measured in both taking ``update``'s
+    (e.g. after retraining it). Both must attack the same images the same way; a curve measured on
+    another device or in another precision than ``base`` says so in its own ``device`` and
+    ``precision``. Raises ValueError naming what differs."""
+    check_results(base), check_results(update)
+    differing = [key for key in _COMPARABLE if base.get(key) != update.get(key)]
+    for key in ("source", "n_images", "limit", "class_names"):
+        if base["dataset"].get(key) != update["dataset"].get(key):
+            differing.append(f"dataset {key}")
+    if differing:
+        raise ValueError(f"these results cannot share a table: they differ in {', '.join(differing)}")
+    curves = {model["id"]: model for model in base["models"]}
+    for model in update["models"]:
+        model = dict(model)
+        for key in ("device", "precision"):
+            if update.get(key) != base.get(key):
+                model[key] = update.get(key)
+            else:
+                model.pop(key, None)
+        curves[model["id"]] = model
+    return {**base, "models": list(curves.values())}
+
+
 def write_results(results: dict[str, Any], out_dir: str | Path, figure: bool = True) -> dict[str, Path | str]:
     """Write ``robustness.json`` and ``robustness.csv`` (and ``robustness.html`` when Plotly is
     importable and ``figure``); returns the paths, plus a ``note`` when the figure was skipped."""
@@ -435,9 +463,15 @@ def results_markdown(results: dict[str, Any]) -> str:
     header = "| model | attention | " + " | ".join(f"{k}/255" for k in levels) + " |"
     rule = "|---|---|" + "---:|" * len(levels)
     dataset = results["dataset"]
+    elsewhere = {}  # curves merged in from another device or precision, named after the header
+    for model in results["models"]:
+        if model.get("device") or model.get("precision"):
+            where = ", ".join(str(model[k]) for k in ("device", "precision") if model.get(k))
+            elsewhere.setdefault(where, []).append(f"`{model['id']}`")
     lines = [
         f"{results.get('attack_name', results['attack'])} ({results['label']} label) on "
-        f"{dataset['n_images']} images of {dataset['source']}, {results.get('device', '')}.",
+        f"{dataset['n_images']} images of {dataset['source']}, {results.get('device', '')}"
+        + "".join(f"; {', '.join(ids)} on {where}" for where, ids in elsewhere.items()) + ".",
         "",
     ]
     for key, title in (("accuracy", "Accuracy (%)"), ("fooling_rate", "Fooling rate (%)")):

@@ -290,6 +290,10 @@ def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | Non
     source = Path(card_path).parent.parent
     if model_id not in ZOO_RECIPES:
         raise ValueError(f"no zoo recipe {model_id!r}; zoo recipes: {', '.join(ZOO_RECIPES)}")
+    missing = [key for key in ("id", "file", "log", "sha256", "precision") if key not in card]
+    if missing or "config" not in card.get("training", {}):
+        raise ValueError(f"{card_path} is not a card written by ltpa train-zoo (it lacks "
+                         f"{', '.join(missing or ['training.config'])})")
     if file_sha256(source / card["file"]) != card["sha256"]:
         raise ValueError(f"{source / card['file']} does not match the sha256 in {card_path}")
     saved = card["training"]["config"]

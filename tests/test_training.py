@@ -303,6 +303,11 @@ def test_zoo_promote_refuses_another_recipe_another_model_and_a_changed_file(
         file.write(b"\0")
     with pytest.raises(ValueError, match="does not match the sha256"):
         shipping.promote_run(card, "vgg_gap", zoo)
+    (out / "cards" / "bare.json").write_text(json.dumps({"id": "bare"}))
+    assert cli(["zoo-promote", str(out / "cards" / "bare.json"), "--as", "vgg_gap", "--zoo", str(zoo)]) == 2
+    assert cli(["zoo-promote", str(out / "cards" / "none.json"), "--as", "vgg_gap", "--zoo", str(zoo)]) == 2
+    with pytest.raises(ValueError, match="not a card written by ltpa train-zoo .*file, log, sha256"):
+        shipping.promote_run(out / "cards" / "bare.json", "vgg_gap", zoo)
     assert not zoo.exists()  # nothing was shipped
 
 
@@ -496,12 +501,12 @@ def test_every_card_command_recreates_the_recorded_recipe() -> None:
     run again, trains exactly the configuration the card records and builds the model its file
     holds (settings a card predates take their defaults, which is what those runs did)."""
     from ltpa.baselines import read_cards, reproduction_dir
-    from ltpa.commands.zoo_promote import LOCATION_SETTINGS, command_config
+    from ltpa.commands.zoo_promote import command_config
     from ltpa.registry import default_arguments
 
     cards = read_manifest(DEFAULT_ZOO_DIR)["models"] + read_cards(reproduction_dir())
     assert len(cards) >= 18
-    ignore = (*LOCATION_SETTINGS, "overrides")  # model arguments: checked against the file below
+    ignore = (*training.RESUMABLE_CHANGES, "overrides")  # model arguments: checked against the file
     for card in cards:
         config, precision, _ = command_config(card.get("recreate_command") or card["training"]["command"])
         recorded = asdict(TrainConfig.from_dict(card["training"]["config"]))
@@ -529,7 +534,7 @@ def test_a_card_the_recipes_have_moved_past_gets_a_recreate_command(tmp_path: Pa
     assert residual["training"]["command"] == "ltpa train-zoo --ids resnet_att2_concat_pc --data /tmp/d/cifar10"
     assert residual["recreate_command"] == (
         "ltpa train-zoo --ids resnet_att2_concat_pc --data /tmp/d/cifar10 --variant earlier-recipe "
-        "--set label_smoothing=0.1 --set cutout=12 --set compile_mode=default --set tap_features=residual")
+        "--set label_smoothing=0.1 --set cutout=12 --set tap_features=residual")
     config, _, args = command_config(residual["recreate_command"])
     assert (config.label_smoothing, config.cutout, config.overrides) == (0.1, 12, {"tap_features": "residual"})
     assert args.variant == "earlier-recipe"

@@ -36,12 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use a fixed random subset of N images (quick runs)")
     parser.add_argument("--out", default="runs/robustness", help="output folder (default runs/robustness)")
     parser.add_argument("--no-figure", action="store_true", help="do not write the HTML figure")
+    parser.add_argument("--merge", action="store_true",
+                        help="add these curves to the results already in --out (a model measured "
+                             "again replaces its curve), e.g. after retraining some models")
     parser.add_argument("--markdown", metavar="JSON", default=None,
                         help="print the Markdown tables of an existing results file (or folder) and exit")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ltpa.robustness import load_results, parse_levels, results_markdown, run_robustness, write_results
+    from ltpa.robustness import (load_results, merge_results, parse_levels, results_markdown,
+                                 run_robustness, write_results)
     from ltpa.zoo import list_zoo
 
     if args.markdown:
@@ -68,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
         args.attack, args.steps, args.label, args.amp, args.data_root,
         log=lambda line: print(line, flush=True),
     )
+    if args.merge:
+        existing = load_results(args.out)
+        if existing is not None:
+            results = merge_results(existing, results)
     written = write_results(results, args.out, figure=not args.no_figure)
     for key in ("json", "csv", "html"):
         if key in written:

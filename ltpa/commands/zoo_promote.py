@@ -17,10 +17,8 @@ from ltpa.baselines import reproduction_dir
 from ltpa.commands import train_zoo as train_zoo_command
 from ltpa.registry import default_arguments
 from ltpa.shipping import CARDS_DIR, parse_settings, promote_run, recipe_config, settings_arguments
-from ltpa.training import TrainConfig
+from ltpa.training import RESUMABLE_CHANGES, TrainConfig
 
-# Where and how a run is computed, not what it learns: a recreating command need not match these.
-LOCATION_SETTINGS = ("data", "out", "device", "compile")
 # The variant name given to a run that was the recipe itself when it was trained.
 EARLIER_RECIPE_VARIANT = "earlier-recipe"
 
@@ -57,8 +55,9 @@ def recreate_command(card: dict[str, Any]) -> str | None:
     command = card["training"]["command"]
     config, precision, args = command_config(command)
     recorded = asdict(TrainConfig.from_dict(card["training"]["config"]))
+    # Where and how fast a run went (data path, device, compilation) is not what it learnt.
     settings = {key: value for key, value in recorded.items()
-                if key not in LOCATION_SETTINGS and value != getattr(config, key)}
+                if key not in RESUMABLE_CHANGES and value != getattr(config, key)}
     # Model arguments the file was built with (a card records them all, including those a run
     # predates, such as the residual taps) that the command's recipe would build otherwise.
     built = {**default_arguments(config.model), "width": config.width, **config.overrides}
