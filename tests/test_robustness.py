@@ -23,6 +23,7 @@ from ltpa.robustness import (
     average_ranks,
     confidence_curve,
     load_results,
+    merge_results,
     moved_mass,
     parse_levels,
     perturbation_image,
@@ -30,7 +31,7 @@ from ltpa.robustness import (
     spearman,
     sweep_model,
 )
-from ltpa.zoo import load_zoo_model
+from ltpa.zoo import DEFAULT_ZOO_DIR, load_zoo_model, read_manifest
 
 TINY_ID = "resnet_att2_concat_pc"
 
@@ -238,9 +239,36 @@ def test_results_markdown_and_validation(tmp_path):
     assert load_results(tmp_path / "missing") is None
 
 
-def test_shipped_results_if_any_are_valid():
-    results = load_results(SHIPPED_DIR)  # None until the lead ships the H100 results
-    assert results is None or (results["models"] and results["dataset"]["n_images"] > 0)
+def test_shipped_results_are_valid_and_measured_on_the_shipped_files():
+    results = load_results(SHIPPED_DIR)
+    assert results is not None and results["dataset"]["n_images"] > 0
+    # Every shipped model has its curve, measured on the very file that ships (sha256), so a
+    # retrained model cannot keep its predecessor's curve.
+    shipped = {card["id"]: card["sha256"] for card in read_manifest(DEFAULT_ZOO_DIR)["models"]}
+    assert {model["id"]: model["sha256"] for model in results["models"]} == shipped
+
+
+def test_merged_results_replace_remeasured_curves_and_say_where_they_were_measured(tiny_zoo, tmp_path, capsys):
+    data = make_image_folder(tmp_path / "data", per_class=1)
+    out = tmp_path / "out"
+    common = ["--data", str(data), "--eps", "0,4", "--device", "cpu", "--out", str(out), "--no-figure"]
+    assert main(["robustness", "--models", "vgg,resnet_att2_concat_pc", *common]) == 0
+    first = load_results(out)
+    first["device"] = "NVIDIA H200"  # as if the first run had been on the GPU
+    (out / "robustness.json").write_text(json.dumps(first))
+    assert main(["robustness", "--models", "resnet_att2_concat_pc,vgg_gap", *common, "--merge"]) == 0
+    merged = load_results(out)
+    assert [m["id"] for m in merged["models"]] == ["vgg", "resnet_att2_concat_pc", "vgg_gap"]
+    assert merged["models"][0] == first["models"][0] and "device" not in merged["models"][0]
+    assert [m.get("device") for m in merged["models"][1:]] == ["cpu", "cpu"]
+    header = results_markdown(merged).splitlines()[0]
+    assert header.endswith("NVIDIA H200; `resnet_att2_concat_pc`, `vgg_gap` on cpu.")
+    # Curves of other epsilons, or of other images, do not share a table.
+    capsys.readouterr()
+    assert main(["robustness", "--models", "vgg", *common[:2], "--eps", "0,8", *common[4:], "--merge"]) == 2
+    assert "differ in levels" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="dataset n_images"):
+        merge_results(merged, {**merged, "dataset": {**merged["dataset"], "n_images": 1}})
 
 
 # ------------------------------------------------------------------------------- one image
