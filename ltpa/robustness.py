@@ -456,6 +456,18 @@ def _percent(value: float) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
 
+def measured_on(results: dict[str, Any]) -> str:
+    """Where the curves were measured: the results' device, then any curves merged in from another
+    device or precision, e.g. "NVIDIA H200; `resnet164` on cpu"."""
+    elsewhere: dict[str, list[str]] = {}
+    for model in results["models"]:
+        if model.get("device") or model.get("precision"):
+            where = ", ".join(str(model[k]) for k in ("device", "precision") if model.get(k))
+            elsewhere.setdefault(where, []).append(f"`{model['id']}`")
+    return str(results.get("device", "?")) + "".join(
+        f"; {', '.join(ids)} on {where}" for where, ids in elsewhere.items())
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """Markdown tables (accuracy, then fooling rate, in %) of a results dict, for the README."""
     check_results(results)
@@ -463,15 +475,9 @@ def results_markdown(results: dict[str, Any]) -> str:
     header = "| model | attention | " + " | ".join(f"{k}/255" for k in levels) + " |"
     rule = "|---|---|" + "---:|" * len(levels)
     dataset = results["dataset"]
-    elsewhere = {}  # curves merged in from another device or precision, named after the header
-    for model in results["models"]:
-        if model.get("device") or model.get("precision"):
-            where = ", ".join(str(model[k]) for k in ("device", "precision") if model.get(k))
-            elsewhere.setdefault(where, []).append(f"`{model['id']}`")
     lines = [
         f"{results.get('attack_name', results['attack'])} ({results['label']} label) on "
-        f"{dataset['n_images']} images of {dataset['source']}, {results.get('device', '')}"
-        + "".join(f"; {', '.join(ids)} on {where}" for where, ids in elsewhere.items()) + ".",
+        f"{dataset['n_images']} images of {dataset['source']}, {measured_on(results)}.",
         "",
     ]
     for key, title in (("accuracy", "Accuracy (%)"), ("fooling_rate", "Fooling rate (%)")):

@@ -27,6 +27,7 @@ from ltpa.robustness import (
     confidence_curve,
     confidence_figure,
     load_results,
+    measured_on,
     perturbation_image,
     robustness_figure,
 )
@@ -317,8 +318,11 @@ else:
     dataset = shipped["dataset"]
     st.caption(
         f"{shipped.get('attack_name', shipped['attack'])} on the {shipped['label']} label, "
-        f"{dataset['n_images']:,} images ({dataset['source']}), measured on {shipped.get('device', '?')}. "
-        f"Accuracy: {DEFINITIONS['accuracy']}. Fooling rate: {DEFINITIONS['fooling_rate']}."
+        f"{dataset['n_images']:,} images ({dataset['source']}), measured on {measured_on(shipped)}. "
+        f"Accuracy: {DEFINITIONS['accuracy']}. Fooling rate: {DEFINITIONS['fooling_rate']}. "
+        "Compare each attention model with its own baseline, trained the same way, not across "
+        "backbones: the training recipe moves FGSM curves a lot (label smoothing, for one, blunts "
+        "one-step attacks without making a model robust; the model cards name each recipe)."
     )
     st.dataframe([{
         "model": m.get("paper_name") or m["id"], "attention": bool(m.get("attention")),

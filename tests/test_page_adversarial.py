@@ -136,7 +136,7 @@ def test_shipped_curves_are_drawn_or_missing_is_said(tiny_zoo, tmp_path, monkeyp
         "models": [
             {"id": "vgg_att3_concat_pc", "paper_name": "(VGG-att3)-concat-pc", "attention": True,
              "accuracy": [0.9, 0.6, 0.3], "fooling_rate": [0.0, 0.3, 0.6]},
-            {"id": "vgg", "paper_name": "VGG", "attention": False,
+            {"id": "vgg", "paper_name": "VGG", "attention": False, "device": "cpu",
              "accuracy": [0.9, 0.5, 0.2], "fooling_rate": [0.0, 0.4, 0.8]},
         ],
     }
@@ -148,6 +148,8 @@ def test_shipped_curves_are_drawn_or_missing_is_said(tiny_zoo, tmp_path, monkeyp
     np.testing.assert_allclose(decode_plotly(accuracy["y"]), [90, 50, 20])
     table = at.dataframe[1].value
     assert list(table["model"]) == ["(VGG-att3)-concat-pc", "VGG"] and list(table["fool 8/255"]) == [60.0, 80.0]
+    # A curve merged in from another device is named as such.
+    assert any("measured on test device; `vgg` on cpu." in c.value for c in at.caption)
     (tmp_path / "robustness.json").write_text("{broken")
     at.run()
     assert not at.exception
