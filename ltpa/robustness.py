@@ -397,7 +397,8 @@ def merge_results(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any
     (e.g. after retraining it). Both must attack the same images the same way; a curve measured on
     another device or in another precision than ``base`` says so in its own ``device`` and
     ``precision``. Raises ValueError naming what differs."""
-    check_results(base), check_results(update)
+    check_results(base)
+    check_results(update)
     differing = [key for key in _COMPARABLE if base.get(key) != update.get(key)]
     for key in ("source", "n_images", "limit", "class_names"):
         if base["dataset"].get(key) != update["dataset"].get(key):

@@ -60,7 +60,8 @@ def recreate_command(card: dict[str, Any]) -> str | None:
                 if key not in RESUMABLE_CHANGES and value != getattr(config, key)}
     # Model arguments the file was built with (a card records them all, including those a run
     # predates, such as the residual taps) that the command's recipe would build otherwise.
-    built = {**default_arguments(config.model), "width": config.width, **config.overrides}
+    # Width is a recipe setting, compared above.
+    built = {**default_arguments(config.model), **config.overrides}
     arguments = {key: value for key, value in card.get("kwargs", {}).items()
                  if key in built and key != "width" and value != built[key]}
     if arguments:
