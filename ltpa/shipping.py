@@ -165,7 +165,7 @@ def recipe_config(model_id: str, data: str, out: str, device: str = "auto",
                   seed: int = 0, settings: dict[str, Any] | None = None) -> tuple[TrainConfig, str]:
     """The training configuration of recipe ``model_id`` and its shipping precision. ``epochs``
     shortens (or lengthens) the run; quantisation-aware epochs keep their share of it. ``seed``
-    gives a repeat of the recipe (the shipped zoo is seed 0). ``settings`` (from
+    gives a repeat of the recipe (seed 0 is the recipe's first run). ``settings`` (from
     :func:`parse_settings`) change the recipe for a variant of it."""
     recipe = dict(RECIPES[model_id], seed=seed)
     settings = dict(settings or {})

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from ltpa.baselines import (ZOO_RECIPE_LABEL, baseline_gaps, gap_rows, gaps_markdown, read_cards,
+from ltpa.baselines import (BASELINE_OF_BACKBONE, ZOO_RECIPE_LABEL, baseline_gaps, gap_rows, gaps_markdown, read_cards,
                             read_log_epochs, variant_of,
                             recipe_label, reproduction_dir, run_logs, run_of, run_summary,
                             zoo_recipe)
 from ltpa.cli import main as cli
-from ltpa.registry import recorded_defaults
+from ltpa.registry import get_spec, recorded_defaults
 from ltpa.zoo import DEFAULT_ZOO_DIR, read_manifest
 
 
@@ -98,9 +98,13 @@ def test_shipped_and_reproduction_cards_give_the_readme_comparison(monkeypatch) 
     repeats = read_cards(reproduction_dir())
     gaps = {(g.attention, g.variant, g.recipe_label): g for g in baseline_gaps(shipped + repeats)}
     error = {c["id"]: c["test_error"] for c in shipped + repeats}
+    # VGG-att3-pc ships seed 2; its seed 0 was retired to reproduction/ beside seeds 1 and 3.
     pc = gaps["vgg_att3_concat_pc", "", ZOO_RECIPE_LABEL]
-    assert pc.attention_errors == {0: error["vgg_att3_concat_pc"], 1: error["vgg_att3_concat_pc_seed1"]}
-    assert pc.baseline_errors == {0: error["vgg"], 1: error["vgg_seed1"]}
+    assert pc.attention_errors == {0: error["vgg_att3_concat_pc_seed0"],
+                                   1: error["vgg_att3_concat_pc_seed1"],
+                                   2: error["vgg_att3_concat_pc"], 3: error["vgg_att3_concat_pc_seed3"]}
+    assert pc.baseline_errors == {0: error["vgg"], 1: error["vgg_seed1"], 2: error["vgg_seed2"],
+                                  3: error["vgg_seed3"]}
     # Every shipped attention model has its baseline, and the ablated ResNets are kept apart.
     for entry in shipped:
         if entry["stages"]:
@@ -110,6 +114,8 @@ def test_shipped_and_reproduction_cards_give_the_readme_comparison(monkeypatch) 
     assert rn_pc.attention_errors == {0: error["resnet_att2_concat_pc_ls0-cut16"],
                                       1: error["resnet_att2_concat_pc"]}
     assert rn_pc.baseline_errors == {0: error["resnet164"], 1: error["resnet164_ls0-cut16_seed1"]}
+    assert gaps["resnet_att2_concat_dp", "", ZOO_RECIPE_LABEL].attention_errors == {
+        0: error["resnet_att2_concat_dp"], 1: error["resnet_att2_concat_dp_ls0-cut16_seed1"]}
     # The files the earlier ResNet recipe shipped are compared among themselves, ablations apart.
     earlier = "label smoothing 0.1, cutout 12"
     assert gaps["resnet_att2_concat_pc", "", earlier].attention_errors == {
@@ -125,6 +131,25 @@ def test_shipped_and_reproduction_cards_give_the_readme_comparison(monkeypatch) 
     small_steps = gaps["resnet_att2_concat_pc", "", f"200 epochs, batch 128, lr 0.1, {earlier}"]
     assert small_steps.attention_errors == {0: error["resnet_att2_concat_pc_b128"]}
     assert small_steps.baseline_errors == {0: error["resnet164_b128"], 1: error["resnet164_b128_seed1"]}
+
+
+def test_every_shipped_file_is_the_best_seed_of_its_recipe(monkeypatch) -> None:
+    """The README's shipping rule: each zoo id ships the lowest-error seed of its recipe among the
+    runs we have cards for, and every shipped attention model is ahead of its shipped baseline and
+    at or under 7.0% (the zoo's targets)."""
+    monkeypatch.delenv("LTPA_ZOO", raising=False)
+    shipped = read_manifest(DEFAULT_ZOO_DIR)["models"]
+    runs = [run for run in map(run_of, shipped + read_cards(reproduction_dir())) if run]
+    by_id = {card["id"]: card for card in shipped}
+    for card in shipped:
+        own = run_of(card)
+        seeds = {run.seed: run.error for run in runs if (run.registry_name, run.variant, run.recipe)
+                 == (own.registry_name, own.variant, own.recipe)}
+        assert len(seeds) >= 2, card["id"]
+        assert card["test_error"] == min(seeds.values()), (card["id"], seeds)
+        if card["stages"]:
+            baseline = BASELINE_OF_BACKBONE[get_spec(card["registry_name"]).backbone]
+            assert card["test_error"] < by_id[baseline]["test_error"] and card["test_error"] <= 7.0
 
 
 def test_recipe_labels_say_how_a_run_differs_from_the_zoo_recipe() -> None:

@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
     parser.add_argument("--seed", type=int, default=0,
                         help="repeat the recipes with another seed; runs and files are named "
-                             "<id>_seed<N> (the shipped zoo is seed 0)")
+                             "<id>_seed<N> (seed 0 keeps the plain id; "
+                             "ltpa zoo-promote ships a repeat under it)")
     parser.add_argument("--variant", default="",
                         help="name a changed recipe (needs --set); runs and files are named "
                              "<id>_<variant>")
