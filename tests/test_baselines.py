@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ltpa.baselines import (BASELINE_OF_BACKBONE, ZOO_RECIPE_LABEL, baseline_gaps, gap_rows, gaps_markdown, read_cards,
-                            read_log_epochs, variant_of,
-                            recipe_label, reproduction_dir, run_logs, run_of, run_summary,
+from ltpa.baselines import (BASELINE_OF_BACKBONE, ZOO_RECIPE_LABEL, baseline_gaps, gap_rows,
+                            gaps_markdown, read_cards, read_log_epochs, recipe_label,
+                            reproduction_dir, run_logs, run_of, run_summary, variant_of,
                             zoo_recipe)
 from ltpa.cli import main as cli
 from ltpa.registry import get_spec, recorded_defaults
