@@ -208,8 +208,8 @@ def run_of(card: dict[str, Any]) -> Run | None:
 def baseline_gaps(cards: Iterable[dict[str, Any]]) -> list[BaselineGap]:
     """Each attention model and variant, for each recipe, beside its baseline's runs of that recipe
     built with the same shared model arguments (depth, dropout; attention-only ones such as
-    tap_features do not apply to the baseline) (an empty ``baseline_errors`` when there are none). A run listed twice (same model, variant,
-    recipe and seed) counts once."""
+    tap_features do not apply to the baseline); ``baseline_errors`` is empty when there are none.
+    A run listed twice (same model, variant, recipe and seed) counts once."""
     groups: dict[tuple[str, str, Recipe], dict[int, float]] = {}
     baseline_variants: dict[tuple[str, str, Recipe], str] = {}
     for run in filter(None, map(run_of, cards)):

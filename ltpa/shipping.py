@@ -324,7 +324,6 @@ def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | Non
     new["fixture"] = fixture_record(zoo / new["file"])
     shipped[model_id] = new
     write_manifest(_in_zoo_order(shipped), zoo)
-    print(f"shipped {card['id']} as {model_id} ({new['test_error']}% test error)")
     return new
 
 

@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch.compile mode with --compile (reduce-overhead: CUDA graphs)")
 
 
+def extends_run(args: argparse.Namespace) -> bool:
+    """Whether a resumed run is asked for another number of epochs than it was started with
+    (``--epochs`` given with ``--resume``): the one setting a resumed run may change."""
+    return bool(args.resume) and args.epochs != TrainConfig().epochs
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run configuration: from the run folder when resuming, else from the arguments."""
     if args.resume:
@@ -59,8 +65,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         saved = torch.load(state, map_location="cpu", weights_only=True)["config"]
         config = TrainConfig.from_dict(saved)
         config.out = str(args.resume)
-        if args.epochs != TrainConfig().epochs:
-            config.epochs = args.epochs  # allow extending a finished run
+        if extends_run(args):
+            config.epochs = args.epochs
         return config
     if not args.model:
         raise ValueError("name a model to train (see `ltpa models`) or pass --resume RUN_DIR")
@@ -75,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and (Path(config.out) / STATE_FILE).is_file():
         raise ValueError(f"{config.out} already holds a run: pass --resume {config.out} to continue "
                          "it, or choose another --out")
-    extending = bool(args.resume) and args.epochs != TrainConfig().epochs
-    log = Trainer(config, extend=extending).run()
+    log = Trainer(config, extend=extends_run(args)).run()
     if log and log[-1]["test_acc"] is not None:
         print(f"done: {config.out}/model.pt, test error {error_percent(log[-1]['test_acc']):.2f}%")
     return 0

@@ -93,7 +93,8 @@ def refresh_recreate_commands(folder: Path) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     zoo = Path(args.zoo)
     retire_to = Path(args.retire_to) if args.retire_to else reproduction_dir(zoo)
-    promote_run(Path(args.card), args.model_id, zoo, retire_to, args.retire_as, args.note)
+    card = promote_run(Path(args.card), args.model_id, zoo, retire_to, args.retire_as, args.note)
+    print(f"shipped {card['trained_as']} as {args.model_id} ({card['test_error']}% test error)")
     for card_id in refresh_recreate_commands(retire_to):
         print(f"{card_id}: its command no longer recreates it under today's recipes; "
               f"recreate_command added")
