@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 from ltpa.attacks import iterative_fgsm  # noqa: E402
 from ltpa.data import load_image_folder  # noqa: E402
-from ltpa.shipping import FIXTURE_DIR  # noqa: E402
+from ltpa.maintainer.shipping import FIXTURE_DIR  # noqa: E402
 from ltpa.zoo import load_zoo_model  # noqa: E402
 
 

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from ltpa.data import DeviceLoader, ImageSet  # noqa: E402
 from ltpa.device import get_device  # noqa: E402
-from ltpa.shipping import ZOO_RECIPES, recipe_config  # noqa: E402
+from ltpa.maintainer.recipes import ZOO_RECIPES, recipe_config  # noqa: E402
 from ltpa.training import COMPILE_MODES, Trainer  # noqa: E402
 
 

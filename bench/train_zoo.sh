@@ -11,7 +11,7 @@
 #   _b128) go to OUT_DIR/reproduction. Each recipe logs to OUT_DIR/train_ID.log.
 #   PRECISION=int8 (environment) ships every file in that precision instead of each recipe's own.
 #   VARIANT=NAME SETTINGS="KEY=VALUE ..." (environment) trains every recipe of this call changed
-#   by those settings, shipped as ID_NAME under OUT_DIR/reproduction (ltpa train-zoo --variant).
+#   by those settings, shipped as ID_NAME under OUT_DIR/reproduction (ltpa zoo train --variant).
 set -euo pipefail
 data=$1; out=$2; shift 2
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/ltpa-inductor}
@@ -42,7 +42,7 @@ for plan in "${plans[@]}"; do
       zoo="$out/seeds"
     fi
     [[ $id == *_w1 || $id == *_b128 || -n $suffix ]] && zoo="$out/reproduction"
-    python3 -m ltpa train-zoo --ids "$id" --data "$data" --runs "$out/runs" --zoo "$zoo" \
+    python3 -m ltpa zoo train --ids "$id" --data "$data" --runs "$out/runs" --zoo "$zoo" \
       --device "cuda:$gpu" "${precision[@]}" "${extra[@]}" "${variant[@]}" \
       > "$out/train_$name.log" 2>&1 &
     pids+=($!)

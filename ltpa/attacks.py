@@ -20,7 +20,7 @@ Why the attacks are safe on the one cached model that all app sessions share:
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from typing import Callable, NamedTuple, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,11 @@ ATTACK_NAMES = {"fgsm": "FGSM", "ifgsm": "I-FGSM"}
 DEFAULT_STEPS = 10
 
 ClassSpec = Union[int, Sequence[int], Tensor, None]
+#: Called with the share of a sweep done so far (0 to 1); an exception it raises stops the sweep
+#: and propagates (the app uses that to stop work nobody waits for any more).
+Progress = Callable[[float], None]
+#: Levels one refinement pass of the I-FGSM smallest-epsilon search tries at once.
+SEARCH_WIDTH = 3
 
 
 def levels_to_epsilon(levels: int) -> float:
@@ -280,6 +285,249 @@ def fgsm_levels_logits(
         return model(batch).logits.float()
 
 
+def _one_image(x: Tensor) -> None:
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"expected one image shaped (1, 3, H, W); got shape {tuple(x.shape)}")
+
+
+def _checked_levels(levels: Sequence[int]) -> list[int]:
+    checked = []
+    for k in levels:
+        if isinstance(k, bool) or int(k) != k:
+            raise ValueError(f"levels must be whole grey levels (k in k/255); got {k!r}")
+        check_epsilon(levels_to_epsilon(int(k)))
+        checked.append(int(k))
+    return checked
+
+
+def iterative_fgsm_levels(
+    model: PixelModel,
+    x: Tensor,
+    levels: Sequence[int],
+    steps: int = DEFAULT_STEPS,
+    label: ClassSpec = None,
+    target: ClassSpec = None,
+    progress: Progress | None = None,
+) -> Tensor:
+    """I-FGSM of one image at several epsilons ``k / 255`` at once, as one batch.
+
+    Row ``i`` equals ``iterative_fgsm(model, x, levels[i] / 255, steps, label=label,
+    target=target)`` (the same step size ``2.5 * epsilon / steps``, projection and attacked
+    class) up to floating-point rounding: a batched convolution may round differently, and where
+    a gradient component is near zero its sign, hence one step of that pixel, can differ. The
+    batch costs the same arithmetic as the loop, but each step is one model call.
+
+    Args:
+        model: pixel-space model in eval mode.
+        x: one image, 1 x 3 x H x W in [0, 1].
+        levels: epsilons in grey levels (0 gives ``x`` itself, without a model call).
+        steps: signed-gradient steps per attack.
+        label: class to push away from (the clean prediction when None).
+        target: class to pull towards (targeted attack).
+        progress: called with the share of steps done after each step.
+
+    Returns:
+        ``len(levels) x 3 x H x W`` adversarial images.
+    """
+    _one_image(x)
+    levels = _checked_levels(levels)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+    check_model(model)
+    check_images(x)
+    x = x.detach()
+    result = x.expand(len(levels), -1, -1, -1).clone()
+    moving = [i for i, k in enumerate(levels) if k > 0]
+    if not moving:
+        return result
+    shape = (-1, 1, 1, 1)
+    # Epsilons and step sizes are computed in Python floats, as iterative_fgsm does, so each row
+    # is the same arithmetic as the single attack.
+    epsilons = torch.tensor([levels_to_epsilon(levels[i]) for i in moving], dtype=x.dtype, device=x.device)
+    step_sizes = torch.tensor([2.5 * levels_to_epsilon(levels[i]) / steps for i in moving],
+                              dtype=x.dtype, device=x.device).view(shape)
+    start = x.expand(len(moving), -1, -1, -1)
+    low = (start - epsilons.view(shape)).clamp(min=0.0)
+    high = (start + epsilons.view(shape)).clamp(max=1.0)
+    if target is None and label is None:
+        _, _, label = attack_direction(model, x)  # fixed once, as in iterative_fgsm
+    adversarial = start.clone()
+    for step in range(steps):
+        direction, _, _ = attack_direction(model, adversarial, label, target)
+        adversarial = torch.max(torch.min(adversarial + step_sizes * direction.sign(), high), low)
+        if progress is not None:
+            progress((step + 1) / steps)
+    result[moving] = adversarial
+    return result
+
+
+def levels_logits(
+    model: PixelModel,
+    x: Tensor,
+    levels: Sequence[int],
+    method: str = "fgsm",
+    label: ClassSpec = None,
+    target: ClassSpec = None,
+    steps: int = DEFAULT_STEPS,
+    progress: Progress | None = None,
+) -> Tensor:
+    """Logits of one image attacked at each epsilon ``k / 255`` of ``levels``, in one batch.
+
+    Args:
+        model: pixel-space model in eval mode.
+        x: one image, 1 x 3 x H x W in [0, 1].
+        levels: epsilons in grey levels.
+        method: ``"fgsm"`` (one gradient for all levels) or ``"ifgsm"``
+            (:func:`iterative_fgsm_levels`).
+        label: class to push away from (the clean prediction when None).
+        target: class to pull towards.
+        steps: I-FGSM steps.
+        progress: called with the share done (I-FGSM: after each step).
+
+    Returns:
+        ``len(levels) x C`` fp32 logits.
+    """
+    if method == "fgsm":
+        logits = fgsm_levels_logits(model, x, levels, label, target)
+        if progress is not None:
+            progress(1.0)
+        return logits
+    if method != "ifgsm":
+        raise ValueError(f"unknown attack {method!r}; valid choices: {', '.join(ATTACKS)}")
+    batch = iterative_fgsm_levels(model, x, levels, steps, label, target, progress)
+    with torch.no_grad():
+        return model(batch).logits.float()
+
+
+class LevelSweep(NamedTuple):
+    """One image attacked at a range of epsilons: its curve and its smallest flipping epsilon."""
+
+    method: str
+    levels: tuple[int, ...]  # ascending grey levels, 0 first
+    probabilities: Tensor  # len(levels) x C softmax probabilities (fp32, CPU)
+    clean_prediction: int
+    attacked_class: int  # the class pushed away from, or the target
+    targeted: bool
+    smallest: int | None  # smallest flipping epsilon in grey levels; None: none up to max_levels
+
+    @property
+    def predictions(self) -> Tensor:
+        """The predicted class at each level."""
+        return self.probabilities.argmax(dim=1)
+
+    def probability_of(self, class_index: int) -> Tensor:
+        """The probability of one class at each level."""
+        return self.probabilities[:, class_index]
+
+
+def doubling_levels(max_levels: int) -> list[int]:
+    """``1, 2, 4, ...`` up to and including ``max_levels``."""
+    levels, k = [], 1
+    while k < max_levels:
+        levels.append(k)
+        k *= 2
+    return levels + [max_levels]
+
+
+def _refinement(failing: int, succeeding: int, width: int) -> list[int]:
+    """Up to ``width`` levels strictly between ``failing`` and ``succeeding``, evenly spread."""
+    inside = list(range(failing + 1, succeeding))
+    if len(inside) <= width:
+        return inside
+    span = succeeding - failing
+    return sorted({failing + round(j * span / (width + 1)) for j in range(1, width + 1)})
+
+
+def sweep_levels(
+    model: PixelModel,
+    x: Tensor,
+    method: str = "fgsm",
+    label: ClassSpec = None,
+    target: ClassSpec = None,
+    max_levels: int = APP_MAX_LEVELS,
+    steps: int = DEFAULT_STEPS,
+    progress: Progress | None = None,
+) -> LevelSweep:
+    """The attack on one image at every epsilon the app shows, and its smallest flipping epsilon.
+
+    Success means the prediction differs from the clean prediction (untargeted) or equals
+    ``target`` (targeted).
+
+    FGSM: every ``k`` in 0..max_levels from one gradient and one batched forward; FGSM success is
+    not monotone in epsilon (a larger step can overshoot back into the clean class), so the
+    smallest ``k`` is read off all of them and is exact. I-FGSM needs a full attack per epsilon:
+    one batch at ``0, 1, 2, 4, ...`` brackets the answer between a failing and a succeeding
+    level, then batches of up to ``SEARCH_WIDTH`` levels inside the bracket narrow it to a ``k``
+    that succeeds while ``k - 1`` fails (the smallest one when success is monotone). The levels
+    of every pass are kept in the curve.
+
+    Args:
+        model: pixel-space model in eval mode.
+        x: one image, 1 x 3 x H x W in [0, 1].
+        method: ``"fgsm"`` or ``"ifgsm"``.
+        label: class to push away from (the clean prediction when None).
+        target: class to pull towards.
+        max_levels: largest epsilon tried, in grey levels (1 to 255).
+        steps: I-FGSM steps.
+        progress: called with the share done (roughly: the number of refinement passes is
+            known only after the first).
+
+    Returns:
+        A :class:`LevelSweep`.
+    """
+    if isinstance(max_levels, bool) or not isinstance(max_levels, int) or not 1 <= max_levels <= 255:
+        raise ValueError(f"max_levels must be an integer in [1, 255]; got {max_levels!r}")
+    _one_image(x)
+    if method not in ATTACKS:
+        raise ValueError(f"unknown attack {method!r}; valid choices: {', '.join(ATTACKS)}")
+    _, clean_logits, classes = attack_direction(model, x, label, target)
+    clean_prediction = int(clean_logits.argmax(dim=1))
+    attacked = int(classes[0])
+    targeted = target is not None
+
+    def succeeds(logits: Tensor) -> Tensor:
+        predictions = logits.argmax(dim=1)
+        return predictions == attacked if targeted else predictions != clean_prediction
+
+    first = [0] + (list(range(1, max_levels + 1)) if method == "fgsm" else doubling_levels(max_levels))
+    passes = 1 if method == "fgsm" else 3
+    done = 0
+
+    def report(share: float) -> None:
+        if progress is not None:
+            progress(min(1.0, (done + share) / passes))
+
+    # The attacked class is passed on explicitly so later passes attack the same class.
+    fixed_label = None if targeted else attacked
+    logits = {k: row for k, row in zip(first, levels_logits(model, x, first, method, fixed_label,
+                                                              target, steps, report))}
+    done = 1
+    success = {k: bool(s) for k, s in zip(logits, succeeds(torch.stack(list(logits.values()))))}
+    if targeted and clean_prediction == attacked:
+        smallest: int | None = 0
+    else:
+        hits = [k for k in first if k > 0 and success[k]]
+        smallest = hits[0] if hits else None
+        if method == "ifgsm" and smallest is not None:
+            failing = max(k for k in first if k < smallest)
+            passes = 1 + max(1, math.ceil(math.log(max(2, smallest - failing), SEARCH_WIDTH + 1)))
+            while smallest - failing > 1:
+                tried = _refinement(failing, smallest, SEARCH_WIDTH)
+                rows = levels_logits(model, x, tried, method, fixed_label, target, steps, report)
+                done += 1
+                for k, row, hit in zip(tried, rows, succeeds(rows)):
+                    logits[k], success[k] = row, bool(hit)
+                hits = [k for k in tried if success[k]]
+                if hits:
+                    smallest = hits[0]
+                failing = max(k for k in tried + [failing] if k < smallest and not success[k])
+    if progress is not None:
+        progress(1.0)
+    levels = tuple(sorted(logits))
+    probabilities = torch.softmax(torch.stack([logits[k] for k in levels]).float(), dim=1).cpu()
+    return LevelSweep(method, levels, probabilities, clean_prediction, attacked, targeted, smallest)
+
+
 def smallest_flipping_epsilon(
     model: PixelModel,
     x: Tensor,
@@ -293,52 +541,7 @@ def smallest_flipping_epsilon(
 
     Success means the prediction differs from the clean prediction (untargeted) or equals
     ``target`` (targeted). Returns None when no epsilon up to ``max_levels / 255`` succeeds.
-
-    FGSM success is not monotone in epsilon (a larger step can overshoot back into the clean
-    class), so for ``"fgsm"`` every ``k`` in 1..max_levels is tried with one gradient and one
-    batched forward (:func:`fgsm_levels_logits`): the answer is exact, every smaller ``k`` fails.
-    I-FGSM needs a full attack per epsilon, so ``"ifgsm"`` doubles ``k`` (1, 2, 4, ...) until the
-    attack succeeds, then bisects between the last failure and the first success; it returns a
-    ``k`` that succeeds while ``k - 1`` fails, which is the smallest one when success is monotone.
+    FGSM's answer is exact; I-FGSM's succeeds while ``k - 1`` fails (see :func:`sweep_levels`,
+    which computes it in batched passes).
     """
-    if isinstance(max_levels, bool) or not isinstance(max_levels, int) or not 1 <= max_levels <= 255:
-        raise ValueError(f"max_levels must be an integer in [1, 255]; got {max_levels!r}")
-    if x.dim() != 4 or x.shape[0] != 1:
-        raise ValueError(f"expected one image shaped (1, 3, H, W); got shape {tuple(x.shape)}")
-    if method not in ATTACKS:
-        raise ValueError(f"unknown attack {method!r}; valid choices: {', '.join(ATTACKS)}")
-    _, clean_logits, classes = attack_direction(model, x, label, target)
-    clean_prediction = int(clean_logits.argmax(dim=1))
-    target_class = int(classes) if target is not None else None
-    if target_class is not None and clean_prediction == target_class:
-        return 0
-
-    def succeeds(predictions: Tensor) -> Tensor:
-        if target_class is not None:
-            return predictions == target_class
-        return predictions != clean_prediction
-
-    if method == "fgsm":
-        levels = list(range(1, max_levels + 1))
-        predictions = fgsm_levels_logits(model, x, levels, label, target).argmax(dim=1)
-        hits = torch.nonzero(succeeds(predictions)).flatten()
-        return levels[int(hits[0])] if hits.numel() else None
-
-    def flips(k: int) -> bool:
-        adversarial = iterative_fgsm(model, x, levels_to_epsilon(k), steps, label=label, target=target)
-        with torch.no_grad():
-            return bool(succeeds(model(adversarial).logits.argmax(dim=1)))
-
-    failing, k = 0, 1  # invariant: epsilon `failing` does not flip (0 never does)
-    while not flips(k):
-        failing = k
-        if k == max_levels:
-            return None
-        k = min(2 * k, max_levels)
-    while k - failing > 1:
-        middle = (failing + k) // 2
-        if flips(middle):
-            k = middle
-        else:
-            failing = middle
-    return k
+    return sweep_levels(model, x, method, label, target, max_levels, steps).smallest

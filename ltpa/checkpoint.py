@@ -1,26 +1,28 @@
 """One checkpoint format for every model: constructor arguments, weights and metadata in one file.
 
 The file is a plain dict readable with ``torch.load(weights_only=True)`` (tensors, str, numbers,
-lists, dicts only), so loading never executes pickled code: a file that needs arbitrary objects
-is refused. ``precision="fp16"`` stores floating weights in half precision to halve the file;
-``precision="int8"`` stores conv/linear weights as int8 with one fp32 scale per output channel
-(symmetric, round-to-nearest) and the rest in fp16, a quarter of fp32. ``precision="int4"``
-stores them as 4-bit integers, two per byte, with one fp16 scale per group of 32 consecutive
-weights of an output channel (4.5 bits a weight, about a seventh of fp32): finer scales than
-int8's per-channel ones, because 15 levels shared by a whole channel lose too much, each chosen
-to minimise the group's rounding error. Models meant for int4 are best trained for it
-(``ltpa train --qat int4``: :func:`round_weights_to_storage`). Batch-norm
-statistics always stay fp32. Loading always gives an fp32 model. int4 files are format version 2,
-so an ltpa too old to unpack them says so instead of failing on the packed tensors.
+lists, dicts only), so loading never executes pickled code. ``precision`` chooses how weights are
+stored (fp32, fp16, int8, int4: ``ltpa.quantisation``); loading always gives an fp32 model. int4
+files are format version 2, so an ltpa too old to unpack them says so instead of failing on the
+packed tensors.
 
-PyTorch's zip reader does not verify the bytes of stored tensors, so a damaged file would load
-silently with wrong weights: the file also carries a sha256 of its weights (``state_sha256``),
-checked on every read (files written before it existed still load).
+Checkpoints are untrusted input (an uploaded or downloaded file), so reading is defensive:
+
+* the file's size and, for torch's zip format, every member's declared size are checked before
+  anything is decompressed or unpickled (a small file must not inflate to gigabytes);
+* a file that needs arbitrary Python objects (pickled classes or functions, in the zip or in
+  torch's older non-zip format) is refused for safety, naming what it would have imported;
+* the model section (registry name, arguments, their ranges) is validated before any model is
+  built, and the model is first built on PyTorch's ``meta`` device (no memory) to check that the
+  weights fit it; only then is the real model allocated;
+* PyTorch's zip reader does not verify the bytes of stored tensors, so the file also carries a
+  sha256 of its weights (``state_sha256``), checked on every read (older files still load).
+
+``load_state_file`` reads other torch files of ltpa (a training run's ``state.pt``) with the same
+guards.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import io
 import math
@@ -31,25 +33,37 @@ import re
 import subprocess
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
-from ltpa.registry import create_model, recorded_defaults
+from ltpa.quantisation import (
+    PRECISIONS,
+    dequantise_int4,
+    dequantise_int8,
+    quantise_int4,
+    quantise_int8,
+    storage_kind,
+)
+from ltpa.registry import create_model, get_spec, list_models, recorded_defaults
 
 FORMAT = "ltpa-checkpoint"
 FORMAT_VERSION = 2  # the newest this ltpa reads; files without int4 tensors are still written as 1
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
-INT4_GROUP = 32
-# Clipping ratios tried for each int4 group's scale (see _int4_levels).
-INT4_CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)
-# Smallest normal fp16: int4 scales are stored in fp16 and must not underflow to zero.
-_FP16_TINY = 2.0 ** -14
-# Buffers kept in fp32 under fp16 storage: batch-norm statistics lose too much in half precision.
-_KEEP_FP32_SUFFIXES = ("running_mean", "running_var")
+# The largest file read at all: a width-4 VGG-att in fp32 with its optimiser state is ~2.5 GB.
+MAX_FILE_BYTES = 4 << 30
+# The pickle of a checkpoint holds metadata and tensor references only: kilobytes, not megabytes.
+MAX_PICKLE_BYTES = 64 << 20
+# Zip members beyond the file's own size: torch stores tensors uncompressed, so a member much
+# larger than its compressed bytes is a decompression bomb, not a checkpoint.
+MAX_INFLATION_BYTES = 64 << 20
+# Ranges of model arguments a file may ask for (beyond them a file is a typo or an attack):
+# width 4 is ~300M parameters for VGG; ResNet-1001 is the deepest of the ResNet papers.
+MAX_WIDTH = 4.0
+MAX_NUM_CLASSES = 100_000
+MAX_RESNET_DEPTH = 1001
 # What torch's weights_only unpickler says when a pickle names a class or function it refuses.
-_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_REFUSED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
 
 
 class CheckpointError(ValueError):
@@ -57,7 +71,11 @@ class CheckpointError(ValueError):
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries that produced a checkpoint (plain strings)."""
+    """Versions of the libraries that produced a checkpoint.
+
+    Returns:
+        ``{"python", "torch", "torchvision"}`` as plain strings.
+    """
     import torchvision
 
     return {
@@ -68,7 +86,11 @@ def library_versions() -> dict[str, str]:
 
 
 def git_revision() -> str:
-    """The current git commit of the ltpa source tree, or ``"unknown"``."""
+    """The current git commit of the ltpa source tree.
+
+    Returns:
+        The commit hash, or ``"unknown"`` outside a git checkout.
+    """
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
@@ -93,144 +115,24 @@ def _plain(value: Any, where: str) -> Any:
     )
 
 
-def quantise_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-output-channel int8 quantisation: returns (int8 weight, fp32 scales)."""
-    flat = weight.float().reshape(weight.shape[0], -1)
-    scale = (flat.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
-    quantised = torch.round(flat / scale[:, None]).clamp_(-127, 127).to(torch.int8)
-    return quantised.reshape(weight.shape), scale
-
-
-def dequantise_int8(quantised: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`quantise_int8` (up to rounding)."""
-    shape = (-1,) + (1,) * (quantised.ndim - 1)
-    return quantised.float() * scale.float().reshape(shape)
-
-
-@functools.cache
-def _clip_ratios(device: torch.device) -> torch.Tensor:
-    # Cached per device: a fresh host-to-GPU copy at every training step would stall the GPU.
-    return torch.tensor(INT4_CLIP_RATIOS, device=device)[:, None, None]
-
-
-def _int4_levels(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Group-wise int4 levels (-7..7, as floats, out x groups x group) and their fp16 scales.
-
-    Each group's scale is the one, among its absolute maximum times each of ``INT4_CLIP_RATIOS``,
-    whose rounded weights are closest to the originals (least squared error): clipping a few
-    outliers shrinks the step for all the other weights of the group."""
-    flat = weight.detach().float().reshape(weight.shape[0], -1)
-    flat = torch.nn.functional.pad(flat, (0, (-flat.shape[1]) % group))
-    groups = flat.view(flat.shape[0], -1, group)
-    # All candidate scales at once (ratio x out x groups): a few large kernels, not a loop of
-    # small ones, since quantisation-aware training calls this for every weight at every step.
-    ratios = _clip_ratios(flat.device)
-    scales = (groups.abs().amax(dim=2) * ratios / 7.0).clamp_min(_FP16_TINY).half().float()
-    levels = torch.round(groups / scales[..., None]).clamp_(-7, 7)
-    error = (levels * scales[..., None] - groups).square().sum(dim=3)
-    best = error.argmin(dim=0, keepdim=True)  # the first (largest) ratio wins ties
-    levels = levels.gather(0, best[..., None].expand(1, *levels.shape[1:]))[0]
-    return levels, scales.gather(0, best)[0].half()
-
-
-def quantise_int4(
-    weight: torch.Tensor, group: int = INT4_GROUP
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric group-wise int4 quantisation of a weight with at least 2 dims.
-
-    Each output channel's weights, flattened and zero-padded to a multiple of ``group``, are split
-    into groups of ``group`` that share one fp16 scale (chosen as in :func:`_int4_levels`); values
-    -7..7 are stored offset by 8, two per byte (low nibble first). Returns (packed uint8 of shape
-    out x padded/2, fp16 scales of shape out x groups)."""
-    levels, scale = _int4_levels(weight, group)
-    levels = (levels + 8).to(torch.uint8).view(levels.shape[0], -1)
-    return levels[:, 0::2] | (levels[:, 1::2] << 4), scale
-
-
-def dequantise_int4(
-    packed: torch.Tensor, scale: torch.Tensor, shape: list[int] | tuple[int, ...]
-) -> torch.Tensor:
-    """Inverse of :func:`quantise_int4` (up to rounding): an fp32 tensor of ``shape``."""
-    low = (packed & 0x0F).to(torch.int16) - 8
-    high = (packed >> 4).to(torch.int16) - 8
-    levels = torch.stack((low, high), dim=2).view(packed.shape[0], scale.shape[1], -1)
-    return _int4_values(levels.float(), scale, shape)
-
-
-def _int4_values(levels: torch.Tensor, scale: torch.Tensor,
-                 shape: list[int] | tuple[int, ...]) -> torch.Tensor:
-    """Levels (out x groups x group) times their group's scale, unpadded to ``shape`` (fp32)."""
-    flat = (levels * scale.float()[..., None]).view(levels.shape[0], -1)
-    return flat[:, :math.prod(shape[1:])].reshape(tuple(shape))
-
-
-def storage_kind(key: str, tensor: torch.Tensor, precision: str) -> str:
-    """How :func:`save_checkpoint` stores one state-dict entry under ``precision``:
-    ``"int8"``/``"int4"`` (conv/linear weights), ``"fp16"`` or ``"fp32"`` (integers, batch-norm
-    statistics, and everything under fp32)."""
-    if precision == "fp32" or not tensor.is_floating_point() or key.endswith(_KEEP_FP32_SUFFIXES):
-        return "fp32"
-    if precision in ("int8", "int4") and tensor.ndim >= 2:
-        return precision
-    return "fp16"
-
-
-@torch.no_grad()
-def stored_value(tensor: torch.Tensor, kind: str) -> torch.Tensor:
-    """``tensor`` as it reads back after being stored as ``kind`` (same dtype and device)."""
-    if kind == "int8":
-        quantised, scale = quantise_int8(tensor)
-        restored = dequantise_int8(quantised, scale)
-    elif kind == "int4":
-        restored = _int4_values(*_int4_levels(tensor, INT4_GROUP), tensor.shape)
-    elif kind == "fp16":
-        restored = tensor.half()
-    else:
-        return tensor
-    return restored.to(tensor.dtype)
-
-
-@torch.no_grad()
-def round_weights_to_storage(model: nn.Module, precision: str) -> dict[str, torch.Tensor]:
-    """Overwrite, in place, every parameter that ``precision`` stores in less than fp32 with the
-    value it reads back as; returns the originals (name -> copy) for :func:`restore_weights`.
-
-    Quantisation-aware training rounds before each forward pass and restores before the optimiser
-    step, so the gradient is taken at the stored weights (straight-through estimate) while the
-    full-precision weights keep accumulating small updates."""
-    originals = {}
-    for name, param in model.named_parameters():
-        kind = storage_kind(name, param, precision)
-        if kind != "fp32":
-            originals[name] = param.detach().clone()
-            param.copy_(stored_value(param, kind))
-    return originals
-
-
-@torch.no_grad()
-def restore_weights(model: nn.Module, originals: dict[str, torch.Tensor]) -> None:
-    """Undo :func:`round_weights_to_storage`."""
-    for name, param in model.named_parameters():
-        if name in originals:
-            param.copy_(originals[name])
-
-
-@contextlib.contextmanager
-def storage_rounded_weights(model: nn.Module, precision: str | None) -> Iterator[None]:
-    """Within the block, ``model`` runs on its weights as ``precision`` storage rounds them
-    (nothing changes when ``precision`` is empty or None); the originals come back on exit."""
-    originals = round_weights_to_storage(model, precision) if precision else None
-    try:
-        yield
-    finally:
-        if originals is not None:
-            restore_weights(model, originals)
-
-
 def save_checkpoint(
     path: str | Path, model: nn.Module, meta: dict[str, Any] | None = None, precision: str = "fp32"
 ) -> Path:
-    """Write ``model`` (built by ``create_model``) with ``meta`` to ``path``; returns the path."""
+    """Write a model with its metadata to one checkpoint file (atomically).
+
+    Args:
+        path: the file to write (its folder is created).
+        model: a model built by ``ltpa.create_model`` (compiled models too).
+        meta: plain metadata (str, numbers, lists, dicts): classes, normalisation, input size...
+        precision: how weights are stored, one of ``PRECISIONS`` (see ``ltpa.quantisation``).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: an unknown precision, a model not built by ``create_model``, or metadata
+            that is not plain data.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; valid choices: {', '.join(PRECISIONS)}")
     config = getattr(model, "ltpa_config", None)
@@ -277,7 +179,14 @@ def save_checkpoint(
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:
-    """A sha256 over the names, dtypes, shapes and raw bytes of a state dict's tensors."""
+    """A sha256 over the names, dtypes, shapes and raw bytes of a state dict's tensors.
+
+    Args:
+        state: name -> tensor.
+
+    Returns:
+        The hex digest (independent of the dict's order).
+    """
     digest = hashlib.sha256()
     for key in sorted(state):
         tensor = state[key].detach().to("cpu").contiguous()
@@ -286,24 +195,70 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def _source_name(source: str | Path | bytes) -> str:
+    return "<bytes>" if isinstance(source, bytes) else str(source)
+
+
+def _read_bytes(source: str | Path | bytes, what: str = "checkpoint") -> bytes:
+    """The bytes of a file (or the bytes given), refusing a missing or oversized file."""
+    if isinstance(source, bytes):
+        data = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise CheckpointError(f"{what} {path} does not exist")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise CheckpointError(f"{path} is too large to be an ltpa {what} ({size / 2**30:.1f} GiB; "
+                                  f"the limit is {MAX_FILE_BYTES / 2**30:.0f} GiB)")
+        data = path.read_bytes()
+    if len(data) > MAX_FILE_BYTES:
+        raise CheckpointError(f"{_source_name(source)} is too large to be an ltpa {what}")
+    return data
+
+
+def _check_zip_members(name: str, data: bytes) -> None:
+    """Refuse a zip whose members would inflate far beyond the file (checked from the zip
+    directory alone, before anything is decompressed)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a (readable) zip: torch.load reports it, _explain_load_failure words it
+    total = sum(member.file_size for member in members)
+    pickles = [m for m in members if m.filename.endswith(".pkl")]
+    largest_pickle = max((m.file_size for m in pickles), default=0)
+    if largest_pickle > MAX_PICKLE_BYTES or total > len(data) + MAX_INFLATION_BYTES:
+        raise CheckpointError(
+            f"{name} was refused: its zip members would inflate to {total / 2**20:.0f} MiB from a "
+            f"{len(data) / 2**20:.1f} MiB file (pickle {largest_pickle / 2**20:.0f} MiB); an ltpa "
+            "checkpoint stores its tensors uncompressed, so this is not one"
+        )
+
+
 def _pickled_globals(data: bytes) -> list[str] | None:
     """Classes/functions a pickle stream would import, or None if the bytes are no complete pickle.
 
     Read with ``pickletools`` (which only parses, never executes) to say *why* a file is refused.
+    torch's older non-zip format is several pickles one after another: all of them are read.
     """
     names: list[str] = []
     strings: list[str] = []
-    try:
-        for opcode, arg, _ in pickletools.genops(data):
-            if opcode.name in ("GLOBAL", "INST"):
-                names.append(str(arg).replace(" ", "."))
-            elif opcode.name == "STACK_GLOBAL":
-                names.append(".".join(strings[-2:]) if len(strings) >= 2 else "<unknown>")
-            elif isinstance(arg, str):
-                strings.append(arg)
-    except Exception:  # truncated or not a pickle at all
-        return None
-    return names
+    stream = io.BytesIO(data)
+    parsed_any = False
+    while stream.tell() < len(data):
+        try:
+            for opcode, arg, _ in pickletools.genops(stream):
+                if opcode.name in ("GLOBAL", "INST"):
+                    names.append(str(arg).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL":
+                    names.append(".".join(strings[-2:]) if len(strings) >= 2 else "<unknown>")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+        except Exception:  # truncated, or the raw tensor bytes after the old format's pickles
+            break
+        parsed_any = True
+    return names if parsed_any else None
 
 
 def _pickle_part(data: bytes) -> bytes:
@@ -317,7 +272,10 @@ def _pickle_part(data: bytes) -> bytes:
 
 
 def _explain_load_failure(name: str, data: bytes, error: Exception) -> str:
-    """A one-line reason why ``torch.load(weights_only=True)`` could not read ``data``."""
+    """A one-line reason why ``torch.load(weights_only=True)`` could not read ``data``.
+
+    torch's own message advises retrying with ``weights_only=False``; for an untrusted file that
+    is the one thing not to do, so its advice is never repeated."""
     if not data:
         return f"{name} is empty (0 bytes): not a checkpoint"
     refused = _REFUSED_GLOBAL.search(str(error))
@@ -329,7 +287,7 @@ def _explain_load_failure(name: str, data: bytes, error: Exception) -> str:
         return (
             f"{name} was refused for safety: it contains pickled Python objects "
             f"({', '.join(sorted(set(unsafe)))}) that could run arbitrary code when loaded; "
-            "ltpa checkpoints hold only tensors and plain data (weights_only loading)"
+            "ltpa files hold only tensors and plain data"
         )
     if data[:4] == b"PK\x03\x04" and not zipfile.is_zipfile(io.BytesIO(data)):
         return (
@@ -337,6 +295,7 @@ def _explain_load_failure(name: str, data: bytes, error: Exception) -> str:
             "directory is missing or unreadable"
         )
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    lines = [line for line in lines if "weights_only" not in line and "arbitrary code" not in line]
     # torch's weights_only message opens with generic advice; the actual reason follows this tag.
     tagged = [i for i, line in enumerate(lines) if line.startswith("Please file an issue")]
     detail = lines[tagged[0] + 1] if tagged and tagged[0] + 1 < len(lines) else (lines[0] if lines else "")
@@ -347,38 +306,72 @@ def _explain_load_failure(name: str, data: bytes, error: Exception) -> str:
     )
 
 
-def _source_name(source: str | Path | bytes) -> str:
-    return "<bytes>" if isinstance(source, bytes) else str(source)
+def _safe_torch_load(name: str, data: bytes) -> Any:
+    """``torch.load(weights_only=True)`` of checked bytes; any failure is a one-line CheckpointError."""
+    _check_zip_members(name, data)
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # zip/EOF/unpickling errors from torch.load vary by version
+        raise CheckpointError(_explain_load_failure(name, data, error)) from None
+
+
+def load_state_file(path: str | Path) -> dict[str, Any]:
+    """Read a torch file of plain data and tensors (e.g. a training run's ``state.pt``) safely.
+
+    Args:
+        path: the file.
+
+    Returns:
+        Its dict, loaded on the CPU with ``weights_only`` unpickling.
+
+    Raises:
+        CheckpointError: a missing, oversized, damaged or unsafe file (pickled objects), or one
+            that does not hold a dict; the message is one line.
+    """
+    name = str(path)
+    payload = _safe_torch_load(name, _read_bytes(path, what="state file"))
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{name} holds a {type(payload).__name__}, not the dict of an ltpa "
+                              "state file")
+    return payload
 
 
 def read_checkpoint(source: str | Path | bytes) -> dict[str, Any]:
-    """Read and validate a checkpoint file (or its bytes) without building the model."""
+    """Read and validate a checkpoint file (or its bytes) without building the model.
+
+    Args:
+        source: a path or the file's bytes.
+
+    Returns:
+        The checkpoint dict (format, model, state_dict, meta, ...).
+
+    Raises:
+        CheckpointError: the file is missing, unsafe, damaged, not an ltpa checkpoint, or its
+            model section asks for a model ltpa will not build.
+    """
     name = _source_name(source)
-    if not isinstance(source, bytes) and not Path(source).is_file():
-        raise CheckpointError(f"checkpoint {name} does not exist")
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as error:  # zip/EOF/unpickling errors from torch.load vary by version
-        raise CheckpointError(_explain_load_failure(name, data, error)) from None
+    data = _read_bytes(source)
+    payload = _safe_torch_load(name, data)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{name} is a PyTorch file but not an ltpa checkpoint (no format={FORMAT!r} marker); "
             "save models with ltpa.save_checkpoint"
         )
-    if payload.get("format_version", 0) > FORMAT_VERSION:
+    version = payload.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{name} uses checkpoint format {payload['format_version']}; this ltpa reads up to "
+            f"{name} uses checkpoint format {version!r}; this ltpa reads up to "
             f"{FORMAT_VERSION}: upgrade ltpa"
         )
     for key in ("model", "state_dict", "meta"):
         if key not in payload:
             raise CheckpointError(f"{name} is missing its {key!r} section")
-    if not isinstance(payload["model"], dict) or not isinstance(payload["model"].get("name"), str):
-        raise CheckpointError(f"{name} has a malformed 'model' section (no model name)")
+    check_model_section(payload["model"], name)
     state = payload["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise CheckpointError(f"{name} has a malformed 'state_dict' section (expected name -> tensor)")
+    if not isinstance(payload["meta"], dict):
+        raise CheckpointError(f"{name} has a malformed 'meta' section (expected a dict)")
     scales = payload.get("int8_scales") or {}
     if not isinstance(scales, dict) or not all(isinstance(t, torch.Tensor) for t in scales.values()):
         raise CheckpointError(f"{name} has a malformed 'int8_scales' section (expected name -> tensor)")
@@ -419,39 +412,80 @@ def _few(keys: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_model_section(config: Any, name: str = "the checkpoint") -> tuple[str, dict[str, Any]]:
+    """Validate a checkpoint's model section before anything is built.
+
+    Args:
+        config: the file's ``model`` section, ``{"name": ..., "kwargs": {...}}``.
+        name: the file's name, for messages.
+
+    Returns:
+        (registry name, keyword arguments for ``create_model``, older files' recorded defaults
+        made explicit).
+
+    Raises:
+        CheckpointError: an unknown model name, unknown arguments, a non-finite or out-of-range
+            width, num_classes or depth, or arguments that are not plain values.
+    """
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str):
+        raise CheckpointError(f"{name} has a malformed 'model' section (no model name)")
+    registry_name = config["name"]
+    if registry_name not in list_models():
+        raise CheckpointError(f"{name} describes an unknown model {registry_name[:60]!r}; "
+                              f"registered models: {', '.join(list_models())}")
+    kwargs = config.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{name} has a malformed 'model' section (kwargs is not a dict)")
+    kwargs = dict(kwargs)
+    num_classes = kwargs.pop("num_classes", 10)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) \
+            or not 2 <= num_classes <= MAX_NUM_CLASSES:
+        raise CheckpointError(f"{name} asks for num_classes={num_classes!r}; ltpa builds models "
+                              f"of 2 to {MAX_NUM_CLASSES} classes")
+    accepted = get_spec(registry_name).overridable
+    unknown = sorted(str(k) for k in kwargs if k not in accepted)
+    if unknown:
+        raise CheckpointError(f"{name} passes unknown argument(s) {', '.join(unknown)[:200]} to "
+                              f"{registry_name}; it accepts: {', '.join(accepted)}")
+    width = kwargs.get("width", 1.0)
+    if not _finite_number(width) or not 0 < width <= MAX_WIDTH:
+        raise CheckpointError(f"{name} asks for width={width!r}; valid widths are in "
+                              f"(0, {MAX_WIDTH:g}]")
+    depth = kwargs.get("depth")
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int)
+                              or not 11 <= depth <= MAX_RESNET_DEPTH or (depth - 2) % 9):
+        raise CheckpointError(f"{name} asks for depth={depth!r}; valid ResNet depths are 9n+2 "
+                              f"from 11 to {MAX_RESNET_DEPTH}")
+    for key, value in kwargs.items():
+        if not (value is None or isinstance(value, (bool, str)) or _finite_number(value)):
+            raise CheckpointError(f"{name} gives {registry_name} argument {key} the value "
+                                  f"{str(value)[:60]!r}; expected a finite number, text or true/false")
+    return registry_name, {"num_classes": num_classes, **upgrade_model_kwargs(registry_name, kwargs)}
+
+
 def upgrade_model_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Model arguments of older files, made explicit: an argument recorded since (see
-    ``ltpa.registry.RECORDED_DEFAULTS``) gets the value such files were built with, e.g. the
-    paper's unscaled dot product for ``dp_scale`` and the raw residual stream for
-    ``tap_features``."""
+    """Model arguments of older files, made explicit.
+
+    An argument recorded since (see ``ltpa.registry.RECORDED_DEFAULTS``) gets the value such
+    files were built with, e.g. the paper's unscaled dot product for ``dp_scale`` and the raw
+    residual stream for ``tap_features``.
+
+    Args:
+        name: the registry name.
+        kwargs: the file's arguments.
+
+    Returns:
+        The arguments with every recorded default present.
+    """
     return {**recorded_defaults(name, legacy=True), **kwargs}
 
 
-def load_checkpoint(
-    source: str | Path | bytes, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model from the file alone; returns ``(model in eval mode, metadata)``."""
-    name = _source_name(source)
-    payload = read_checkpoint(source)
-    config = payload["model"]
-    try:
-        kwargs = upgrade_model_kwargs(config["name"], config.get("kwargs", {}))
-        model = create_model(config["name"], **kwargs)
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{name} describes a model ltpa cannot build: {error}") from None
-    scales = payload.get("int8_scales") or {}
-    int4_scales, int4_shapes = payload.get("int4_scales") or {}, payload.get("int4_shapes") or {}
-    state = {}
-    for key, tensor in payload["state_dict"].items():
-        if key in scales:
-            tensor = dequantise_int8(tensor, scales[key])
-        elif key in int4_scales:
-            try:
-                tensor = dequantise_int4(tensor, int4_scales[key], int4_shapes[key])
-            except RuntimeError as error:
-                raise CheckpointError(f"{name}: int4 weight {key} cannot be unpacked: {error}") from None
-        state[key] = tensor.float() if tensor.is_floating_point() else tensor
-    # Name the offending tensors: load_state_dict's own message is many lines long.
+def _weights_fit(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """What keeps ``state`` from loading into ``model`` (missing, unexpected, wrong shapes)."""
     expected = model.state_dict()
     problems = []
     missing = [k for k in expected if k not in state]
@@ -467,18 +501,77 @@ def load_checkpoint(
         problems.append(f"{len(unexpected)} unexpected tensor(s): {_few(unexpected)}")
     if mismatched:
         problems.append(f"{len(mismatched)} tensor(s) of the wrong shape: {_few(mismatched, 3)}")
+    return problems
+
+
+def _build(registry_name: str, kwargs: dict[str, Any], name: str, device: str | None = None) -> nn.Module:
+    try:
+        if device == "meta":
+            with torch.device("meta"):
+                return create_model(registry_name, **kwargs)
+        return create_model(registry_name, **kwargs)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{name} describes a model ltpa cannot build: {error}") from None
+
+
+def load_checkpoint(
+    source: str | Path | bytes, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model from the file alone.
+
+    Args:
+        source: a checkpoint path or its bytes.
+        device: where the model goes.
+
+    Returns:
+        (the fp32 model in eval mode, the file's metadata).
+
+    Raises:
+        CheckpointError: see :func:`read_checkpoint`; also weights that do not fit the model the
+            file describes (checked on the ``meta`` device, before the real model is allocated).
+    """
+    name = _source_name(source)
+    payload = read_checkpoint(source)
+    registry_name, kwargs = check_model_section(payload["model"], name)
+    scales = payload.get("int8_scales") or {}
+    int4_scales, int4_shapes = payload.get("int4_scales") or {}, payload.get("int4_shapes") or {}
+    # Shapes as they will load (int4 weights are packed in the file): checked before unpacking.
+    shapes = {key: torch.empty(int4_shapes[key], device="meta") if key in int4_scales else tensor
+              for key, tensor in payload["state_dict"].items()}
+    problems = _weights_fit(_build(registry_name, kwargs, name, device="meta"), shapes)
     if problems:
         raise CheckpointError(
-            f"{name}: weights do not fit model {config['name']!r} "
-            f"{config.get('kwargs', {})}: {'; '.join(problems)}"
+            f"{name}: weights do not fit model {registry_name!r} "
+            f"{payload['model'].get('kwargs', {})}: {'; '.join(problems)}"
         )
+    state = {}
+    for key, tensor in payload["state_dict"].items():
+        if key in scales:
+            try:
+                tensor = dequantise_int8(tensor, scales[key])
+            except RuntimeError as error:
+                raise CheckpointError(f"{name}: int8 weight {key} cannot be unpacked: {error}") from None
+        elif key in int4_scales:
+            try:
+                tensor = dequantise_int4(tensor, int4_scales[key], int4_shapes[key])
+            except RuntimeError as error:
+                raise CheckpointError(f"{name}: int4 weight {key} cannot be unpacked: {error}") from None
+        state[key] = tensor.float() if tensor.is_floating_point() else tensor
+    model = _build(registry_name, kwargs, name)
     model.load_state_dict(state, strict=True)
     model.eval().to(device)
     return model, payload["meta"]
 
 
 def file_sha256(path: str | Path) -> str:
-    """The sha256 of a file's bytes (used in model cards and view records)."""
+    """The sha256 of a file's bytes (used in model cards and view records).
+
+    Args:
+        path: the file.
+
+    Returns:
+        The hex digest.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

@@ -1,6 +1,7 @@
-"""The ``ltpa`` command line. Each subcommand lives in its own module, imported only when used.
+"""The ltpa command line: attention CNNs of "Learn to Pay Attention" (ICLR 2018), their maps and their robustness.
 
-A module listed in ``SUBCOMMANDS`` provides ``add_arguments(parser)`` and ``run(args) -> int``.
+Each command lives in its own module: a module listed in ``SUBCOMMANDS`` (the user commands) or ``MAINTAINER_COMMANDS`` (the ``zoo``
+group, for the project's maintainers) provides ``add_arguments(parser)`` and ``run(args) -> int``.
 """
 from __future__ import annotations
 
@@ -8,25 +9,34 @@ import argparse
 import importlib
 import sys
 
-# command -> (module, one-line help)
+# User commands: command -> (module, one-line help).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("ltpa.commands.models", "list registered models (parameters, map sizes)"),
     "train": ("ltpa.commands.train", "train a registered model"),
-    "train-zoo": ("ltpa.commands.train_zoo", "train and ship the model-zoo recipes"),
-    "zoo-finalize": ("ltpa.commands.zoo_finalize", "write the zoo manifest from shipped cards"),
-    "zoo-promote": ("ltpa.commands.zoo_promote", "ship a trained run (a seed or a variant) as a zoo model"),
     "eval": ("ltpa.commands.evaluate", "evaluate a model: top-1 error, per-class accuracy, confusion"),
     "segment-eval": ("ltpa.commands.segment_eval", "score attention masks against ground truth"),
     "robustness": ("ltpa.commands.robustness", "FGSM robustness curves over a dataset"),
-    "baselines": ("ltpa.commands.baselines", "attention models against their baselines, seed by seed"),
-    "runs": ("ltpa.commands.runs", "every run with a training log: errors, entropy, time"),
+    "faithfulness": ("ltpa.commands.faithfulness", "is the attention faithful? deletion/insertion, confidence, randomisation"),
 }
+# The maintainers' group, listed after the user commands: its subcommands train, select and ship
+# the project's own zoo (ltpa/maintainer/commands/__init__.py).
+MAINTAINER_COMMANDS: dict[str, tuple[str, str]] = {
+    "zoo": ("ltpa.maintainer.commands",
+            "maintainers only: train, finalize, promote, baselines, runs (ltpa zoo --help)"),
+}
+EPILOG = ("Maintainers: `ltpa zoo --help` lists the commands that train and ship the project's own "
+          "model zoo; using the library or the app needs none of them.")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ltpa", description=__doc__.splitlines()[0])
+    """The ``ltpa`` argument parser: the user commands, then the maintainers' ``zoo`` group.
+
+    Returns:
+        The parser; each command's parser sets ``handler`` to its module's ``run``.
+    """
+    parser = argparse.ArgumentParser(prog="ltpa", description=__doc__.splitlines()[0], epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command, (module_name, help_text) in SUBCOMMANDS.items():
+    for command, (module_name, help_text) in {**SUBCOMMANDS, **MAINTAINER_COMMANDS}.items():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -40,20 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``ltpa`` console script."""
+    """Entry point of the ``ltpa`` console script.
+
+    Args:
+        argv: the arguments (default: the process's).
+
+    Returns:
+        The exit status: 0 on success, 2 for bad input (one line on stderr), 130 on Ctrl-C.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    name = " ".join(filter(None, (args.command, getattr(args, "zoo_command", None))))
     try:
         return int(args.handler(args) or 0)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         # Known, user-facing problems: one clear line, no traceback.
-        print(f"ltpa {args.command}: error: {error}", file=sys.stderr)
+        print(f"ltpa {name}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"ltpa {args.command}: interrupted", file=sys.stderr)
+        print(f"ltpa {name}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -1,5 +1,10 @@
 """Datasets: torchvision names (cifar10, cifar100, svhn) or ImageFolder trees with train/ and test/.
 
+``load_dataset`` gives the training and test splits (``ltpa train``); ``load_test_split`` is the
+one resolver of evaluation data (``ltpa eval``, ``ltpa robustness``): a dataset name, a tree with
+``test/`` or a folder of class folders. Image files are decoded by ``ltpa.images.load_image`` and
+resized by ``ltpa.preprocess.resize_image``, the same path the app and ``ltpa.inference`` take.
+
 Small image datasets are decoded once into one uint8 tensor (N x 3 x H x W) that can live on the
 GPU, where augmentation runs batched (flip, reflect-pad crop, cutout): no per-image Python work in
 the training loop, so a CIFAR-sized epoch costs seconds.
@@ -14,10 +19,10 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
-from ltpa.preprocess import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
+from ltpa.images import ImageError, load_image
+from ltpa.preprocess import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, pixels_to_unit, resize_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 TORCHVISION_DATASETS = ("cifar10", "cifar100", "svhn")
@@ -59,38 +64,87 @@ def _list_class_folders(split_dir: Path) -> dict[str, list[Path]]:
 
 
 def _decode(path: Path, size: tuple[int, int] | None) -> np.ndarray:
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        if size is not None and image.size != (size[1], size[0]):
-            image = image.resize((size[1], size[0]), Image.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
+    """One file as RGB uint8 H x W x 3, resized to ``size`` (height, width) when given."""
+    image = load_image(path.read_bytes()).array
+    return resize_image(image, size) if size is not None else image
 
 
-def load_image_folder(
-    split_dir: str | Path, class_names: list[str] | None = None, image_size: int | None = None
-) -> ImageSet:
-    """Decode every image of ``split_dir/<class>/*`` into memory (threads; same size required,
-    or resized to ``image_size``). ``class_names`` checks the split has exactly those classes."""
-    split_dir = Path(split_dir)
-    files = _list_class_folders(split_dir)
-    names = list(files)
-    if class_names is not None and names != list(class_names):
+def _decode_or_error(path: Path, size: tuple[int, int] | None) -> np.ndarray | str:
+    """The decoded image, or the reason it cannot be decoded (collected, then reported at once)."""
+    try:
+        return _decode(path, size)
+    except (ImageError, OSError) as error:
+        return str(error)
+
+
+def _folder_labels(split_dir: Path, names: list[str], class_names: list[str] | None,
+                   allow_subset: bool) -> tuple[list[str], dict[str, int]]:
+    """The class list of the split and the label of each class folder."""
+    if class_names is None:
+        return names, {name: i for i, name in enumerate(names)}
+    class_names = list(class_names)
+    if allow_subset:
+        unknown = [name for name in names if name not in class_names]
+        if unknown:
+            raise DatasetError(
+                f"{split_dir / unknown[0]} is not a class of the model "
+                f"({len(unknown)} such folder(s): {', '.join(unknown[:5])}); valid class folder "
+                f"names: {', '.join(class_names)}"
+            )
+        return class_names, {name: class_names.index(name) for name in names}
+    if names != class_names:
         raise DatasetError(
             f"class folders of {split_dir} ({', '.join(names)}) do not match the training classes "
             f"({', '.join(class_names)})"
         )
-    paths = [p for name in names for p in files[name]]
-    labels = [i for i, name in enumerate(names) for _ in files[name]]
-    size = (image_size, image_size) if image_size else None
-    if size is None:
-        first = _decode(paths[0], None)
-        size = first.shape[:2]
+    return names, {name: i for i, name in enumerate(names)}
+
+
+def load_image_folder(
+    split_dir: str | Path, class_names: list[str] | None = None, image_size: int | None = None,
+    allow_subset: bool = False,
+) -> ImageSet:
+    """Decode every image of ``split_dir/<class>/*`` into memory (threads).
+
+    Args:
+        split_dir: folder with one sub-folder per class.
+        class_names: the classes the split must have (same names, same order), or None to take
+            the folders' names.
+        image_size: side every image is resized to; None keeps the first image's size and
+            resizes the others to it.
+        allow_subset: with ``class_names``, accept any subset of them as folders; labels are then
+            indices into ``class_names`` and the set's class list is ``class_names``.
+
+    Returns:
+        The split as an ImageSet (uint8 N x 3 x H x W).
+
+    Raises:
+        DatasetError: a missing or empty folder, unknown classes, or undecodable images.
+    """
+    split_dir = Path(split_dir)
+    files = _list_class_folders(split_dir)
+    names, label_of = _folder_labels(split_dir, list(files), class_names, allow_subset)
+    paths = [p for name in files for p in files[name]]
+    labels = [label_of[name] for name in files for _ in files[name]]
+    if image_size is not None and (isinstance(image_size, bool) or int(image_size) < 1):
+        raise DatasetError(f"the image size must be a positive number of pixels; got {image_size}")
+    size = (int(image_size), int(image_size)) if image_size else None
     with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 2) * 2)) as pool:
-        try:
-            arrays = list(pool.map(lambda p: _decode(p, size), paths, chunksize=256))
-        except OSError as error:
-            raise DatasetError(f"could not decode an image in {split_dir}: {error}") from None
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        if size is None:
+            first = _decode_or_error(paths[0], None)
+            if not isinstance(first, str):
+                size = first.shape[:2]
+        decoded = list(pool.map(lambda p: _decode_or_error(p, size), paths, chunksize=256))
+    failed = [(path, reason) for path, reason in zip(paths, decoded) if isinstance(reason, str)]
+    if failed:
+        path, reason = failed[0]
+        count = "none" if len(failed) == len(paths) else f"{len(failed)}"
+        verb = "can" if len(failed) == len(paths) else "cannot"
+        raise DatasetError(
+            f"{split_dir}: {count} of its {len(paths)} image files {verb} be decoded "
+            f"(first: {path}: {reason})"
+        )
+    images = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous()
     return ImageSet(images, torch.tensor(labels, dtype=torch.long), names)
 
 
@@ -124,29 +178,101 @@ def _torchvision_split(name: str, root: Path, train: bool, download: bool) -> Im
     return ImageSet(images, labels, classes)
 
 
+def _default_root(data_root: str | Path | None) -> Path:
+    return Path(data_root or Path.home() / ".cache" / "ltpa" / "datasets")
+
+
+def _existing_folder(data: str) -> Path:
+    root = Path(data)
+    if not root.is_dir():
+        raise DatasetError(
+            f"{data!r} is neither a dataset name ({', '.join(TORCHVISION_DATASETS)}) nor an existing folder"
+        )
+    return root
+
+
 def load_dataset(
     data: str, data_root: str | Path | None = None, download: bool = True,
     image_size: int | None = None,
 ) -> tuple[ImageSet, ImageSet]:
-    """(train, test) for a torchvision dataset name or an ImageFolder tree with train/ and test/."""
+    """The training and test splits of a dataset.
+
+    Args:
+        data: a torchvision dataset name (cifar10, cifar100, svhn) or an ImageFolder tree with
+            train/ and test/ (the same class folders in each).
+        data_root: folder of the torchvision files (default ~/.cache/ltpa/datasets).
+        download: whether torchvision may download a missing dataset.
+        image_size: side the images are resized to (default: the training images' own size).
+
+    Returns:
+        (train, test) ImageSets.
+    """
     if data.lower() in TORCHVISION_DATASETS:
-        root = Path(data_root or Path.home() / ".cache" / "ltpa" / "datasets")
+        root = _default_root(data_root)
         return (_torchvision_split(data.lower(), root, True, download),
                 _torchvision_split(data.lower(), root, False, download))
-    root = Path(data)
-    if not root.exists():
-        raise DatasetError(
-            f"{data!r} is neither a dataset name ({', '.join(TORCHVISION_DATASETS)}) nor an existing folder"
-        )
+    root = _existing_folder(data)
     train = load_image_folder(root / "train", image_size=image_size)
     test = load_image_folder(root / "test", class_names=train.class_names,
                              image_size=image_size or train.images.shape[-1])
     return train, test
 
 
+def load_test_split(
+    data: str, class_names: list[str] | None = None, image_size: int | None = None,
+    data_root: str | Path | None = None, download: bool = True, allow_subset: bool = False,
+) -> tuple[ImageSet, str]:
+    """The evaluation images of a dataset: the one resolver behind ``ltpa eval`` and
+    ``ltpa robustness``.
+
+    Args:
+        data: a torchvision dataset name (its test split), an ImageFolder tree with a ``test/``
+            folder, or a folder of class folders itself.
+        class_names: the model's classes; the data's classes must be the same (or, with
+            ``allow_subset``, a subset of them named like them).
+        image_size: side the images are resized to (the model's input size).
+        data_root: folder of the torchvision files (default ~/.cache/ltpa/datasets).
+        download: whether torchvision may download a missing dataset.
+        allow_subset: accept class folders that are only some of ``class_names``; labels are
+            indices into ``class_names``.
+
+    Returns:
+        (the test ImageSet, a description of where it came from).
+
+    Raises:
+        DatasetError: unknown name or folder, classes that are not the model's, bad images.
+    """
+    if data.lower() in TORCHVISION_DATASETS:
+        name = data.lower()
+        test = _torchvision_split(name, _default_root(data_root), False, download)
+        if class_names is not None and list(test.class_names) != list(class_names):
+            raise DatasetError(f"{name}'s classes ({', '.join(test.class_names)}) are not the "
+                               f"model's ({', '.join(class_names)})")
+        if image_size and test.images.shape[-1] != image_size:
+            raise DatasetError(f"{name} images are {test.images.shape[-1]} pixels wide, the model "
+                               f"takes {image_size}")
+        return test, f"{name} test split (torchvision)"
+    folder = _existing_folder(data)
+    if (folder / "test").is_dir():
+        folder = folder / "test"
+    test = load_image_folder(folder, class_names=class_names, image_size=image_size,
+                             allow_subset=allow_subset)
+    return test, str(folder)
+
+
 def dataset_normalisation(data: str, train: ImageSet) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std in pixel space: CIFAR-10's published values for CIFAR-10 (and its
-    JPEG copy, whose means match to 1e-4), else measured on the training images."""
+    """Per-channel mean and std in pixel space [0, 1] for a training set.
+
+    CIFAR-10 (and its JPEG copy, whose means match to 1e-4) gets the published values; any other
+    set is measured on (up to 20,000 of) its training images.
+
+    Args:
+        data: the dataset name or folder, as given to ``load_dataset``.
+        train: the training split.
+
+    Returns:
+        (mean, std), three floats each.
+    """
     if train.class_names == list(CIFAR10_CLASSES):
         return list(CIFAR10_MEAN), list(CIFAR10_STD)
     pixels = train.images[: 20000].float().div_(255)
@@ -158,20 +284,27 @@ class DeviceLoader:
 
     Augmentation: random horizontal flip, reflect-pad-``pad`` random crop (an offset per image,
     done with one advanced-indexing gather), and cutout of a ``cutout`` x ``cutout`` square.
+    With ``mean`` and ``std`` None the batches stay in pixel space [0, 1]
+    (``ltpa.preprocess.pixels_to_unit``), for a ``PixelModel`` that normalises itself: the
+    evaluation path then feeds the model exactly what ``ltpa.preprocess.image_to_input`` builds.
     """
 
     def __init__(
-        self, data: ImageSet, batch_size: int, mean: list[float], std: list[float], train: bool,
-        pad: int = 4, cutout: int = 0, drop_last: bool = False, generator: torch.Generator | None = None,
-        channels_last: bool = False,
+        self, data: ImageSet, batch_size: int, mean: list[float] | None, std: list[float] | None,
+        train: bool, pad: int = 4, cutout: int = 0, drop_last: bool = False,
+        generator: torch.Generator | None = None, channels_last: bool = False,
     ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"the batch size must be a positive integer; got {batch_size!r}")
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std, or neither (pixel-space batches)")
         self.data, self.batch_size, self.train = data, batch_size, train
         self.pad, self.cutout, self.drop_last = pad, cutout, drop_last
         self.generator = generator
         self.channels_last = channels_last
         device = data.images.device
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        self.mean = None if mean is None else torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = None if std is None else torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
 
     def __len__(self) -> int:
         n = len(self.data)
@@ -219,10 +352,15 @@ class DeviceLoader:
             index = order[start : start + self.batch_size]
             if self.drop_last and index.numel() < self.batch_size:
                 break
-            x = self.data.images[index].float()
-            if self.train:
-                x = self._augment(x)
-            x = (x - self.mean) / self.std
+            if self.mean is None:
+                x = pixels_to_unit(self.data.images[index])
+                if self.train:
+                    x = self._augment(x)
+            else:
+                x = self.data.images[index].float()
+                if self.train:
+                    x = self._augment(x)
+                x = (x - self.mean) / self.std
             if self.train and self.cutout:
                 x = self._cutout(x)
             if self.channels_last:

@@ -7,10 +7,18 @@ import torch
 
 
 def get_device(preferred: str | None = None) -> torch.device:
-    """The device to run on.
+    """The device to run on: CUDA, then Apple MPS, then CPU, unless told otherwise.
 
-    ``preferred`` (or the ``LTPA_DEVICE`` environment variable) may be ``"auto"``, ``"cuda"``,
-    ``"cuda:N"``, ``"mps"`` or ``"cpu"``; asking for an absent accelerator raises a RuntimeError.
+    Args:
+        preferred: ``"auto"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"cpu"`` (default: the
+            ``LTPA_DEVICE`` environment variable, else auto).
+
+    Returns:
+        The torch device.
+
+    Raises:
+        ValueError: an unknown device name.
+        RuntimeError: an accelerator that is not available here.
     """
     choice = (preferred or os.environ.get("LTPA_DEVICE") or "auto").strip().lower()
     if choice == "auto":

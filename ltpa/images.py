@@ -1,13 +1,17 @@
 """Decode user images safely: any common file becomes an upright RGB uint8 array, or a clear error.
 
 The header is read first (Pillow opens lazily) so an image too large to decode safely is refused
-before its pixels are touched. Every conversion (16-bit, CMYK, transparency, greyscale, EXIF
-rotation, animation, tiny size) is recorded as a plain-language note for the user.
+before its pixels are touched; so is one whose metadata (PNG text chunks) would inflate beyond
+Pillow's limits. Every conversion (16-bit, CMYK, transparency, greyscale, EXIF rotation,
+animation, tiny size) is recorded as a plain-language note for the user. ``display_name`` shows a
+user's file name as plain text inside Markdown (no live links or formatting).
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import re
+import unicodedata
 import warnings
 from dataclasses import dataclass, field
 
@@ -24,6 +28,11 @@ EXIF_ORIENTATION_TAG = 0x0112
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA_MODES = ("RGBA", "LA", "La", "RGBa", "PA")
+# How Pillow words a refusal to inflate metadata (PNG zTXt/iTXt/iCCP chunks) past its limits.
+_METADATA_BOMB = re.compile(r"too large|too much memory|MAX_TEXT", re.IGNORECASE)
+# Longest file name shown back to the user.
+MAX_DISPLAY_NAME = 80
+_MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
 
 
 class ImageError(ValueError):
@@ -50,8 +59,46 @@ class LoadedImage:
 
 
 def bytes_sha256(data: bytes) -> str:
-    """Hex sha256 of a byte string."""
+    """Hex sha256 of a byte string.
+
+    Args:
+        data: the bytes.
+
+    Returns:
+        The hex digest.
+    """
     return hashlib.sha256(data).hexdigest()
+
+
+def display_name(name: str, limit: int = MAX_DISPLAY_NAME) -> str:
+    """A user-supplied name (e.g. an uploaded file's) as plain text for Markdown display.
+
+    Every ASCII punctuation character is backslash-escaped (so ``[x](javascript:...)``, ``**``,
+    ``:emoji:``, ``$maths$`` and bare URLs render as the characters they are), control characters
+    and line breaks become spaces, and a name longer than ``limit`` is shortened with an ellipsis.
+
+    Args:
+        name: the name as given.
+        limit: the most characters kept (before escaping).
+
+    Returns:
+        Markdown source that renders as the name's plain text.
+    """
+    cleaned = "".join(" " if unicodedata.category(c).startswith("C") else c for c in str(name))
+    cleaned = " ".join(cleaned.split())
+    if len(cleaned) > limit:
+        cleaned = cleaned[: max(1, limit - 1)] + "…"
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", cleaned)
+
+
+def _unreadable(error: Exception) -> ImageError:
+    """The user-facing error for a decoding failure: metadata bombs are "too large", not damaged."""
+    if _METADATA_BOMB.search(str(error)):
+        return ImageError(
+            "the image's metadata (text chunks) is too large to read safely; save the image "
+            "again without metadata"
+        )
+    return ImageError(f"the image file is damaged or truncated and cannot be read ({error})")
 
 
 def _png_bit_depth(data: bytes) -> int | None:
@@ -80,7 +127,7 @@ def _open_header(data: bytes) -> Image.Image:
             "this file is not an image that can be read; use PNG, JPEG, WebP, BMP, TIFF or GIF"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ImageError(f"the image file is damaged or truncated and cannot be read ({error})") from None
+        raise _unreadable(error) from None
 
 
 def _check_header(image: Image.Image) -> None:
@@ -103,7 +150,7 @@ def _decode_first_frame(image: Image.Image) -> None:
         image.seek(0)
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ImageError(f"the image file is damaged or truncated and cannot be read ({error})") from None
+        raise _unreadable(error) from None
 
 
 def _to_rgb(image: Image.Image, notes: list[str]) -> np.ndarray:
@@ -137,10 +184,19 @@ def _to_rgb(image: Image.Image, notes: list[str]) -> np.ndarray:
 
 
 def load_image(data: bytes) -> LoadedImage:
-    """Decode image bytes to an upright RGB uint8 array; an ImageError says why it cannot be.
+    """Decode image bytes to an upright RGB uint8 array.
 
     Accepts PNG, JPEG, WebP, BMP, TIFF and GIF (first frame of an animation). Images over
     ``MAX_PIXELS`` are refused from the header alone, before any pixel is decoded.
+
+    Args:
+        data: the file's bytes.
+
+    Returns:
+        The LoadedImage (array, format, original mode, sha256, notes on conversions).
+
+    Raises:
+        ImageError: the bytes are empty, not a supported image, too large or damaged.
     """
     image = _open_header(data)
     _check_header(image)

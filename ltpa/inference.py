@@ -1,6 +1,7 @@
 """One forward pass of a zoo model on one image, packaged for display: every page calls this.
 
-``analyse`` gives the top classes, and for every attention stage its map at the model's native
+``load_model_source`` turns what a user names (a shipped model id, a checkpoint file or a run
+folder holding ``model.pt``) into a ready model. ``analyse`` gives the top classes, and for every attention stage its map at the model's native
 resolution, the same map upsampled to the image's own size (mass-preserving, so it still sums to
 1) and its summary figures. ``posthoc`` does the same for CAM / Grad-CAM, for contrast. Neither
 mutates the model (no hooks, no ``.backward``, no ``.train()``), so one cached model can serve
@@ -10,16 +11,101 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ltpa.checkpoint import file_sha256, load_checkpoint
 from ltpa.maps import MapStats, map_stats, to_numpy_map, upsample
-from ltpa.preprocess import image_to_input
+from ltpa.preprocess import PixelModel, image_to_input
 from ltpa.saliency import cam, grad_cam
-from ltpa.zoo import LoadedModel
+from ltpa.zoo import (LoadedModel, ZooEntry, ZooError, describe_model, get_entry, list_zoo,
+                      load_zoo_model)
 
 POSTHOC_METHODS = {"grad_cam": "Grad-CAM", "cam": "CAM"}
+# The checkpoint a training run folder holds (ltpa.training writes it under this name).
+RUN_MODEL_FILE = "model.pt"
+
+
+def _shipped_ids(source: str | Path) -> list[str]:
+    """The shipped ids, or a ValueError saying ``source`` is no file and there is no zoo."""
+    try:
+        return [e.id for e in list_zoo()]
+    except ZooError as error:
+        raise ValueError(f"{str(source)!r} is neither a checkpoint file nor a run folder, and {error}") from None
+
+
+def _unknown_source(source: str | Path, shipped: list[str]) -> ValueError:
+    return ValueError(f"{str(source)!r} is neither a checkpoint file, a run folder nor a shipped "
+                      f"model id (shipped: {', '.join(shipped) or 'none'})")
+
+
+def resolve_checkpoint(source: str | Path) -> Path:
+    """The checkpoint file a user means: a file, a run folder holding ``model.pt``, or a shipped
+    model id.
+
+    Args:
+        source: a path or a zoo id.
+
+    Returns:
+        The path of the checkpoint file.
+
+    Raises:
+        ValueError: ``source`` is none of these (the message lists the shipped ids).
+    """
+    path = Path(source)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if (path / RUN_MODEL_FILE).is_file():
+            return path / RUN_MODEL_FILE
+        raise ValueError(f"{path} is a folder without {RUN_MODEL_FILE}: give a checkpoint file, "
+                         "a run folder of `ltpa train`, or a shipped model id")
+    shipped = _shipped_ids(source)
+    if str(source) in shipped:
+        return get_entry(str(source)).path
+    raise _unknown_source(source, shipped)
+
+
+def load_model_source(source: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """A model ready for inference from a shipped id, a checkpoint file or a run folder.
+
+    Shipped ids load through ``ltpa.zoo.load_zoo_model``; files get a card built from their
+    metadata (classes, normalisation, input size) and the model itself (stages), with the id
+    being the file's path.
+
+    Args:
+        source: a zoo id, a checkpoint file or a run folder holding ``model.pt``.
+        device: where the model runs.
+
+    Returns:
+        The LoadedModel (a pixel-space model in eval mode, its card and metadata).
+
+    Raises:
+        ValueError: an unknown source, or a checkpoint that is not readable (CheckpointError).
+    """
+    if not Path(source).exists():
+        shipped = _shipped_ids(source)
+        if str(source) not in shipped:
+            raise _unknown_source(source, shipped)
+        return load_zoo_model(str(source), device=device)
+    checkpoint = resolve_checkpoint(source)
+    model, meta = load_checkpoint(checkpoint, device=device)
+    missing = [key for key in ("class_names", "mean", "std") if key not in meta]
+    if missing:
+        raise ValueError(f"{checkpoint} lacks the metadata a model needs for images "
+                         f"({', '.join(missing)}); save it with ltpa train or ltpa.save_checkpoint")
+    input_size = int(meta.get("input_size", 32))
+    card = {
+        "id": str(source), "file": str(checkpoint.resolve()),
+        "registry_name": model.ltpa_config["name"], "kwargs": model.ltpa_config["kwargs"],
+        "class_names": list(meta["class_names"]), "mean": meta["mean"], "std": meta["std"],
+        "input_size": input_size, "sha256": file_sha256(checkpoint),
+        **describe_model(model, input_size),
+    }
+    pixel_model = PixelModel(model, meta["mean"], meta["std"]).to(device).eval()
+    return LoadedModel(ZooEntry(str(source), card), pixel_model, meta)
 
 
 @dataclass(frozen=True)
@@ -87,8 +173,15 @@ def _stage_map(stage: str, attention: torch.Tensor, size: tuple[int, int]) -> St
 def analyse(loaded: LoadedModel, image: np.ndarray) -> Analysis:
     """Classify an RGB uint8 image (any size) and collect the attention of every stage.
 
-    The image is resized to the model's input size; the maps are upsampled back to the image's
-    own size with ``ltpa.maps.upsample``.
+    The image becomes model input through ``ltpa.preprocess.image_to_input``; the maps are
+    upsampled back to the image's own size with ``ltpa.maps.upsample``.
+
+    Args:
+        loaded: the model (``load_model_source`` or ``ltpa.zoo.load_zoo_model``).
+        image: H x W x 3 uint8 RGB array.
+
+    Returns:
+        The Analysis: probabilities, one StageMap per attention stage, sizes and device.
     """
     device = _model_device(loaded)
     x = image_to_input(image, loaded.input_size).to(device)
@@ -112,8 +205,20 @@ def analyse(loaded: LoadedModel, image: np.ndarray) -> Analysis:
 def posthoc(
     loaded: LoadedModel, image: np.ndarray, method: str = "grad_cam", class_index: int | None = None
 ) -> StageMap:
-    """A post-hoc saliency map (``grad_cam`` on any model, ``cam`` on a GAP model) for the
-    predicted class (or ``class_index``), normalised to sum to 1 like an attention map."""
+    """A post-hoc saliency map for contrast with attention, normalised to sum to 1.
+
+    Args:
+        loaded: the model; ``cam`` needs a GAP model.
+        image: H x W x 3 uint8 RGB array.
+        method: a key of ``POSTHOC_METHODS`` (``grad_cam`` or ``cam``).
+        class_index: the class explained (default: the predicted one).
+
+    Returns:
+        The StageMap (uniform when the map has no positive value).
+
+    Raises:
+        ValueError: an unknown method, or CAM on a model without global average pooling.
+    """
     if method not in POSTHOC_METHODS:
         raise ValueError(f"unknown method {method!r}; valid choices: {', '.join(POSTHOC_METHODS)}")
     x = image_to_input(image, loaded.input_size).to(_model_device(loaded))

@@ -5,7 +5,7 @@ per-map normalisation; maps are upsampled bilinearly (align_corners=False) to th
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -33,7 +33,7 @@ def upsample(attention: Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarra
     The result is rescaled so it keeps the map's total mass: a softmax map still sums to 1.
     """
     array = to_numpy_map(attention)
-    tensor = torch.from_numpy(array)[None, None]
+    tensor = torch.tensor(array)[None, None]  # a copy: cached maps are read-only arrays
     up = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
     total, up_total = float(array.sum()), float(up.sum())
     if up_total > 0 and total > 0:
@@ -113,3 +113,49 @@ def batch_entropy(attention: Tensor) -> Tensor:
     p = p / p.sum(dim=1, keepdim=True).clamp_min(1e-12)
     entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(dim=1)
     return (entropy / np.log(p.shape[1])).mean()
+
+
+def panel_grid(rows: Sequence[Sequence[tuple[str, np.ndarray]]], panel_side: int = 224,
+               title: str | None = None, pixelated: bool = False) -> np.ndarray:
+    """Captioned images in a grid, as one RGB uint8 picture (a figure for a slide).
+
+    Args:
+        rows: one sequence of ``(caption, RGB uint8 image)`` per row; rows may differ in length.
+        panel_side: each image is scaled to fit a ``panel_side`` square, keeping its aspect ratio.
+        title: a line of text above the grid.
+        pixelated: enlarge with nearest-neighbour interpolation (keeps a 32x32 input's pixels
+            visible) instead of bilinear.
+
+    Returns:
+        The figure, at most ``panel_side`` + a caption line high per row.
+    """
+    if not rows or not any(rows):
+        raise ValueError("panel_grid needs at least one image")
+    if not 16 <= panel_side <= 2048:
+        raise ValueError(f"panel_side must be from 16 to 2048 pixels; got {panel_side}")
+    font, scale, thickness, gap = cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1, 8
+    text_height = cv2.getTextSize("Ag", font, scale, thickness)[0][1] + 10
+    columns = max(len(row) for row in rows)
+    cell_width, cell_height = panel_side + gap, panel_side + text_height + gap
+    top = text_height + gap if title else 0
+    canvas = np.full((top + cell_height * len(rows) + gap, cell_width * columns + gap, 3), 255, np.uint8)
+    if title:
+        cv2.putText(canvas, title, (gap, text_height), font, scale * 1.2, (0, 0, 0), thickness, cv2.LINE_AA)
+    for r, row in enumerate(rows):
+        for c, (caption, image) in enumerate(row):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"panel {caption!r}: expected an RGB uint8 image; got {image.shape} {image.dtype}")
+            height, width = image.shape[:2]
+            ratio = panel_side / max(height, width)
+            size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
+            shrinking = ratio < 1
+            interpolation = cv2.INTER_AREA if shrinking else (cv2.INTER_NEAREST if pixelated else cv2.INTER_LINEAR)
+            panel = cv2.resize(image, size, interpolation=interpolation)
+            y, x = top + gap + r * cell_height, gap + c * cell_width
+            canvas[y:y + size[1], x:x + size[0]] = panel
+            text = caption
+            while len(text) > 3 and cv2.getTextSize(text, font, scale, thickness)[0][0] > panel_side:
+                text = text[:-4] + "..."
+            cv2.putText(canvas, text, (x, y + panel_side + text_height - 4), font, scale, (0, 0, 0),
+                        thickness, cv2.LINE_AA)
+    return canvas

@@ -45,7 +45,8 @@ class ModelSpec:
         params = inspect.signature(self.builder).parameters
         skip = {"num_classes", "gap", "taps", *self.fixed}
         if not self.attention:
-            skip |= {"head", "compatibility", "normalisation", "match"}
+            skip |= {"head", "compatibility", "normalisation", "match", "temperature",
+                     "stage_classifiers"}
             if self.fixed.get("gap") or self.backbone == "resnet":
                 skip.add("dropout")  # GAP heads have no dropout layer to configure
         # A recorded argument exists only for the models it applies to (dp_scale: dot product).

@@ -1,14 +1,18 @@
 """Weakly supervised segmentation: attention (and post-hoc saliency) masks scored against ground
 truth over a folder of images, as ``ltpa segment-eval`` runs it.
 
+Models are named as everywhere in ltpa (``ltpa.inference.load_model_source``): a shipped id, a
+checkpoint file or a run folder holding ``model.pt``.
+
 Flow: ``pair_folders`` matches images and masks by file stem; ``load_samples`` decodes them and
-prepares the model inputs (resized to each model's input size); ``native_maps`` runs batched
+prepares the model inputs (``ltpa.preprocess.image_to_input``, the app's image path); ``native_maps`` runs batched
 forward passes; ``evaluate`` upsamples every map to its mask's size, binarises it by every rule at
 a **fixed** threshold (``ltpa.masks.DEFAULT_THRESHOLDS`` unless overridden, the same for every
 image), scores it and accumulates a Jaccard-versus-threshold sweep from which the best fixed
 threshold per method is read (tuned on the evaluated set, reported separately). Bad input (a mask
 without image and the reverse, unreadable files, empty or all-foreground masks, another aspect
-ratio) is recorded as a ``Skip`` and the rest goes on.
+ratio, a "mask" that is a photo rather than a (nearly) binary image) is recorded as a ``Skip``
+and the rest goes on; a masks folder in which no mask is binary is refused outright.
 
 Comparison methods go through the same code: CAM of the GAP model, Grad-CAM of the baseline VGG,
 each for the model's predicted class unless a class is given, and a centre prior (a Gaussian blob,
@@ -28,11 +32,13 @@ import numpy as np
 import torch
 
 from ltpa import masks
-from ltpa.images import load_image
-from ltpa.preprocess import image_to_input
-from ltpa.saliency import cam, centre_prior, grad_cam
 from ltpa.device import get_device
-from ltpa.zoo import LoadedModel, get_entry, list_zoo, load_zoo_model
+from ltpa.images import load_image
+from ltpa.inference import load_model_source
+from ltpa.preprocess import image_to_input
+from ltpa.report import markdown_table
+from ltpa.saliency import cam, centre_prior, grad_cam
+from ltpa.zoo import LoadedModel, ZooError, list_zoo
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 METHODS = ("attention", "cam", "grad_cam", "centre_prior")
@@ -52,7 +58,12 @@ SKIP_REASONS = {
     "empty_mask": "mask has no foreground",
     "full_mask": "mask is all foreground",
     "aspect_ratio": "mask and image differ in aspect ratio",
+    "not_a_mask": "not a binary mask (a photo?)",
 }
+# A ground-truth mask is (nearly) binary: JPEG-compressed masks have a few grey pixels along their
+# edges (under 0.1% on the Weizmann horses), photos a fifth or more of their pixels in mid-grey.
+MAX_GREY_FRACTION = 0.05
+_GREY_BAND = (32, 223)  # 8-bit values that are neither background nor foreground
 
 
 @dataclass(frozen=True)
@@ -132,10 +143,21 @@ def _index_folder(folder: Path, kind: str, suffix: str, skips: list[Skip]) -> di
 
 
 def pair_folders(images_dir: Path, masks_dir: Path, mask_suffix: str = "") -> tuple[list[Pair], list[Skip]]:
-    """Match images and masks by file stem (a mask may carry ``mask_suffix``, e.g. ``_mask``).
+    """Match images and masks by file stem.
 
     Only files directly in each folder count (sub-folders such as Object Discovery's
-    ``GroundTruth`` are ignored). Unmatched and non-image files come back as skips.
+    ``GroundTruth`` are ignored).
+
+    Args:
+        images_dir: folder of images.
+        masks_dir: folder of masks.
+        mask_suffix: suffix of mask stems, e.g. ``_mask`` for ``horse001_mask.png``.
+
+    Returns:
+        (matched pairs in stem order, skips for unmatched, duplicate and non-image files).
+
+    Raises:
+        FileNotFoundError: a folder does not exist.
     """
     skips: list[Skip] = []
     images = _index_folder(Path(images_dir), "image", "", skips)
@@ -148,6 +170,20 @@ def pair_folders(images_dir: Path, masks_dir: Path, mask_suffix: str = "") -> tu
     return pairs, skips
 
 
+def grey_fraction(image: np.ndarray) -> float:
+    """Share of an image's pixels that are neither dark nor bright, in its brightest channel.
+
+    Args:
+        image: H x W x 3 (or H x W) uint8 array.
+
+    Returns:
+        The fraction of pixels with values in ``_GREY_BAND``: near 0 for a mask, large for a photo.
+    """
+    brightest = image.max(axis=2) if image.ndim == 3 else image
+    low, high = _GREY_BAND
+    return float(((brightest > low) & (brightest < high)).mean()) if brightest.size else 0.0
+
+
 def load_samples(
     pairs: Sequence[Pair], input_sizes: Iterable[int] = (32,), aspect_tolerance: float = 0.03
 ) -> tuple[list[Sample], list[Skip]]:
@@ -155,6 +191,14 @@ def load_samples(
 
     The evaluation happens at the mask's size; the image only feeds the model (the maps are
     upsampled to the mask), so a photo larger than its mask with the same aspect is fine.
+
+    Args:
+        pairs: image/mask pairs from :func:`pair_folders`.
+        input_sizes: the input sizes of the models to feed.
+        aspect_tolerance: largest relative aspect-ratio difference of image and mask.
+
+    Returns:
+        (usable samples, skipped pairs with their reasons).
     """
     sizes = sorted(set(int(s) for s in input_sizes))
     samples, skips = [], []
@@ -165,9 +209,15 @@ def load_samples(
             skips.append(Skip(pair.image.name, "unreadable_image", str(error)))
             continue
         try:
-            truth = masks.load_mask(pair.mask)
+            # Decoded safely first (size limits), and checked to be a mask, not a photo.
+            grey = grey_fraction(load_image(pair.mask.read_bytes()).array)
+            truth = masks.load_mask(pair.mask) if grey <= MAX_GREY_FRACTION else None
         except (ValueError, OSError) as error:
             skips.append(Skip(pair.mask.name, "unreadable_mask", str(error)))
+            continue
+        if truth is None:
+            skips.append(Skip(pair.mask.name, "not_a_mask",
+                              f"{grey:.0%} of its pixels are grey (a mask has under {MAX_GREY_FRACTION:.0%})"))
             continue
         image_size = (int(image.shape[0]), int(image.shape[1]))
         mask_size = (int(truth.shape[0]), int(truth.shape[1]))
@@ -186,6 +236,26 @@ def load_samples(
     return samples, skips
 
 
+def check_masks_folder(masks_dir: Path, n_pairs: int, skips: Sequence[Skip]) -> None:
+    """Refuse a masks folder that holds photos: at least half of the pairs' masks not binary.
+
+    Args:
+        masks_dir: the folder, for the message.
+        n_pairs: how many image/mask pairs were matched.
+        skips: the skips of :func:`load_samples`.
+
+    Raises:
+        ValueError: one line naming the folder, an example file and what a mask must be.
+    """
+    photos = [s for s in skips if s.reason == "not_a_mask"]
+    if photos and 2 * len(photos) >= n_pairs:
+        raise ValueError(
+            f"{masks_dir} does not hold ground-truth masks: {len(photos)} of {n_pairs} are not "
+            f"binary (e.g. {photos[0].name}: {photos[0].detail}); --masks needs (nearly) binary "
+            "single-channel images, the object white (or 1) on black"
+        )
+
+
 # --------------------------------------------------------------------------------------- maps
 def _device_of(loaded: LoadedModel) -> torch.device:
     return next(loaded.model.parameters()).device
@@ -198,11 +268,21 @@ def native_maps(
     batch_size: int = 64,
     class_index: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Maps of a batch of pixel-space inputs (N x 3 x S x S) at the model's resolution.
+    """Maps of a batch of pixel-space inputs at the model's resolution (batched forward passes; the
+    model is not modified).
 
-    ``attention`` gives every stage (stage name -> N x h x w); ``cam`` / ``grad_cam`` give one
-    map under the method's name, for the predicted class unless ``class_index`` is set. Batched
-    forward passes; the model is not modified.
+    Args:
+        loaded: the model.
+        method: ``attention`` (every stage), ``cam`` or ``grad_cam``.
+        inputs: N x 3 x S x S in [0, 1].
+        batch_size: images per forward pass.
+        class_index: the class CAM / Grad-CAM explain (default: each image's prediction).
+
+    Returns:
+        Stage name (or the method's name) -> N x h x w maps.
+
+    Raises:
+        ValueError: an unknown method, a bad batch size, or attention asked of a model without it.
     """
     if method not in ("attention", "cam", "grad_cam"):
         raise ValueError(f"unknown map method {method!r}; valid choices: attention, cam, grad_cam")
@@ -229,8 +309,18 @@ def stage_unit_maps(
     native: dict[str, np.ndarray], size: tuple[int, int], stages: Sequence[str] | None = None,
     combine: str = "mean",
 ) -> dict[str, np.ndarray]:
-    """One image's maps (stage -> h x w) as unit maps at ``size``, plus ``combined`` when the model
-    has several stages (all of them, whichever are requested) and ``stages`` asks for it."""
+    """One image's maps as unit maps (maximum 1) at ``size``, plus ``combined`` when the model has
+    several stages and ``stages`` asks for it.
+
+    Args:
+        native: stage -> h x w map.
+        size: (height, width) to upsample to.
+        stages: the stages wanted (None: all and ``combined``).
+        combine: how stages combine (``ltpa.masks.COMBINE_MODES``).
+
+    Returns:
+        Stage (or ``combined``) -> H x W unit map.
+    """
     units = {stage: masks.unit_map(m, size) for stage, m in native.items()}
     wanted = list(native) if stages is None else [s for s in native if s in stages]
     out = {stage: units[stage] for stage in wanted}
@@ -241,7 +331,7 @@ def stage_unit_maps(
 
 # --------------------------------------------------------------------------------------- evaluation
 @dataclass
-class EvalSettings:
+class SegmentationSettings:
     """Everything that fixes how maps become masks (recorded in the summary)."""
 
     rules: tuple[str, ...] = masks.RULES
@@ -271,10 +361,10 @@ class EvalSettings:
 
 
 @dataclass
-class EvalResult:
+class SegmentationResult:
     """Per-image rows, accumulated sweeps, skips and counts of one evaluation."""
 
-    settings: EvalSettings
+    settings: SegmentationSettings
     rows: list[dict] = field(default_factory=list)
     sweep_sums: dict[tuple[MapSource, str], np.ndarray] = field(default_factory=dict)
     sweep_counts: Counter = field(default_factory=Counter)
@@ -344,9 +434,15 @@ def _display_threshold(rule: str, value: float | None) -> str:
 
 
 def score_sources(
-    result: EvalResult, sample: Sample, units: dict[MapSource, np.ndarray]
+    result: SegmentationResult, sample: Sample, units: dict[MapSource, np.ndarray]
 ) -> None:
-    """Binarise and score one image's unit maps under every rule; add to rows and sweeps."""
+    """Binarise and score one image's unit maps under every rule; add to the rows and sweeps.
+
+    Args:
+        result: the result to add to (its settings fix the rules and thresholds).
+        sample: the image's sample (its mask is the ground truth).
+        units: map source -> unit map at the mask's size.
+    """
     settings = result.settings
     truth = sample.mask
     for source, unit in units.items():
@@ -373,8 +469,25 @@ def score_sources(
 
 
 def attention_model_ids() -> list[str]:
-    """Every shipped model that has attention stages, in manifest order."""
-    return [e.id for e in list_zoo() if e.card.get("stages")]
+    """Every shipped model that has attention stages, in manifest order (none without a zoo).
+
+    Returns:
+        The zoo ids.
+    """
+    try:
+        return [e.id for e in list_zoo() if e.card.get("stages")]
+    except ZooError:
+        return []
+
+
+def _is_available(source: str) -> bool:
+    """Whether a model source can be loaded: an existing path or a shipped id."""
+    if Path(source).exists():
+        return True
+    try:
+        return source in {e.id for e in list_zoo()}
+    except ZooError:
+        return False
 
 
 def evaluate(
@@ -384,14 +497,29 @@ def evaluate(
     grad_cam_model: LoadedModel | None = None,
     centre: bool = True,
     stages: Sequence[str] | None = None,
-    settings: EvalSettings | None = None,
+    settings: SegmentationSettings | None = None,
     batch_size: int = 64,
     log: Callable[[str], None] = lambda message: None,
-) -> EvalResult:
-    """Score every map source on every sample (see the module docstring)."""
-    settings = settings or EvalSettings()
+) -> SegmentationResult:
+    """Score every map source on every sample (see the module docstring).
+
+    Args:
+        samples: from :func:`load_samples`.
+        attention_models: models whose attention stages are scored.
+        cam_model: the GAP model for CAM, or None.
+        grad_cam_model: the model for Grad-CAM, or None.
+        centre: whether to score the centre prior.
+        stages: stage names and/or ``combined`` (None: all).
+        settings: how maps become masks.
+        batch_size: images per forward pass.
+        log: called with progress lines.
+
+    Returns:
+        The SegmentationResult.
+    """
+    settings = settings or SegmentationSettings()
     settings.check()
-    result = EvalResult(settings)
+    result = SegmentationResult(settings)
     started = time.perf_counter()
     jobs: list[tuple[str, LoadedModel]] = [("attention", m) for m in attention_models]
     jobs += [(name, m) for name, m in (("cam", cam_model), ("grad_cam", grad_cam_model)) if m is not None]
@@ -446,9 +574,37 @@ def _source_label(row: dict) -> str:
     return MapSource(row["method"], row["model"], row["stage"]).label
 
 
-def markdown_table(result: EvalResult) -> str:
+def scores_by_map(result: SegmentationResult) -> dict[str, dict]:
+    """The headline numbers per map source: mean Jaccard per rule at the fixed thresholds and
+    the pointing game (what ``summary.json`` holds under ``scores``).
+
+    Args:
+        result: an evaluation's result.
+
+    Returns:
+        ``{label: {"method", "model", "stage", "images", "pointing_game", "jaccard": {rule: mean}}}``
+        in evaluation order, e.g. ``"vgg_att3_concat_pc / layer13"``, ``"CAM (vgg_gap)"``,
+        ``"centre prior"``.
+    """
+    scores: dict[str, dict] = {}
+    for row in result.summary():
+        entry = scores.setdefault(_source_label(row), {
+            "method": row["method"], "model": row["model"], "stage": row["stage"],
+            "images": row["images"], "pointing_game": row["pointing_game"], "jaccard": {}})
+        entry["jaccard"][row["rule"]] = row["mean_jaccard"]
+    return scores
+
+
+def summary_markdown(result: SegmentationResult) -> str:
     """Mean Jaccard per map source (rows) and rule (columns) at the fixed thresholds, plus the
-    pointing game and, separately labelled, the best fixed threshold tuned on this set."""
+    pointing game and, separately labelled, the best fixed threshold tuned on this set.
+
+    Args:
+        result: an evaluation's result.
+
+    Returns:
+        Markdown: the table, a note on blank maps, the tuned-threshold table.
+    """
     settings = result.settings
     summary = result.summary()
     if not summary:
@@ -458,36 +614,45 @@ def markdown_table(result: EvalResult) -> str:
         by_source.setdefault(_source_label(row), {})[row["rule"]] = row
     best = {(_source_label(r), r["rule"]): r for r in result.best_thresholds()}
     rules = list(settings.rules)
-    headers = ["map"] + [f"{rule} {_display_threshold(rule, settings.thresholds[rule])}" for rule in rules]
-    headers += ["pointing game"]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    rule_columns = {rule: f"{rule} {_display_threshold(rule, settings.thresholds[rule])}" for rule in rules}
+    columns = ["map", *rule_columns.values(), "pointing game"]
+    rows = []
     for label, per_rule in by_source.items():
-        cells = [label] + [f"{per_rule[r]['mean_jaccard']:.3f}" if r in per_rule else "" for r in rules]
-        cells.append(f"{next(iter(per_rule.values()))['pointing_game']:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    tuned_rules = [r for r in rules if masks.SWEEP_GRIDS[r]]
-    out = "\n".join(lines) + "\n"
+        row = {"map": label, "pointing game": f"{next(iter(per_rule.values()))['pointing_game']:.2f}"}
+        row.update({rule_columns[r]: f"{per_rule[r]['mean_jaccard']:.3f}" for r in rules if r in per_rule})
+        rows.append(row)
+    out = markdown_table(rows, columns=columns) + "\n"
     blanks = [(label, next(iter(per_rule.values()))) for label, per_rule in by_source.items()]
     blanks = [f"{label}: {row['blank_maps']} of {row['images']}" for label, row in blanks if row["blank_maps"]]
     if blanks:
         out += ("\nMaps with no positive value (an empty mask under every rule, Jaccard 0): "
                 + "; ".join(blanks) + ".\n")
+    tuned_rules = [r for r in rules if masks.SWEEP_GRIDS[r]]
     if tuned_rules:
-        headers = ["map"] + [f"{rule}: best t (J)" for rule in tuned_rules]
-        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        tuned_columns = {rule: f"{rule}: best t (J)" for rule in tuned_rules}
+        rows = []
         for label in by_source:
-            cells = [label]
+            row = {"map": label}
             for rule in tuned_rules:
                 b = best.get((label, rule))
-                cells.append(f"{b['best_threshold']:g} ({b['best_mean_jaccard']:.3f})" if b else "")
-            lines.append("| " + " | ".join(cells) + " |")
+                if b:
+                    row[tuned_columns[rule]] = f"{b['best_threshold']:g} ({b['best_mean_jaccard']:.3f})"
+            rows.append(row)
         out += ("\nBest fixed threshold per map and rule, **tuned on this set** (optimistic; "
-                "one threshold for all images):\n\n" + "\n".join(lines) + "\n")
+                "one threshold for all images):\n\n"
+                + markdown_table(rows, columns=["map", *tuned_columns.values()]) + "\n")
     return out
 
 
-def settings_text(result: EvalResult) -> str:
-    """The threshold rule in words, for the report."""
+def settings_text(result: SegmentationResult) -> str:
+    """The threshold rules and clean-up in words, for the report.
+
+    Args:
+        result: an evaluation's result.
+
+    Returns:
+        One paragraph.
+    """
     s = result.settings
     parts = []
     for rule in s.rules:
@@ -512,9 +677,17 @@ def settings_text(result: EvalResult) -> str:
             + (f"Clean-up: {', '.join(clean)}." if clean else "No clean-up."))
 
 
-def write_results(result: EvalResult, out_dir: Path) -> dict[str, Path]:
+def write_results(result: SegmentationResult, out_dir: Path) -> dict[str, Path]:
     """Write per_image.csv, summary.csv, sweep.csv, best_thresholds.csv, skipped.csv,
-    summary.json and results.md into ``out_dir``; returns the paths by name."""
+    summary.json (with ``scores``, see :func:`scores_by_map`) and results.md.
+
+    Args:
+        result: an evaluation's result.
+        out_dir: the folder (created).
+
+    Returns:
+        The paths by name.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -545,6 +718,7 @@ def write_results(result: EvalResult, out_dir: Path) -> dict[str, Path]:
                      "largest_component": s.largest_component, "prior_sigma": s.prior_sigma,
                      "class_index": s.class_index},
         "threshold_rule": settings_text(result),
+        "scores": scores_by_map(result),
     }
     paths["summary_json"] = out_dir / "summary.json"
     paths["summary_json"].write_text(json.dumps(info, indent=2, allow_nan=True) + "\n")
@@ -552,7 +726,7 @@ def write_results(result: EvalResult, out_dir: Path) -> dict[str, Path]:
     paths["markdown"].write_text(
         f"Images evaluated: {result.n_evaluated} of {result.n_pairs} pairs; skipped: "
         f"{len(result.skips)} {result.skip_counts() or ''}\n\n{settings_text(result)}\n\n"
-        f"Mean Jaccard (and pointing-game accuracy):\n\n{markdown_table(result)}")
+        f"Mean Jaccard (and pointing-game accuracy):\n\n{summary_markdown(result)}")
     return paths
 
 
@@ -562,7 +736,7 @@ def evaluate_folders(
     masks_dir: Path,
     model_ids: Sequence[str] | None = None,
     stages: Sequence[str] | None = None,
-    settings: EvalSettings | None = None,
+    settings: SegmentationSettings | None = None,
     compare: Sequence[str] = COMPARISONS,
     cam_model_id: str = DEFAULT_CAM_MODEL,
     grad_cam_model_id: str = DEFAULT_GRAD_CAM_MODEL,
@@ -571,11 +745,37 @@ def evaluate_folders(
     device: str | None = None,
     batch_size: int = 64,
     log: Callable[[str], None] = lambda message: None,
-) -> EvalResult:
-    """Pair, load and evaluate two folders with zoo models (default: every shipped attention
-    model; CAM / Grad-CAM when their models are shipped, otherwise a note says they were left out)."""
-    settings = settings or EvalSettings()
+) -> SegmentationResult:
+    """Pair, load and evaluate two folders.
+
+    Args:
+        images_dir: folder of images.
+        masks_dir: folder of ground-truth masks, matched by file stem.
+        model_ids: attention models: shipped ids, checkpoint files or run folders (default: every
+            shipped attention model).
+        stages: stage names and/or ``combined`` to score (default: all).
+        settings: how maps become masks.
+        compare: comparison methods among ``COMPARISONS``.
+        cam_model_id: the GAP model for CAM (id, file or run folder); left out with a note when
+            it is a shipped id that is not shipped.
+        grad_cam_model_id: the model for Grad-CAM, likewise.
+        mask_suffix: suffix of mask stems.
+        aspect_tolerance: largest relative aspect-ratio difference of image and mask.
+        device: auto, cpu, cuda, cuda:N or mps.
+        batch_size: forward-pass batch size.
+        log: called with progress lines.
+
+    Returns:
+        The SegmentationResult (rows, sweeps, skips, notes, timings).
+
+    Raises:
+        ValueError: unknown comparisons, models or stages, a model without attention among
+            ``model_ids``, or a masks folder of photos.
+    """
+    settings = settings or SegmentationSettings()
     settings.check()
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive integer; got {batch_size!r}")
     bad = [c for c in compare if c not in COMPARISONS]
     if bad:
         raise ValueError(f"unknown comparison(s) {bad}; valid choices: {', '.join(COMPARISONS)}")
@@ -584,30 +784,30 @@ def evaluate_folders(
         model_ids = attention_model_ids()
         if not model_ids:
             notes.append("no attention model in the zoo: only the comparison methods were evaluated")
-    for model_id in model_ids:
-        if not get_entry(model_id).card.get("stages"):
-            raise ValueError(f"model {model_id!r} has no attention stages; use it through "
-                             "the comparison methods (CAM / Grad-CAM) instead")
-    shipped = {e.id for e in list_zoo()}
     posthoc_ids = {}
     for method, model_id in (("cam", cam_model_id), ("grad_cam", grad_cam_model_id)):
         if method in compare:
-            if model_id in shipped:
+            if _is_available(model_id):
                 posthoc_ids[method] = model_id
             else:
                 notes.append(f"{METHOD_LABELS[method]} left out: no {model_id!r} in the zoo")
+    torch_device = get_device(device)
+    loaded = {mid: load_model_source(mid, torch_device) for mid in dict.fromkeys([*model_ids, *posthoc_ids.values()])}
+    for model_id in model_ids:
+        if not loaded[model_id].entry.card.get("stages"):
+            raise ValueError(f"model {model_id!r} has no attention stages; use it through "
+                             "the comparison methods (CAM / Grad-CAM) instead")
     if stages is not None:
-        known = {s for mid in model_ids for s in get_entry(mid).card.get("stages", [])} | {COMBINED}
+        known = {s for mid in model_ids for s in loaded[mid].entry.card.get("stages", [])} | {COMBINED}
         unknown = [s for s in stages if s not in known]
         if unknown:
             raise ValueError(f"unknown stage(s) {unknown}; the chosen models have: {', '.join(sorted(known))}")
-    torch_device = get_device(device)
-    loaded = {mid: load_zoo_model(mid, torch_device) for mid in {*model_ids, *posthoc_ids.values()}}
     started = time.perf_counter()  # decoding, forward passes and scoring; not model loading
     pairs, skips = pair_folders(Path(images_dir), Path(masks_dir), mask_suffix)
     log(f"{len(pairs)} image/mask pairs, {len(skips)} files unmatched or not images")
     samples, load_skips = load_samples(pairs, {m.input_size for m in loaded.values()} or {32},
                                        aspect_tolerance)
+    check_masks_folder(Path(masks_dir), len(pairs), load_skips)
     result = evaluate(
         samples,
         [loaded[m] for m in model_ids],

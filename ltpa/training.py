@@ -6,14 +6,25 @@ weight decay on conv/linear weights only, label smoothing, a one-cycle schedule 
 then linear decay to zero), bf16 autocast and channels_last on CUDA, optional ``model.compile()``.
 The attention arithmetic itself stays fp32 (see ``ltpa.layers.attention``).
 
+Model selection never looks at the test set: ``validation`` holds out a fixed share of the
+training images (the same images for every seed: the split has its own seed), every epoch is
+scored on them, and the test set is evaluated once, after the last epoch. Attention-quality
+levers of the training itself: ``entropy_weight`` (a penalty on each stage's normalised map
+entropy) and ``aux_weight`` (deep supervision of per-stage classifiers, see
+``ltpa.models.heads``); ``ema`` evaluates an exponential moving average of the weights and
+``flip`` also scores the mean of the logits of each image and its mirror image.
+
 A run folder holds ``state.pt`` (everything needed to resume: weights, optimiser, epoch, RNG),
 ``model.pt`` (an ltpa checkpoint of the latest epoch) and ``log.json`` (per-epoch metrics). Both
 files are rewritten atomically after every epoch, so an interrupted run loses at most one epoch.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
+import pickle
 import shlex
 import sys
 import time
@@ -25,11 +36,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltpa.checkpoint import save_checkpoint, storage_rounded_weights
+from ltpa.checkpoint import save_checkpoint
+from ltpa.quantisation import storage_rounded_weights
 from ltpa.data import DeviceLoader, ImageSet, dataset_normalisation, load_dataset
 from ltpa.device import get_device
 from ltpa.maps import batch_entropy
+from ltpa.models.outputs import MIN_INPUT_SIZE
 from ltpa.registry import create_model
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE, MODEL_FILE, LOG_FILE = "state.pt", "model.pt", "log.json"
 
@@ -45,6 +60,16 @@ CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
 # else defines the run, and continuing a saved state under other settings would mix two runs.
 RESUMABLE_CHANGES = ("out", "device", "data", "data_root", "download", "compile", "compile_mode",
                      "eval_every")
+# Settings added after runs were recorded without them: a saved configuration that lacks one was
+# trained with this value (not today's default), e.g. on all training images.
+LEGACY_SETTINGS: dict[str, Any] = {"validation": 0.0, "validation_seed": 0, "ema": 0.0,
+                                   "flip": False, "aux_weight": 0.0, "entropy_weight": 0.0}
+MAX_WIDTH = 4.0  # a wider VGG-att is ~300M parameters: a typo, not a model
+
+
+def _saved_value(saved: dict[str, Any], key: str, defaults: dict[str, Any]) -> Any:
+    """A recorded setting, the legacy value where the record predates it, else today's default."""
+    return saved.get(key, LEGACY_SETTINGS.get(key, defaults[key]))
 
 
 def config_differences(saved: dict[str, Any], current: "TrainConfig",
@@ -52,9 +77,9 @@ def config_differences(saved: dict[str, Any], current: "TrainConfig",
     """The settings, other than ``skip``, in which a recorded configuration (settings it predates
     take their defaults) differs from ``current``, each as "key (saved X, now Y)"."""
     defaults, skipped = asdict(TrainConfig()), set(skip)
-    return [f"{key} (saved {saved.get(key, defaults[key])!r}, now {value!r})"
+    return [f"{key} (saved {_saved_value(saved, key, defaults)!r}, now {value!r})"
             for key, value in asdict(current).items()
-            if key not in skipped and saved.get(key, defaults[key]) != value]
+            if key not in skipped and _saved_value(saved, key, defaults) != value]
 
 
 def replays_cuda_graphs(compile_model: bool, compile_mode: str, device: torch.device) -> bool:
@@ -97,8 +122,17 @@ class TrainConfig:
     eval_every: int = 1
     download: bool = True
     image_size: int | None = None
+    # Share of the training images held out for model selection (0: train on all of them);
+    # ``validation_seed`` fixes which, independently of ``seed``.
+    validation: float = 0.1
+    validation_seed: int = 0
+    ema: float = 0.0  # decay per step of the evaluated weight average (0: no average)
+    flip: bool = True  # also score mirror-image test-time augmentation
+    aux_weight: float = 0.0  # weight of the per-stage classifiers' mean loss (deep supervision)
+    entropy_weight: float = 0.0  # weight of the mean normalised entropy of the stages' maps
 
     def __post_init__(self) -> None:
+        self._check_ranges()
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}; "
                              f"got {self.compile_mode!r}")
@@ -108,10 +142,48 @@ class TrainConfig:
             raise ValueError(f"qat_epochs must be between 1 and epochs ({self.epochs}) with qat "
                              f"{self.qat!r}; got {self.qat_epochs}")
 
+    def _check_ranges(self) -> None:
+        """Refuse settings outside their valid range before anything is built or written."""
+        def number(name: str, low: float, high: float, integer: bool = False,
+                   low_open: bool = False, high_open: bool = False) -> None:
+            value = getattr(self, name)
+            kind = "an integer" if integer else "a number"
+            ok = (not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+                  and math.isfinite(value)
+                  and (value > low if low_open else value >= low)
+                  and (value < high if high_open else value <= high))
+            if not ok:
+                bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be {kind} in {bounds}; got {value!r}")
+
+        number("width", 0.0, MAX_WIDTH, low_open=True)
+        number("epochs", 1, 100_000, integer=True)
+        number("batch_size", 1, 1_000_000, integer=True)
+        number("lr", 0.0, 100.0, low_open=True)
+        number("momentum", 0.0, 1.0, high_open=True)
+        number("weight_decay", 0.0, 1.0)
+        number("label_smoothing", 0.0, 1.0, high_open=True)
+        number("warmup", 0.0, 1.0, high_open=True)
+        number("final_lr_fraction", 0.0, 1.0)
+        number("pad", 0, 64, integer=True)
+        number("cutout", 0, 4096, integer=True)
+        number("qat_epochs", 0, 100_000, integer=True)
+        number("seed", 0, 2**63 - 1, integer=True)
+        number("validation_seed", 0, 2**63 - 1, integer=True)
+        number("eval_every", 1, 100_000, integer=True)
+        number("validation", 0.0, 0.5, high_open=True)
+        number("ema", 0.0, 1.0, high_open=True)
+        number("aux_weight", 0.0, 100.0)
+        number("entropy_weight", 0.0, 100.0)
+        if self.image_size is not None:
+            number("image_size", MIN_INPUT_SIZE, 4096, integer=True)
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """The configuration a record describes; settings it predates take their legacy value."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return cls(**{**LEGACY_SETTINGS, **{k: v for k, v in values.items() if k in known}})
 
 
 def _atomic_json(path: Path, payload: Any) -> None:
@@ -137,57 +209,72 @@ def one_cycle(step: int, total: int, warmup: float, final: float) -> float:
     return final + (1.0 - final) * max(0.0, 1.0 - progress)
 
 
-def _progress(epoch: int, epochs: int, done: int, total: int, started: float, stream=sys.stderr) -> None:
-    if not stream.isatty() and done not in (total,):
-        return  # a progress bar only on terminals; logs get one line per epoch
-    width = 30
-    filled = int(width * done / max(1, total))
-    rate = done / max(1e-9, time.perf_counter() - started)
-    stream.write(f"\repoch {epoch}/{epochs} [{'#' * filled}{'.' * (width - filled)}] "
-                 f"{done}/{total} batches {rate:.1f} it/s")
-    if done == total:
-        stream.write("\n")
-    stream.flush()
-
-
 def error_percent(accuracy: float | None) -> float | None:
     """Top-1 error in percent from an accuracy in [0, 1] as logs store it (None stays None)."""
     return None if accuracy is None else 100.0 * (1.0 - float(accuracy))
 
 
 @dataclass
-class EvalResult:
-    """Metrics of one pass over a labelled set."""
+class ClassificationResult:
+    """Metrics of one pass of a classifier over a labelled set."""
 
     loss: float
     accuracy: float
     per_class_accuracy: list[float]
     confusion: list[list[int]]  # rows: true class, columns: predicted
     entropy: dict[str, float]  # mean normalised entropy per attention stage
+    flip_accuracy: float | None = None  # with mirror-image test-time augmentation, when scored
 
     @property
     def error(self) -> float:
+        """Top-1 error in percent."""
         return 100.0 * (1.0 - self.accuracy)
+
+    @property
+    def flip_error(self) -> float | None:
+        """Top-1 error in percent with mirror-image test-time augmentation (None if not scored)."""
+        return error_percent(self.flip_accuracy)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int, amp: bool = False,
-             cuda_graphs: bool = False) -> EvalResult:
-    """Loss, accuracy, per-class accuracy, confusion matrix and attention entropy over ``loader``.
-    ``cuda_graphs``: the model replays CUDA graphs (each batch is marked as a new step)."""
+             cuda_graphs: bool = False, flip: bool = False) -> ClassificationResult:
+    """Score a classifier over a loader.
+
+    Args:
+        model: an ltpa model (its forward returns ``ModelOutput``).
+        loader: an evaluation ``DeviceLoader``.
+        num_classes: the number of classes.
+        amp: bf16 autocast on CUDA.
+        cuda_graphs: the model replays CUDA graphs (each batch is marked as a new step).
+        flip: also score the mean logits of each image and its mirror image.
+
+    Returns:
+        Loss, accuracy, per-class accuracy, confusion matrix, mean normalised entropy per stage,
+        and the flipped accuracy when ``flip``.
+    """
     was_training = model.training
     model.eval()
     device = loader.data.images.device
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     loss_sum = torch.zeros((), device=device)
+    flip_correct = torch.zeros((), dtype=torch.long, device=device)
     entropy_sums: dict[str, Tensor] = {}
     count = 0
+    autocast = amp and device.type == "cuda"
     for x, y in loader:
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             out = model(x)
         logits = out.logits.float()
+        if flip:
+            if cuda_graphs:
+                logits = logits.clone()  # the next replay reuses the output buffer
+                torch.compiler.cudagraph_mark_step_begin()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                mirrored = model(x.flip(3)).logits.float()
+            flip_correct += ((logits + mirrored).argmax(1) == y).sum()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         confusion += torch.bincount(y * num_classes + logits.argmax(1),
                                     minlength=num_classes**2).view(num_classes, num_classes)
@@ -197,13 +284,70 @@ def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int, amp: bool
     model.train(was_training)
     confusion_cpu = confusion.cpu()
     per_class = (confusion_cpu.diag().float() / confusion_cpu.sum(1).clamp_min(1).float()).tolist()
-    return EvalResult(
+    return ClassificationResult(
         loss=float(loss_sum) / max(1, count),
         accuracy=float(confusion_cpu.diag().sum()) / max(1, count),
         per_class_accuracy=per_class,
         confusion=confusion_cpu.tolist(),
         entropy={k: float(v) / max(1, count) for k, v in entropy_sums.items()},
+        flip_accuracy=float(flip_correct) / max(1, count) if flip else None,
     )
+
+
+def split_validation(train: ImageSet, share: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
+    """Hold out ``share`` of the training images, the same ones for a given ``seed``.
+
+    Args:
+        train: the training split.
+        share: the share to hold out, in [0, 0.5); 0 keeps every image for training.
+        seed: the seed of the split (independent of the training seed).
+
+    Returns:
+        The remaining training images and the validation images (None when ``share`` is 0).
+    """
+    count = int(round(len(train) * share))
+    if count == 0:
+        return train, None
+    if count >= len(train):
+        raise ValueError(f"a validation share of {share} leaves no training images")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    held, kept = order[:count].sort().values, order[count:].sort().values
+    held, kept = held.to(train.labels.device), kept.to(train.labels.device)
+    return (ImageSet(train.images[kept], train.labels[kept], train.class_names),
+            ImageSet(train.images[held], train.labels[held], train.class_names))
+
+
+def indices_digest(images: ImageSet | None) -> str | None:
+    """A short sha256 of a split's labels and pixels, recorded so a validation split is checkable."""
+    if images is None:
+        return None
+    digest = hashlib.sha256(images.labels.cpu().numpy().tobytes())
+    digest.update(images.images[:, :, 0, 0].cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def training_loss(out: Any, y: Tensor, label_smoothing: float, aux_weight: float = 0.0,
+                  entropy_weight: float = 0.0) -> Tensor:
+    """The loss of one batch: cross-entropy, plus the attention-quality terms.
+
+    Args:
+        out: the model's ``ModelOutput``.
+        y: the labels.
+        label_smoothing: label smoothing of the cross-entropy terms.
+        aux_weight: weight of the mean cross-entropy of the per-stage classifiers.
+        entropy_weight: weight of the mean normalised entropy of the stages' maps.
+
+    Returns:
+        The scalar loss (fp32).
+    """
+    loss = F.cross_entropy(out.logits.float(), y, label_smoothing=label_smoothing)
+    if aux_weight and out.stage_logits:
+        stage_losses = [F.cross_entropy(s.float(), y, label_smoothing=label_smoothing)
+                        for s in out.stage_logits]
+        loss = loss + aux_weight * torch.stack(stage_losses).mean()
+    if entropy_weight and out.maps:
+        loss = loss + entropy_weight * torch.stack([batch_entropy(m) for m in out.maps]).mean()
+    return loss
 
 
 def _hardware(device: torch.device) -> str:
@@ -219,12 +363,23 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, command: str | None = None,
                  on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                 extend: bool = False) -> None:
-        """``extend``: a resumed run may train for more epochs than it was started with."""
+                 extend: bool = False,
+                 on_batch: Callable[[int, int, int, int, float], None] | None = None) -> None:
+        """Set up a run (nothing is loaded or written until ``run()``).
+
+        Args:
+            config: the run's settings.
+            command: the command line recorded in the checkpoint (default: this process's).
+            on_epoch: called with each epoch's log row.
+            extend: a resumed run may train for more epochs than it was started with.
+            on_batch: called as (epoch, epochs, batches done, batches, start time) every 20
+                batches, e.g. to draw a progress bar.
+        """
         self.config = config
         self.extend = extend
         self.command = command or "ltpa " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         self.on_epoch = on_epoch
+        self.on_batch = on_batch
         self.out = Path(config.out)
         self.device = get_device(config.device)
         self.cuda = self.device.type == "cuda"
@@ -239,7 +394,10 @@ class Trainer:
         self.class_names = train.class_names
         self.mean, self.std = dataset_normalisation(config.data, train)
         self.input_size = int(train.images.shape[-1])
+        train, validation = split_validation(train, config.validation, config.validation_seed)
+        self.validation_digest = indices_digest(validation)
         self.train_set: ImageSet = train.to(self.device)
+        self.validation_set: ImageSet | None = None if validation is None else validation.to(self.device)
         self.test_set: ImageSet = test.to(self.device)
         overrides = dict(config.overrides)
         if config.width != 1.0:
@@ -248,6 +406,11 @@ class Trainer:
         self.model.to(self.device)
         if self.cuda and config.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self._check_levers()
+        # The average is a plain (uncompiled) copy: evaluation is a small share of the time.
+        self.average = (torch.optim.swa_utils.AveragedModel(
+            self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema),
+            use_buffers=True) if config.ema else None)
         self.generator = torch.Generator().manual_seed(config.seed)
         channels_last = self.cuda and config.channels_last
         self.train_loader = DeviceLoader(
@@ -256,6 +419,8 @@ class Trainer:
             generator=self.generator, channels_last=channels_last)
         self.test_loader = DeviceLoader(self.test_set, 1000, self.mean, self.std, train=False,
                                         channels_last=channels_last)
+        self.validation_loader = None if self.validation_set is None else DeviceLoader(
+            self.validation_set, 1000, self.mean, self.std, train=False, channels_last=channels_last)
         self.optimizer = torch.optim.SGD(
             _param_groups(self.model, config.weight_decay), lr=config.lr,
             momentum=config.momentum, nesterov=config.nesterov)
@@ -269,22 +434,41 @@ class Trainer:
         self.forward = self.model
         self.cuda_graphs = replays_cuda_graphs(config.compile, config.compile_mode, self.device)
         self.start_epoch, self.log, self.elapsed = 0, [], 0.0
+        self._final_result: ClassificationResult | None = None
+
+    def _check_levers(self) -> None:
+        """Refuse a training lever the model cannot use, before any epoch runs."""
+        config = self.config
+        if not config.aux_weight and not config.entropy_weight:
+            return
+        probe_size = max(MIN_INPUT_SIZE, self.input_size)
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            out = self.model(torch.zeros(1, 3, probe_size, probe_size, device=self.device))
+        self.model.train(was_training)
+        if config.entropy_weight and not out.maps:
+            raise ValueError(f"--entropy-weight needs a model with attention; {config.model} has none")
+        if config.aux_weight and not out.stage_logits:
+            raise ValueError(f"--aux-weight needs per-stage classifiers: an indep head, or "
+                             f"--set stage_classifiers=true on a concat model ({config.model} has none)")
 
     def _resume(self) -> None:
         state_path = self.out / STATE_FILE
         if not state_path.is_file():
             return
-        # CPU first: the RNG states must stay CPU ByteTensors; weights move on load_state_dict.
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = load_state(state_path)
         self._check_same_run(state.get("config", {}))
         self.model.load_state_dict(state["model"])
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.start_epoch, self.log = int(state["epoch"]), list(state["log"])
         self.elapsed = float(state.get("elapsed", 0.0))
-        print(f"resuming {self.out} after epoch {self.start_epoch}", file=sys.stderr)
+        logger.info("resuming %s after epoch %d", self.out, self.start_epoch)
 
     def _check_same_run(self, saved: dict[str, Any]) -> None:
         """Refuse to continue a saved state under settings that define another run."""
@@ -296,10 +480,16 @@ class Trainer:
                 f"its own settings (`ltpa train --resume {self.out}`), or train into another "
                 f"folder (ltpa train --out, ltpa train-zoo --runs)")
 
-    def _save(self, epoch: int, result: EvalResult | None) -> None:
+    @property
+    def evaluated_model(self) -> nn.Module:
+        """The weights that are evaluated and shipped: the average under ``ema``, else the model."""
+        return self.model if self.average is None else self.average.module
+
+    def _save(self, epoch: int, result: ClassificationResult | None) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         state = {
             "model": self.model.state_dict(),
+            **({} if self.average is None else {"average": self.average.state_dict()}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
@@ -313,10 +503,10 @@ class Trainer:
         torch.save(state, tmp)
         tmp.replace(self.out / STATE_FILE)
         meta = self.metadata(epoch, result)
-        save_checkpoint(self.out / MODEL_FILE, self.model, meta)
+        save_checkpoint(self.out / MODEL_FILE, self.evaluated_model, meta)
         _atomic_json(self.out / LOG_FILE, {"config": asdict(self.config), "epochs": self.log})
 
-    def metadata(self, epoch: int, result: EvalResult | None) -> dict[str, Any]:
+    def metadata(self, epoch: int, result: ClassificationResult | None) -> dict[str, Any]:
         """Checkpoint metadata: classes, normalisation, input size, dataset, metrics, recipe."""
         total_images = epoch * len(self.train_loader) * self.config.batch_size
         return {
@@ -327,7 +517,12 @@ class Trainer:
             "dataset": self.config.data,
             "metrics": None if result is None else {
                 "test_error": result.error, "test_loss": result.loss,
+                "test_error_flip": result.flip_error,
                 "per_class_accuracy": result.per_class_accuracy,
+                "test_entropy": result.entropy,
+                "validation_error": error_percent(self.log[-1].get("val_acc")) if self.log else None,
+                "validation_error_flip": (error_percent(self.log[-1].get("val_acc_flip"))
+                                          if self.log else None),
             },
             "training": {
                 "command": self.command,
@@ -336,6 +531,8 @@ class Trainer:
                 "wall_time_s": round(self.elapsed, 1),
                 "images_per_s": round(total_images / self.elapsed, 1) if self.elapsed else None,
                 "hardware": _hardware(self.device),
+                "validation_images": 0 if self.validation_set is None else len(self.validation_set),
+                "validation_digest": self.validation_digest,
             },
         }
 
@@ -347,11 +544,14 @@ class Trainer:
         """The storage precision whose rounding ``epoch`` trains and evaluates under ("" for none)."""
         return self.config.qat if self.quantisation_aware(epoch) else ""
 
-    def _evaluate(self, epoch: int) -> EvalResult:
-        # Under quantisation-aware training the test metrics are those of the stored weights.
-        with storage_rounded_weights(self.model, self._storage_precision(epoch)):
-            return evaluate(self.forward, self.test_loader, len(self.class_names), amp=self.config.amp,
-                            cuda_graphs=self.cuda_graphs)
+    def _evaluate(self, epoch: int, loader: DeviceLoader) -> ClassificationResult:
+        # Under quantisation-aware training the metrics are those of the stored weights.
+        model = self.evaluated_model
+        with storage_rounded_weights(model, self._storage_precision(epoch)):
+            return evaluate(self.forward if self.average is None else model, loader,
+                            len(self.class_names), amp=self.config.amp,
+                            cuda_graphs=self.cuda_graphs and self.average is None,
+                            flip=self.config.flip)
 
     def train_step(self, x: Tensor, y: Tensor, rounding: str = "") -> tuple[Tensor, Tensor]:
         """One optimiser step on a batch (forward and backward on the weights as ``rounding``
@@ -364,13 +564,16 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.bfloat16,
                                 enabled=self.cuda and self.config.amp):
                 out = self.forward(x)
-            logits = out.logits.float()
-            loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
+            config = self.config
+            loss = training_loss(out, y, config.label_smoothing, config.aux_weight,
+                                 config.entropy_weight)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         self.optimizer.step()
         self.scheduler.step()
-        return logits, loss
+        if self.average is not None:
+            self.average.update_parameters(self.model)
+        return out.logits.float(), loss
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         model, config = self.model, self.config
@@ -387,8 +590,8 @@ class Trainer:
             loss_sum += loss.detach() * y.numel()
             correct += (logits.detach().argmax(1) == y).sum()
             seen += y.numel()
-            if step % 20 == 0 or step == n_batches:
-                _progress(epoch, config.epochs, step, n_batches, started)
+            if self.on_batch and (step % 20 == 0 or step == n_batches):
+                self.on_batch(epoch, config.epochs, step, n_batches, started)
         if not math.isfinite(float(loss_sum)):
             raise RuntimeError(f"training diverged at epoch {epoch} (loss is not finite); "
                                "lower --lr or check the data")
@@ -400,7 +603,7 @@ class Trainer:
         self._resume()
         config = self.config
         if self.start_epoch >= config.epochs:
-            print(f"{self.out} already trained for {self.start_epoch} epochs", file=sys.stderr)
+            logger.info("%s already trained for %d epochs", self.out, self.start_epoch)
             return self.log
         try:
             for epoch in range(self.start_epoch + 1, config.epochs + 1):
@@ -413,25 +616,71 @@ class Trainer:
                     torch.cuda.synchronize()
                 epoch_time = time.perf_counter() - started
                 self.elapsed += epoch_time
-                result = None
-                if epoch % config.eval_every == 0 or epoch == config.epochs:
-                    result = self._evaluate(epoch)
-                row = {
-                    "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                    "test_loss": None if result is None else result.loss,
-                    "test_acc": None if result is None else result.accuracy,
-                    "lr": lr, "epoch_time_s": round(epoch_time, 3),
-                    "entropy": {} if result is None else result.entropy,
-                }
+                row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                       "lr": lr, "epoch_time_s": round(epoch_time, 3), **self._scores(epoch)}
                 self.log.append(row)
-                self._save(epoch, result)
+                self._save(epoch, self._final_result)
                 if self.on_epoch:
                     self.on_epoch(row)
-                test = "" if result is None else f" test_acc {result.accuracy:.4f}"
-                print(f"epoch {epoch}/{config.epochs} loss {train_loss:.4f} train_acc "
-                      f"{train_acc:.4f}{test} lr {lr:.4f} {epoch_time:.1f}s", file=sys.stderr)
+                logger.info("epoch %d/%d loss %.4f train_acc %.4f%s lr %.4f %.1fs", epoch,
+                            config.epochs, train_loss, train_acc, _scores_text(row), lr, epoch_time)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(
                 f"interrupted; the last finished epoch is saved: resume with "
                 f"`ltpa train --resume {self.out}`") from None
         return self.log
+
+
+    def _scores(self, epoch: int) -> dict[str, Any]:
+        """One epoch's held-out scores: validation every ``eval_every`` epochs; the test set only
+        after the last epoch (or, for a run without a validation split, every ``eval_every``)."""
+        config, row = self.config, {}
+        self._final_result = None
+        scheduled = epoch % config.eval_every == 0 or epoch == config.epochs
+        if scheduled and self.validation_loader is not None:
+            val = self._evaluate(epoch, self.validation_loader)
+            row.update(val_loss=val.loss, val_acc=val.accuracy, val_acc_flip=val.flip_accuracy,
+                       entropy=val.entropy)
+        if epoch == config.epochs or (scheduled and self.validation_loader is None):
+            test = self._final_result = self._evaluate(epoch, self.test_loader)
+            row.update(test_loss=test.loss, test_acc=test.accuracy,
+                       test_acc_flip=test.flip_accuracy, test_entropy=test.entropy)
+            row.setdefault("entropy", test.entropy)
+        row.setdefault("test_loss", None)
+        row.setdefault("test_acc", None)
+        row.setdefault("entropy", {})
+        return row
+
+
+def _scores_text(row: dict[str, Any]) -> str:
+    return "".join(f" {key} {row[key]:.4f}" for key in ("val_acc", "test_acc", "test_acc_flip")
+                   if row.get(key) is not None)
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """A run's ``state.pt``, read without running any pickled code.
+
+    Args:
+        path: the state file.
+
+    Returns:
+        The saved state (weights, optimiser, schedule, RNG, epoch, log, configuration).
+
+    Raises:
+        ValueError: the file is not a plain ltpa state (pickled objects are refused for safety)
+            or is damaged.
+    """
+    try:
+        # CPU first: the RNG states must stay CPU ByteTensors; weights move on load_state_dict.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} carries pickled objects beyond plain tensors and settings; "
+                         "refused for safety (an ltpa state file never needs them)") from None
+    except Exception as error:  # RuntimeError, EOFError, zipfile errors, ...
+        text = str(error).strip()
+        first_line = text.splitlines()[0][:200] if text else type(error).__name__
+        raise ValueError(f"{path} is not a readable ltpa training state ({first_line})") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "config"} <= set(state):
+        raise ValueError(f"{path} is not an ltpa training state (it lacks the weights, optimiser, "
+                         "epoch or configuration)")
+    return state

@@ -12,14 +12,24 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ltpa.attacks import APP_MAX_LEVELS
 from ltpa.maps import MapStats
+from ltpa.robustness.results import check_results
 from ltpa.training import error_percent
 
 _MARGIN = dict(l=10, r=10, t=40, b=10)
 
 
 def top_k_bar(top: Sequence[tuple[str, float]], title: str = "Top-5 prediction") -> go.Figure:
-    """Horizontal bars of (class, probability), the most probable at the top."""
+    """Horizontal bars of (class, probability), the most probable at the top.
+
+    Args:
+        top: (class name, probability) pairs, most probable first.
+        title: the figure's title.
+
+    Returns:
+        The bar chart.
+    """
     names = [name for name, _ in top][::-1]
     probabilities = [float(p) for _, p in top][::-1]
     figure = go.Figure(go.Bar(
@@ -35,8 +45,17 @@ def top_k_bar(top: Sequence[tuple[str, float]], title: str = "Top-5 prediction")
 
 
 def map_heatmap(attention: np.ndarray, title: str = "", colorscale: str = "Jet") -> go.Figure:
-    """A raw attention map as a heatmap in image orientation; hovering a cell shows its weight
-    and its share of the map's total attention mass."""
+    """A raw attention map as a heatmap in image orientation; hovering a cell shows its weight and
+    its share of the map's total attention mass.
+
+    Args:
+        attention: h x w map.
+        title: the figure's title.
+        colorscale: a Plotly colour scale name.
+
+    Returns:
+        The heatmap (row 0 at the top, square cells).
+    """
     values = np.asarray(attention, dtype=np.float64)
     total = values.sum()
     share = values / total if total > 0 else np.zeros_like(values)
@@ -62,8 +81,16 @@ STAT_PANELS = (
 
 
 def stage_stats_figure(stats: Mapping[str, MapStats], title: str = "Per-stage attention") -> go.Figure:
-    """Three panels comparing stages: normalised entropy, peak relative to uniform, and the
-    share of attention mass held by the top 10% of positions; a dashed line marks a uniform map."""
+    """Three panels comparing stages: normalised entropy, peak relative to uniform, and the share of
+    attention mass held by the top 10% of positions; a dashed line marks a uniform map.
+
+    Args:
+        stats: stage name -> its MapStats.
+        title: the figure's title.
+
+    Returns:
+        The three-panel bar chart.
+    """
     stages = list(stats)
     gap = 0.08
     width = (1.0 - gap * (len(STAT_PANELS) - 1)) / len(STAT_PANELS)
@@ -90,9 +117,16 @@ def stage_stats_figure(stats: Mapping[str, MapStats], title: str = "Per-stage at
 
 
 def training_curves(epochs: Sequence[Mapping[str, Any]], title: str = "Training") -> go.Figure:
-    """Loss, test error and per-stage attention entropy against epoch, from a training log's
-    ``epochs`` list (keys ``epoch``, ``train_loss``, ``test_loss``, ``train_acc``, ``test_acc``,
-    optional ``entropy`` {stage: normalised entropy})."""
+    """Loss, test error and per-stage attention entropy against epoch.
+
+    Args:
+        epochs: a training log's ``epochs`` list (keys ``epoch``, ``train_loss``, ``test_loss``,
+            ``train_acc``, ``test_acc``, optional ``entropy`` {stage: normalised entropy}).
+        title: the figure's title.
+
+    Returns:
+        The figure.
+    """
     x = [e["epoch"] for e in epochs]
     stages = list(dict.fromkeys(s for e in epochs for s in (e.get("entropy") or {})))
     columns = 3 if stages else 2
@@ -133,8 +167,14 @@ LOG_SCALE_METRICS = ("test error (%)", "train error (%)", "test loss", "train lo
 
 
 def run_metric_names(logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
-    """The metrics :func:`compare_runs` can plot for these logs: the common ones, then the
-    entropy of every attention stage any of them logged."""
+    """The metrics :func:`compare_runs` can plot for these logs.
+
+    Args:
+        logs: run name -> its ``epochs`` list.
+
+    Returns:
+        The common metrics, then the entropy of every attention stage any run logged.
+    """
     stages = dict.fromkeys(stage for epochs in logs.values() for row in epochs
                            for stage in (row.get("entropy") or {}))
     return list(RUN_METRICS) + [ENTROPY_METRIC + stage for stage in stages]
@@ -142,8 +182,16 @@ def run_metric_names(logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[st
 
 def compare_runs(logs: Mapping[str, Sequence[Mapping[str, Any]]], metric: str,
                  title: str = "Training runs compared") -> go.Figure:
-    """One line per run (outer key: its name; value: the log's ``epochs`` list) of ``metric``
-    (a name from :func:`run_metric_names`) against epoch; epochs without it are gaps."""
+    """One line per run of ``metric`` against epoch; epochs without it are gaps.
+
+    Args:
+        logs: run name -> its ``epochs`` list.
+        metric: a name from :func:`run_metric_names`.
+        title: the figure's title.
+
+    Returns:
+        The line chart.
+    """
     if metric.startswith(ENTROPY_METRIC):
         stage = metric[len(ENTROPY_METRIC):]
 
@@ -167,7 +215,15 @@ def compare_runs(logs: Mapping[str, Sequence[Mapping[str, Any]]], metric: str,
 
 
 def per_class_bars(accuracy: Mapping[str, Mapping[str, float]], title: str = "Per-class accuracy") -> go.Figure:
-    """Grouped bars: for each model (outer key), its accuracy (0-1) on each class (inner key)."""
+    """Grouped bars of each model's accuracy on each class.
+
+    Args:
+        accuracy: model -> {class: accuracy in [0, 1]}.
+        title: the figure's title.
+
+    Returns:
+        The bar chart.
+    """
     figure = go.Figure()
     for model, per_class in accuracy.items():
         classes = list(per_class)
@@ -182,8 +238,17 @@ def per_class_bars(accuracy: Mapping[str, Mapping[str, float]], title: str = "Pe
 
 def confusion_heatmap(confusion: Sequence[Sequence[float]], class_names: Sequence[str],
                       title: str = "Confusion matrix") -> go.Figure:
-    """Rows are true classes, columns predicted; colour is the share of the true class's images,
-    hover also shows the raw count."""
+    """A confusion matrix: rows are true classes, columns predicted; colour is the share of the
+    true class's images, hover also shows the raw count.
+
+    Args:
+        confusion: counts, true x predicted.
+        class_names: the classes, in index order.
+        title: the figure's title.
+
+    Returns:
+        The heatmap.
+    """
     counts = np.asarray(confusion, dtype=np.float64)
     row_totals = counts.sum(axis=1, keepdims=True)
     rates = np.divide(counts, row_totals, out=np.zeros_like(counts), where=row_totals > 0)
@@ -199,8 +264,15 @@ def confusion_heatmap(confusion: Sequence[Sequence[float]], class_names: Sequenc
 
 
 def error_vs_paper(rows: Sequence[Mapping[str, Any]], title: str = "Test error: ours vs paper") -> go.Figure:
-    """Grouped bars of our test error next to the paper's, from rows with ``model``, ``ours`` and
-    ``paper`` (percent; either may be None)."""
+    """Grouped bars of our test error next to the paper's.
+
+    Args:
+        rows: dicts with ``model``, ``ours`` and ``paper`` (percent; either may be None).
+        title: the figure's title.
+
+    Returns:
+        The bar chart.
+    """
     models = [r["model"] for r in rows]
     figure = go.Figure()
     for key, name in (("ours", "this repository"), ("paper", "paper (CIFAR-10)")):
@@ -228,9 +300,18 @@ def jaccard_threshold_figure(
     current: float | None = None,
     title: str = "Jaccard versus threshold",
 ) -> go.Figure:
-    """Jaccard (IoU with the ground truth) against the threshold of one mask rule, one line per
-    map (label -> (thresholds, Jaccard values)); each line's best threshold is marked with a star,
-    the threshold in use with a dashed vertical line. (Added by the masks page.)"""
+    """Jaccard (IoU with the ground truth) against the threshold of one mask rule, one line per map;
+    each line's best threshold is marked with a star, the threshold in use with a dashed line.
+
+    Args:
+        curves: label -> (thresholds, Jaccard values).
+        rule: the mask rule (axis title).
+        current: the threshold in use, or None.
+        title: the figure's title.
+
+    Returns:
+        The line chart.
+    """
     figure = go.Figure()
     palette = plotly.colors.qualitative.Plotly
     for index, (label, (thresholds, values)) in enumerate(curves.items()):
@@ -257,3 +338,66 @@ def jaccard_threshold_figure(
         legend=dict(orientation="h", y=-0.25),
     )
     return figure
+
+
+def robustness_figure(results: Mapping[str, Any]) -> go.Figure:
+    """Accuracy and fooling rate against epsilon, one line per model; attention models solid,
+    baselines dashed.
+
+    Args:
+        results: a robustness results dict (``ltpa.robustness.load_results``).
+
+    Returns:
+        The two-panel figure.
+    """
+    check_results(results)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Accuracy", "Fooling rate"))
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
+    for index, model in enumerate(results["models"]):
+        name = model.get("paper_name") or model["id"]
+        style = dict(color=palette[index % len(palette)], dash="solid" if model.get("attention") else "dash")
+        for col, key in ((1, "accuracy"), (2, "fooling_rate")):
+            fig.add_trace(go.Scatter(
+                x=results["levels"], y=[100 * v for v in model[key]], mode="lines+markers",
+                name=name, legendgroup=model["id"], showlegend=col == 1, line=style,
+                hovertemplate=f"{name}<br>epsilon %{{x}}/255<br>{key.replace('_', ' ')} %{{y:.1f}}%<extra></extra>",
+            ), row=1, col=col)
+    for col in (1, 2):
+        fig.update_xaxes(title_text="epsilon (k/255)", row=1, col=col)
+        fig.update_yaxes(title_text="%", range=[0, 100], row=1, col=col)
+    dataset = results["dataset"]
+    fig.update_layout(
+        title=f"{results.get('attack_name', results['attack'])} on {dataset['n_images']} test images "
+              "(solid: attention, dashed: baseline)",
+        height=420, margin=dict(t=70, b=40), legend=dict(orientation="h", y=-0.2),
+    )
+    return fig
+
+
+
+def confidence_figure(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], title: str,
+                      current_levels: int | None = None) -> go.Figure:
+    """Probability against epsilon, one line per model; a dotted vertical line marks the
+    epsilon chosen on the page.
+
+    Args:
+        curves: ``{name: (levels, probabilities)}``, e.g. from ``ltpa.robustness.confidence_curve``.
+        title: the figure's title.
+        current_levels: the epsilon (grey levels) to mark, or None.
+
+    Returns:
+        The figure.
+    """
+    fig = go.Figure()
+    for name, (levels, probability) in curves.items():
+        fig.add_trace(go.Scatter(
+            x=list(levels), y=[float(p) for p in probability], mode="lines+markers", name=name,
+            hovertemplate=f"{name}<br>epsilon %{{x}}/255<br>probability %{{y:.1%}}<extra></extra>",
+        ))
+    if current_levels is not None:
+        fig.add_vline(x=current_levels, line_dash="dot", line_color="grey")
+    fig.update_layout(title=title, height=360, margin=dict(l=10, r=10, t=50, b=10),
+                      legend=dict(orientation="h", y=-0.25))
+    fig.update_xaxes(title_text="epsilon (k/255)", range=[0, APP_MAX_LEVELS + 0.5])
+    fig.update_yaxes(title_text="probability", range=[0, 1.02], tickformat=".0%")
+    return fig

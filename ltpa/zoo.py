@@ -1,8 +1,13 @@
-"""The shipped model zoo: ``assets/models/manifest.json`` lists model cards; files sit beside it.
+"""The shipped model zoo: ``models/manifest.json`` lists model cards; the files sit beside it.
 
-``LTPA_ZOO`` overrides the folder. Each card records the registry name and configuration, class
-names, normalisation, input size, dataset, measured test error, per-class accuracy, parameters,
-map sizes, the file's sha256, and how the model was trained.
+In a clone the zoo is ``assets/models`` at the top of the repository; in an installed package it
+is the package data ``ltpa/_assets/models`` (pyproject.toml maps the top-level ``assets/`` folder
+onto ``ltpa._assets``). ``LTPA_ZOO`` overrides the folder. Each card records the registry name and
+configuration, class names, normalisation, input size, dataset, measured test error, per-class
+accuracy, parameters, map sizes, the file's sha256, and how the model was trained.
+
+A missing or empty zoo, a manifest that cannot be read, or a card naming a missing file is a
+:class:`ZooError` that names the folder looked in.
 """
 from __future__ import annotations
 
@@ -17,8 +22,14 @@ import torch
 from ltpa.checkpoint import file_sha256, load_checkpoint
 from ltpa.preprocess import PixelModel
 
-DEFAULT_ZOO_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# A clone has pyproject.toml beside the package and the assets at the top level; an installed
+# package carries them as its package data.
+FROM_SOURCE_TREE = (_PACKAGE_DIR.parent / "pyproject.toml").is_file()
+ASSETS_DIR = _PACKAGE_DIR.parent / "assets" if FROM_SOURCE_TREE else _PACKAGE_DIR / "_assets"
+DEFAULT_ZOO_DIR = ASSETS_DIR / "models"
 MANIFEST_NAME = "manifest.json"
+ZOO_ENV = "LTPA_ZOO"
 # Top-1 CIFAR-10 test errors (%) reported by Jetley et al. (ICLR 2018), by registry name.
 PAPER_CIFAR10_ERROR = {
     "vgg": 7.77, "vgg_gap": 9.87, "vgg_att2_concat_pc": 5.23, "vgg_att3_concat_pc": 6.34,
@@ -26,9 +37,27 @@ PAPER_CIFAR10_ERROR = {
 }
 
 
+class ZooError(ValueError):
+    """The zoo is missing or empty, its manifest cannot be read, or a card names a missing file."""
+
+
 def zoo_dir() -> Path:
-    """The folder holding the manifest and the shipped checkpoints."""
-    return Path(os.environ.get("LTPA_ZOO", DEFAULT_ZOO_DIR))
+    """The folder holding the manifest and the shipped checkpoints.
+
+    Returns:
+        ``$LTPA_ZOO`` when set, else the shipped zoo (source tree or installed package).
+    """
+    return Path(os.environ.get(ZOO_ENV) or DEFAULT_ZOO_DIR)
+
+
+def _where(folder: Path) -> str:
+    """``folder`` and how it was chosen, for error messages."""
+    if os.environ.get(ZOO_ENV) and folder == zoo_dir():
+        return f"{folder} (set by {ZOO_ENV})"
+    if folder == DEFAULT_ZOO_DIR:
+        source = "the source tree" if FROM_SOURCE_TREE else "the installed package"
+        return f"{folder} (the shipped zoo, from {source}; {ZOO_ENV} picks another folder)"
+    return str(folder)
 
 
 @dataclass(frozen=True)
@@ -40,7 +69,8 @@ class ZooEntry:
 
     @property
     def path(self) -> Path:
-        return zoo_dir() / self.card["file"]
+        """The checkpoint file the card names (it may be missing: see :func:`load_zoo_model`)."""
+        return zoo_dir() / str(self.card.get("file", ""))
 
     @property
     def registry_name(self) -> str:
@@ -69,32 +99,89 @@ class LoadedModel:
 
 
 def read_manifest(folder: Path | None = None) -> dict[str, Any]:
-    """The parsed manifest (an empty zoo when none is there yet)."""
-    path = (folder or zoo_dir()) / MANIFEST_NAME
+    """The parsed manifest of a zoo folder.
+
+    Args:
+        folder: the zoo folder (default: :func:`zoo_dir`).
+
+    Returns:
+        The manifest: ``{"models": [card, ...]}``, at least one card, each with an ``id``.
+
+    Raises:
+        ZooError: naming the folder when the manifest is missing, unreadable, malformed or
+            lists no models.
+    """
+    folder = Path(folder or zoo_dir())
+    path = folder / MANIFEST_NAME
     if not path.is_file():
-        return {"models": []}
-    return json.loads(path.read_text())
+        problem = "the folder does not exist" if not folder.is_dir() else f"it has no {MANIFEST_NAME}"
+        raise ZooError(f"no model zoo at {_where(folder)}: {problem}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ZooError(f"cannot read the zoo manifest {path}: {error}") from None
+    models = manifest.get("models") if isinstance(manifest, dict) else None
+    if not isinstance(models, list) or not all(
+            isinstance(card, dict) and isinstance(card.get("id"), str) for card in models):
+        raise ZooError(f"{path} is not a zoo manifest: it needs a \"models\" list of cards, "
+                       f"each with an \"id\"")
+    if not models:
+        raise ZooError(f"the model zoo at {_where(folder)} is empty: {path} lists no models")
+    return manifest
 
 
 def list_zoo() -> list[ZooEntry]:
-    """Every shipped model, in manifest order."""
+    """Every shipped model, in manifest order.
+
+    Returns:
+        The entries (never empty).
+
+    Raises:
+        ZooError: when the zoo is missing, empty or its manifest cannot be read.
+    """
     return [ZooEntry(card["id"], card) for card in read_manifest()["models"]]
 
 
 def get_entry(model_id: str) -> ZooEntry:
-    """The card of one shipped model, or a ValueError listing those shipped."""
+    """The card of one shipped model.
+
+    Args:
+        model_id: a zoo id (see ``ltpa models`` or the manifest).
+
+    Returns:
+        Its entry.
+
+    Raises:
+        ZooError: when the zoo is missing or empty.
+        ValueError: for an id the zoo does not ship, listing those it does.
+    """
     entries = {e.id: e for e in list_zoo()}
     if model_id not in entries:
-        shipped = ", ".join(entries) or "none (the zoo is empty)"
-        raise ValueError(f"no shipped model {model_id!r}; shipped models: {shipped}")
+        raise ValueError(f"no shipped model {model_id!r}; shipped models: {', '.join(entries)}")
     return entries[model_id]
 
 
 def load_zoo_model(
     model_id: str, device: str | torch.device = "cpu", verify: bool = False
 ) -> LoadedModel:
-    """Load a shipped model in eval mode; ``verify`` checks the file's sha256 against its card."""
+    """Load a shipped model in eval mode.
+
+    Args:
+        model_id: a zoo id.
+        device: where the model goes.
+        verify: also check the file's sha256 against its card.
+
+    Returns:
+        The pixel-space model with its card and checkpoint metadata.
+
+    Raises:
+        ZooError: when the zoo is missing or empty, or the card names a file that is not there.
+        ValueError: for an unknown id or a file that does not match its card.
+    """
     entry = get_entry(model_id)
+    if not entry.card.get("file") or not entry.path.is_file():
+        raise ZooError(f"{zoo_dir() / MANIFEST_NAME} names {entry.card.get('file')!r} for "
+                       f"{model_id}, but there is no such file in {zoo_dir()}")
     if verify and file_sha256(entry.path) != entry.card["sha256"]:
         raise ValueError(f"{entry.path} does not match the sha256 in its model card")
     model, meta = load_checkpoint(entry.path, device=device)
@@ -103,7 +190,15 @@ def load_zoo_model(
 
 
 def describe_model(model: torch.nn.Module, input_size: int = 32) -> dict[str, Any]:
-    """Parameters, stage names and map sizes of a model at ``input_size`` (one dummy forward)."""
+    """Parameters, stage names and map sizes of a model (one dummy forward).
+
+    Args:
+        model: a registry model, or a wrapper holding one as ``.model``.
+        input_size: side of the square dummy input.
+
+    Returns:
+        ``params``, ``stages`` and ``map_sizes`` (one ``[h, w]`` per stage).
+    """
     inner = getattr(model, "model", model)
     was_training = inner.training
     inner.eval()
@@ -127,8 +222,15 @@ def make_card(
 ) -> dict[str, Any]:
     """A model card for a checkpoint file that sits in the zoo folder.
 
-    ``meta`` is the checkpoint's metadata (class names, mean/std, input size, dataset, training);
-    ``extra`` adds or overrides fields (e.g. measured ``test_error``, ``per_class_accuracy``).
+    Args:
+        model_id: the card's id.
+        checkpoint_path: the file (its name and sha256 go in the card).
+        meta: the checkpoint's metadata (class names, mean/std, input size, dataset, training).
+        model: the model the file holds.
+        **extra: fields to add or override (e.g. measured ``test_error``, ``per_class_accuracy``).
+
+    Returns:
+        The card.
     """
     config = getattr(model, "ltpa_config", None) or getattr(model, "model").ltpa_config
     input_size = int(meta.get("input_size", 32))
@@ -151,7 +253,15 @@ def make_card(
 
 
 def write_manifest(cards: list[dict[str, Any]], folder: Path | None = None) -> Path:
-    """Write the manifest listing ``cards`` (replacing any previous one)."""
+    """Write the manifest listing ``cards`` (replacing any previous one).
+
+    Args:
+        cards: the model cards, in manifest order.
+        folder: the zoo folder (default: :func:`zoo_dir`).
+
+    Returns:
+        The manifest's path.
+    """
     path = (folder or zoo_dir()) / MANIFEST_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"models": cards}, indent=2) + "\n")

@@ -6,10 +6,14 @@ import streamlit as st
 
 from ltpa.inference import Analysis, StageMap
 from pages.ui import state, views
+from pages.ui import url_state as url
 from pages.ui.compute import analysis_for, posthoc_for
-from pages.ui.widgets import image_picker, model_or_error, no_models_message, zoo_choices
+from pages.ui.nav import page_setup
+from pages.ui.widgets import (image_picker, model_or_error, no_models_message, posthoc_model_ids,
+                             show_missing_image, zoo_choices)
 
-st.set_page_config(page_title="Compare models · Learn to Pay Attention", page_icon="🔎", layout="wide")
+page_setup("Compare models")
+link = url.incoming()
 st.title("Compare models stage by stage")
 st.markdown(
     "Each row is one model looking at the same image; columns line up maps of the same "
@@ -20,6 +24,7 @@ st.markdown(
     "part of how the attention models decide."
 )
 
+link.adopt([url.image(), url.models(), *url.display()])
 with st.sidebar:
     st.header("Image")
     chosen = image_picker()
@@ -32,7 +37,7 @@ if not choices:
     no_models_message()
     st.stop()
 if chosen is None:
-    st.info("Choose an image in the sidebar.")
+    show_missing_image("Choose an image in the sidebar.")
     st.stop()
 
 attention_ids = [c.id for c in choices if c.attention]
@@ -47,8 +52,8 @@ model_ids = state.persisted(
     options=attention_ids, format_func=lambda i: f"{labels[i]} ({i})",
 )
 
-baseline_vgg = next((c.id for c in choices if c.backbone == "vgg" and not c.attention and not c.gap), None)
-baseline_gap = next((c.id for c in choices if c.gap), None)
+posthoc_ids = posthoc_model_ids()
+baseline_vgg, baseline_gap = posthoc_ids["grad_cam"], posthoc_ids["cam"]
 left, right = st.columns(2)
 show_grad_cam = left.checkbox(
     "Grad-CAM on the VGG baseline", value=baseline_vgg is not None, disabled=baseline_vgg is None,
@@ -58,6 +63,8 @@ show_cam = right.checkbox(
     "CAM on VGG-GAP", value=baseline_gap is not None, disabled=baseline_gap is None,
     help=None if baseline_gap else "The zoo has no VGG-GAP model.",
 )
+url.publish({"image": url.image_value(chosen), "models": model_ids, "cmap": colormap, "opacity": opacity,
+             "scaling": scaling})
 
 # (row title, analysis, maps) for every row of the grid.
 rows: list[tuple[str, Analysis, list[StageMap]]] = []
@@ -92,6 +99,8 @@ for index, (title, analysis, maps) in enumerate(rows):
             views.stage_cell(chosen, stage_map, opacity, colormap, key=f"compare.{index}", downloads=False,
                             scaling=scaling)
 
+views.colour_scale(colormap, scaling)
+
 st.subheader("Figures per stage")
 table = [{"model": title, "prediction": a.predicted_class, "probability": round(float(a.top(1)[0][1]), 4),
           **row} for title, a, maps in rows for row in views.stats_rows(maps)]
@@ -105,7 +114,11 @@ for column, (title, analysis, _) in zip(st.columns(len(rows)), rows):
 stem = chosen.name.rsplit(".", 1)[0] + "_compare"
 arrays = {f"{a.model_id}__{m.stage}".replace(" ", "_").replace("-", "_"): m.native
           for _, a, maps in rows for m in maps}
-left, right = st.columns(2)
+left, middle, right = st.columns(3)
+with middle:
+    views.stages_figure_download(
+        chosen, [(f"{a.model_id} {m.stage}", m.native) for _, a, maps in rows for m in maps], opacity, colormap,
+        scaling, stem, key="compare.figure")
 with left:
     st.download_button("All raw maps (.npz)", lambda: views.npz_bytes(arrays), file_name=f"{stem}_maps.npz",
                        mime="application/octet-stream", key="compare.npz", on_click="ignore",

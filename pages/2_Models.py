@@ -9,20 +9,26 @@ from typing import Any
 import streamlit as st
 
 from ltpa import viz
-from ltpa.baselines import gap_rows, read_log_epochs, run_logs, zoo_gaps
+from ltpa.maintainer.baselines import gap_rows, zoo_gaps
+from ltpa.maintainer.runs import read_log_epochs, run_logs
 from ltpa.zoo import PAPER_CIFAR10_ERROR, list_zoo, zoo_dir
-from pages.ui.widgets import choice_of, model_picker, no_models_message
+from pages.ui import url_state as url
+from pages.ui import views
+from pages.ui.nav import page_setup
+from pages.ui.widgets import choice_of, model_picker, no_models_message, zoo_choices
 
 # Card fields too bulky for the card view (they get their own figures).
 BULKY_FIELDS = ("confusion", "per_class_accuracy", "fixture")
 
-st.set_page_config(page_title="Models · Learn to Pay Attention", page_icon="🔎", layout="wide")
+page_setup("Models")
+link = url.incoming()
 st.title("The model zoo")
 
-entries = list_zoo()
-if not entries:
+if not zoo_choices():  # a missing or empty zoo
     no_models_message()
     st.stop()
+entries = list_zoo()
+link.adopt([url.model()])
 
 st.markdown(
     "Every model shipped with the app, as listed in its model card. Errors are top-1 test errors "
@@ -110,6 +116,7 @@ with st.sidebar:
     model_id = model_picker()
 if model_id is None:
     st.stop()
+url.publish({"model": model_id})
 card = next(e.card for e in entries if e.id == model_id)
 choice = choice_of(model_id)
 title = choice.paper_name if choice else model_id
@@ -160,8 +167,12 @@ with left:
         st.info("No per-class accuracy in this card.")
 with right:
     if card.get("confusion"):
-        st.plotly_chart(viz.confusion_heatmap(card["confusion"], card["class_names"], f"Confusion matrix: {title}"),
-                        width="stretch", key="models.confusion")
+        confusion = viz.confusion_heatmap(card["confusion"], card["class_names"], f"Confusion matrix: {title}")
+        # Room for the longest class name on both axes (Plotly cuts labels off otherwise).
+        confusion.update_xaxes(automargin=True, tickangle=-45)
+        confusion.update_yaxes(automargin=True)
+        confusion.update_layout(margin=dict(l=90, b=90))
+        st.plotly_chart(confusion, width="stretch", key="models.confusion")
     else:
         st.info("No confusion matrix in this card.")
 
@@ -201,7 +212,7 @@ if logs:
         st.warning(f"A chosen training log holds values that are not numbers ({error}); "
                    "leave it out to see the others.")
     else:
-        st.plotly_chart(figure, width="stretch", key="models.compare")
+        st.plotly_chart(views.readable_log_axis(figure), width="stretch", key="models.compare")
     st.caption("Per-epoch figures from each run's training log, on the JPEG CIFAR-10 test set "
                "where they are test figures. A log's last test error is that of the run in bf16 "
                "before it was stored; the card's error, measured on the stored file, can differ "

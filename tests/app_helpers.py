@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,35 @@ def upload(at: AppTest, name: str, data: bytes, mime: str = "image/png") -> AppT
     return at
 
 
+def pick_model(at: AppTest, model_id: str) -> AppTest:
+    """Make ``model_id`` the chosen model (what the sidebar's model boxes persist) and rerun."""
+    from pages.ui import state
+
+    at.session_state[state.MODEL_ID] = model_id
+    at.run()
+    return at
+
+
+def warnings(at: AppTest) -> list[str]:
+    return [as_read(w.value) for w in at.warning]
+
+
+def as_read(markdown: str) -> str:
+    """Markdown source as a reader sees it: backslash escapes (``plain`` names) removed."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def errors(at: AppTest) -> list[str]:
+    """The text of every error box (escapes removed: see ``raw_errors`` for the source)."""
+    return [as_read(e.value) for e in at.error]
+
+
+def raw_errors(at: AppTest) -> list[str]:
     return [e.value for e in at.error]
 
 
 def captions(at: AppTest) -> list[str]:
-    return [c.value for c in at.caption]
+    return [as_read(c.value) for c in at.caption]
 
 
 def image_captions(at: AppTest) -> list[str]:

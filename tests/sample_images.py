@@ -91,3 +91,19 @@ def png_tiny(size: int = 8) -> bytes:
 
 def truncated(data: bytes) -> bytes:
     return data[: len(data) // 2]
+
+
+def png_with_text_chunks(total_chars: int, chunks: int = 1) -> bytes:
+    """A tiny PNG whose compressed text chunks inflate to ``total_chars`` characters in all."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for index in range(chunks):
+        info.add_text(f"comment{index}", "A" * (total_chars // chunks), zip=True)
+    return encode_with_info(Image.fromarray(gradient_rgb(8, 8)), info)
+
+
+def encode_with_info(image: Image.Image, info) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()

@@ -22,7 +22,7 @@ def _compare_page(at):
 
 def test_image_and_model_carry_over_and_rows_match_ltpa(tiny_zoo):
     at = upload(start_app(), "coffee.jpg", COFFEE, "image/jpeg")
-    at.selectbox(key="model.variant").select("vgg_att3_concat_dp").run()
+    at.radio(key="model.compatibility").set_value("dp").run()
     _compare_page(at)
     assert not errors(at)
     assert "coffee.jpg (512x341)" in image_captions(at)  # the sidebar preview of the same image
@@ -82,7 +82,8 @@ def test_unticking_posthoc_and_state_survives_the_round_trip(tiny_zoo):
     chosen = list(at.multiselect[0].value)
     at.switch_page(str(HOME.name)).run()
     assert at.session_state[state.IMAGE_NAME] == "coffee.jpg"
-    assert at.selectbox(key="model.variant").value == "vgg_att3_concat_pc"
+    assert at.radio(key="model.compatibility").value == "pc"
+    assert at.session_state[state.MODEL_ID] == "vgg_att3_concat_pc"
     _compare_page(at)
     assert list(at.multiselect[0].value) == chosen
 

@@ -37,7 +37,8 @@ def test_upload_shows_the_prediction_and_maps_ltpa_computes(tiny_zoo):
 
 def test_switching_models_updates_everything(tiny_zoo):
     at = upload(start_app(), "coffee.jpg", COFFEE, "image/jpeg")
-    at.selectbox(key="model.variant").select("vgg_att3_concat_dp").run()
+    at.radio(key="model.compatibility").set_value("dp").run()
+    assert at.session_state[state.MODEL_ID] == "vgg_att3_concat_dp"
     assert_page_matches(at, direct_analysis("vgg_att3_concat_dp", COFFEE))
     at.selectbox(key="model.backbone").select("resnet").run()
     expected = direct_analysis("resnet_att2_concat_pc", COFFEE)
@@ -49,8 +50,11 @@ def test_switching_models_updates_everything(tiny_zoo):
 
 def test_baseline_without_attention_says_so(tiny_zoo):
     at = upload(start_app(), "coffee.jpg", COFFEE, "image/jpeg")
-    at.selectbox(key="model.variant").select("vgg").run()
+    at.selectbox(key="model.attention_kind").select("none").run()
+    assert at.session_state[state.MODEL_ID] == "vgg"
     assert_page_matches(at, direct_analysis("vgg", COFFEE))
+    # A baseline has no head or compatibility to choose.
+    assert not [r for r in at.radio if r.key in ("model.head", "model.compatibility")]
     assert any("baseline without attention" in info.value for info in at.info)
 
 
@@ -140,3 +144,76 @@ def test_large_image_is_drawn_smaller_but_analysed_whole(tiny_zoo):
     assert any("drawn at 1400x933" in c and "3000x2000" in c for c in captions(at)), captions(at)
     assert "large.png (3000x2000)" in image_captions(at)
     assert_page_matches(at, direct_analysis("vgg_att3_concat_pc", data))
+
+
+# ----------------------------------------------------------------------------- classroom rough edges
+def test_upload_error_is_shown_in_the_main_area_too(tiny_zoo):
+    at = upload(start_app(), "notes.png", b"plain text, not an image", "image/png")
+    assert not at.exception
+    main_errors = [e.value for e in at.main.error]
+    assert any("notes" in e and "not an image" in e for e in main_errors), main_errors
+    assert not any("Choose an image" in i.value for i in at.main.info)
+
+
+def test_picking_an_example_empties_the_uploader(tiny_zoo):
+    at = upload(start_app(), "coffee.jpg", COFFEE, "image/jpeg")
+    assert at.file_uploader[0].value is not None
+    at.selectbox(key="image.example").select("Falcon 9 launch").run()
+    assert at.session_state[state.IMAGE_NAME] == "photo_rocket.jpg"
+    (uploader,) = at.get("file_uploader")
+    assert not uploader.value  # a fresh uploader: the old file is no longer listed
+    # A thumbnail button picks an example as well, and the gallery shows pictures.
+    at.button(key="image.thumb.photo_chelsea.jpg").click().run()
+    assert at.session_state[state.IMAGE_NAME] == "photo_chelsea.jpg"
+    assert len(at.sidebar.get("imgs") or [i for e in at.sidebar.get("image") for i in e.proto.imgs]) >= 25
+
+
+def test_sidebar_lists_home_and_every_page(tiny_zoo):
+    at = start_app()
+    links = [(e.proto.label, e.proto.page) for e in at.sidebar.get("page_link")]
+    labels = [label for label, _ in links]
+    assert labels[0] == "Home"
+    pages = sorted(p.name for p in (HOME.parent / "pages").glob("[0-9]_*.py"))
+    assert labels[1:] == [p.split("_", 1)[1][:-3].replace("_", " ") for p in pages]
+    for page in pages:  # every page draws the same list (the built-in one is hidden)
+        at.switch_page(f"pages/{page}").run()
+        assert [e.proto.label for e in at.sidebar.get("page_link")][:1] == ["Home"], page
+
+
+def test_compatibility_is_its_own_control_and_near_uniform_maps_are_labelled(tiny_zoo):
+    at = upload(start_app(), "coffee.jpg", COFFEE, "image/jpeg")
+    labels = {w.key: w.label for w in list(at.selectbox) + list(at.radio) if w.key and w.key.startswith("model.")}
+    assert labels == {"model.backbone": "Model: backbone", "model.attention_kind": "Model: attention",
+                      "model.head": "Model: head", "model.compatibility": "Model: compatibility"}
+    assert at.radio(key="model.compatibility").options == ["pc", "dp"]
+    # The untrained tiny models spread attention evenly: every map is near-uniform and says so
+    # on the picture (a dark band across its top) and in the colour-bar caption.
+    expected = direct_analysis("vgg_att3_concat_pc", COFFEE)
+    from ltpa.figures import NEAR_UNIFORM_ENTROPY
+
+    assert all(m.stats.normalised_entropy >= NEAR_UNIFORM_ENTROPY for m in expected.maps)
+    assert any("near-uniform" in c for c in captions(at))
+    from ltpa.figures import with_banner
+
+    plain = np.full((100, 200, 3), 200, np.uint8)
+    banner = with_banner(plain, "near-uniform: entropy/log N = 0.999")
+    assert banner.shape[1] >= 256 and banner[:5].mean() < 100 and banner[-5:].mean() == 200
+
+
+def test_all_stages_figure_downloads_one_png_with_every_stage(tiny_zoo):
+    import cv2
+
+    from ltpa.figures import stages_figure
+
+    at = upload(start_app(), "coffee.jpg", COFFEE, "image/jpeg")
+    labels = [button.proto.label for button in at.get("download_button")]
+    assert "All stages figure (PNG)" in labels
+    expected = direct_analysis("vgg_att3_concat_pc", COFFEE)
+    image = cv2.cvtColor(cv2.imdecode(np.frombuffer(COFFEE, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    figure = stages_figure(image, [(m.stage, m.native) for m in expected.maps], tile=200)
+    # The image and three stages side by side (8-pixel gaps), each 200 high plus a caption strip.
+    tile_width = round(200 * 512 / 341)
+    assert figure.shape[1] == 4 * tile_width + 3 * 8
+    assert figure.shape[0] > 200 + 28
+    with pytest.raises(ValueError, match="at least one map"):
+        stages_figure(image, [])

@@ -130,7 +130,8 @@ def test_model_chosen_here_is_the_home_pages_model(rich_zoo):
     assert at.session_state[state.MODEL_ID] == "resnet_att2_concat_pc"
     assert figures_titled(at, "Training of (RN-att2)-concat-pc")
     at.switch_page("app.py").run()
-    assert at.selectbox(key="model.variant").value == "resnet_att2_concat_pc"
+    assert at.selectbox(key="model.backbone").value == "resnet"
+    assert at.session_state[state.MODEL_ID] == "resnet_att2_concat_pc"
     assert at.subheader[0].value.startswith("Prediction:")
 
 

@@ -18,9 +18,13 @@ from ltpa.attacks import (
     attack_direction,
     check_epsilon,
     fgsm,
+    doubling_levels,
     fgsm_levels_logits,
     iterative_fgsm,
+    iterative_fgsm_levels,
+    levels_logits,
     smallest_flipping_epsilon,
+    sweep_levels,
 )
 from ltpa.preprocess import CIFAR10_CLASSES
 from ltpa.zoo import DEFAULT_ZOO_DIR, load_zoo_model
@@ -264,6 +268,149 @@ def test_smallest_flipping_epsilon_targeted(model):
         assert int(predict(model, fgsm(model, image, (k - 1) / 255, target=target))) != target
 
 
+# ------------------------------------------------------------------------------- batched epsilons
+class CountingModel(torch.nn.Module):
+    """Wraps a PixelModel and records the batch size of every forward (for "one batch, not a
+    loop")."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.inner = model
+        self.batches: list[int] = []
+
+    def forward(self, x):
+        self.batches.append(int(x.shape[0]))
+        return self.inner(x)
+
+
+def counted(model) -> CountingModel:
+    from ltpa.preprocess import PixelModel
+
+    wrapper = CountingModel(model).eval()
+    wrapper.__class__ = type("CountingPixelModel", (CountingModel, PixelModel), {})  # passes check_model
+    return wrapper
+
+
+@pytest.mark.parametrize("model_id", [TINY_ID, "vgg_att3_concat_pc"])
+@pytest.mark.parametrize("target", [None, 3])
+def test_ifgsm_levels_equal_the_loop_of_single_attacks(tiny_zoo, model_id, target):
+    model = load_zoo_model(model_id).model
+    x = example_images()[:1]
+    levels = [0, 1, 3, 8, 32]
+    batched = iterative_fgsm_levels(model, x, levels, steps=4, target=target)
+    assert batched.shape == (len(levels), 3, 32, 32)
+    for row, k in zip(batched, levels):
+        single = iterative_fgsm(model, x, k / 255, steps=4, target=target)[0]
+        assert float((row - x[0]).abs().max()) <= k / 255 + 1e-6
+        # Equal up to the rounding of a batched convolution (a sign that flips at a near-zero
+        # gradient component moves one pixel by one step): nearly every pixel is bit-equal.
+        differing = (row - single).abs() > 1e-6
+        assert float(differing.float().mean()) < 0.02, (model_id, k)
+    with torch.no_grad():
+        loop = torch.stack([model(iterative_fgsm(model, x, k / 255, steps=4, target=target)).logits[0]
+                            for k in levels]).argmax(dim=1)
+    assert torch.equal(levels_logits(model, x, levels, "ifgsm", target=target, steps=4).argmax(dim=1), loop)
+
+
+def test_ifgsm_levels_run_as_one_batch_per_step(model):
+    counting = counted(model)
+    x = example_images()[:1]
+    iterative_fgsm_levels(counting, x, [0, 2, 4, 8], steps=3)
+    # One call for the clean prediction, then one batch of the three non-zero levels per step.
+    assert counting.batches == [1, 3, 3, 3]
+
+
+def test_sweep_fgsm_is_the_loop_over_every_level(model):
+    for image in example_images()[:3]:
+        image = image[None]
+        sweep = sweep_levels(model, image, "fgsm", max_levels=32)
+        assert sweep.levels == tuple(range(33))
+        clean = int(predict(model, image))
+        assert sweep.clean_prediction == clean == sweep.attacked_class and not sweep.targeted
+        loop = torch.stack([torch.softmax(model(fgsm(model, image, k / 255)).logits[0].detach(), dim=0)
+                            for k in range(33)])
+        assert torch.allclose(sweep.probabilities, loop, atol=1e-5)
+        flipped = [k for k in range(1, 33) if int(loop[k].argmax()) != clean]
+        assert sweep.smallest == (flipped[0] if flipped else None)
+        assert smallest_flipping_epsilon(model, image, "fgsm") == sweep.smallest
+
+
+def test_sweep_ifgsm_curve_and_smallest_in_batched_passes(model):
+    images = example_images()[:3]
+    flips = [smallest_flipping_epsilon(model, image[None], max_levels=16) or 99 for image in images]
+    image = images[int(np.argmin(flips))][None]
+    counting = counted(model)
+    shares: list[float] = []
+    sweep = sweep_levels(counting, image, "ifgsm", max_levels=32, steps=3, progress=shares.append)
+    assert set(doubling_levels(32)) | {0} <= set(sweep.levels)
+    assert list(sweep.levels) == sorted(sweep.levels)
+    k = sweep.smallest
+    assert k is not None and k in sweep.levels
+    clean = sweep.clean_prediction
+    assert int(predict(model, iterative_fgsm(model, image, k / 255, steps=3))) != clean
+    assert k == 1 or int(predict(model, iterative_fgsm(model, image, (k - 1) / 255, steps=3))) == clean
+    # The curve's points are those of single attacks (same prediction at every level).
+    for level, prediction in zip(sweep.levels, sweep.predictions):
+        assert int(predict(model, iterative_fgsm(model, image, level / 255, steps=3))) == int(prediction)
+    # Batched: the first pass attacks 1, 2, 4, 8, 16, 32 together (then one forward with 0).
+    assert counting.batches[:5] == [1, 6, 6, 6, 7]
+    assert shares == sorted(shares) and shares[-1] == 1.0
+
+
+class LinearScore(torch.nn.Module):
+    """Two classes scored ``(<w, x> - bias) / 64`` and 0, with w = +-1 per input value: an L-inf attack
+    of epsilon lowers the first score by exactly ``epsilon * 3072``, so the flip is known."""
+
+    def __init__(self, flips_above_levels: float) -> None:
+        super().__init__()
+        signs = torch.where(torch.arange(3 * 32 * 32) % 3 == 0, 1.0, -1.0).view(1, 3, 32, 32)
+        self.register_buffer("w", signs)
+        # At x = 0.5 everywhere the first score is flips_above_levels / 255 * 3072.
+        self.bias = float((signs * 0.5).sum()) - flips_above_levels / 255 * signs.numel()
+
+    def forward(self, x):
+        from ltpa.models.outputs import ModelOutput
+
+        first = ((self.w * x).flatten(1).sum(dim=1) - self.bias) / 64  # not saturated: a gradient
+        logits = torch.stack([first, torch.zeros_like(first)], dim=1)
+        return ModelOutput(logits, (), (), (), x)
+
+
+def test_ifgsm_search_narrows_a_wide_bracket_in_batches():
+    from ltpa.preprocess import PixelModel
+
+    model = counted(PixelModel(LinearScore(10.5), [0.0] * 3, [1.0] * 3).eval())
+    x = torch.full((1, 3, 32, 32), 0.5)
+    sweep = sweep_levels(model, x, "ifgsm", max_levels=32, steps=10)
+    assert sweep.clean_prediction == 0 and sweep.smallest == 11
+    # 1, 2, 4, 8, 16, 32 brackets (8, 16]; 10, 12, 14 narrow it to (10, 12]; then 11.
+    assert sweep.levels == (0, 1, 2, 4, 8, 10, 11, 12, 14, 16, 32)
+    assert model.batches == [1] + [6] * 10 + [7] + [3] * 10 + [3] + [1] * 10 + [1]
+    assert [int(p) for p in sweep.predictions] == [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
+
+
+def test_a_progress_callback_can_stop_a_sweep(model):
+    class Enough(Exception):
+        pass
+
+    def stop(share: float) -> None:
+        raise Enough
+
+    with pytest.raises(Enough):
+        sweep_levels(model, example_images()[:1], "ifgsm", steps=3, progress=stop)
+
+
+def test_sweep_targeted_reaching_the_target(model):
+    image = example_images()[:1]
+    clean = int(predict(model, image))
+    assert sweep_levels(model, image, "ifgsm", target=clean, steps=2).smallest == 0
+    target = (clean + 1) % 10
+    sweep = sweep_levels(model, image, "fgsm", target=target)
+    assert sweep.targeted and sweep.attacked_class == target
+    reached = [k for k, p in zip(sweep.levels, sweep.predictions) if k > 0 and int(p) == target]
+    assert sweep.smallest == (reached[0] if reached else None)
+
+
 # ------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("epsilon", [-1 / 255, 1.5, float("nan"), float("inf"), "big", None, True])
 def test_bad_epsilon_is_refused(model, epsilon):
@@ -326,3 +473,11 @@ def test_bad_attack_settings_are_refused(model):
         smallest_flipping_epsilon(model, x, max_levels=0)
     with pytest.raises(ValueError, match="one image"):
         smallest_flipping_epsilon(model, example_images()[:2])
+    with pytest.raises(ValueError, match="one image"):
+        iterative_fgsm_levels(model, example_images()[:2], [1, 2])
+    with pytest.raises(ValueError, match="whole grey levels"):
+        iterative_fgsm_levels(model, x, [1.5])
+    with pytest.raises(ValueError, match="epsilon"):
+        levels_logits(model, x, [300], "ifgsm")
+    with pytest.raises(ValueError, match="unknown attack"):
+        sweep_levels(model, x, "deepfool")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from ltpa.baselines import (BASELINE_OF_BACKBONE, ZOO_RECIPE_LABEL, baseline_gaps, gap_rows,
-                            gaps_markdown, read_cards, read_log_epochs, recipe_label,
-                            reproduction_dir, run_logs, run_of, run_summary, variant_of,
-                            zoo_recipe)
+from ltpa.maintainer.baselines import (BASELINE_OF_BACKBONE, ZOO_RECIPE_LABEL, baseline_gaps,
+                                       gap_rows, gaps_markdown, read_cards, recipe_label,
+                                       reproduction_dir, run_of, variant_of, zoo_recipe)
+from ltpa.maintainer.runs import read_log_epochs, run_logs, run_summary
 from ltpa.cli import main as cli
 from ltpa.registry import get_spec, recorded_defaults
 from ltpa.zoo import DEFAULT_ZOO_DIR, read_manifest
@@ -172,7 +172,7 @@ def test_ltpa_baselines_prints_and_writes_the_table(tmp_path: Path, capsys) -> N
     (tmp_path / "reproduction" / "cards").mkdir(parents=True)
     (tmp_path / "reproduction" / "cards" / "vgg_seed1.json").write_text(
         json.dumps(card("vgg", 7.4, seed=1)))
-    assert cli(["baselines", "--zoo", str(zoo)]) == 0
+    assert cli(["zoo", "baselines", "--zoo", str(zoo)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| attention model | baseline | recipe |") and len(lines) == 3
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
@@ -180,7 +180,7 @@ def test_ltpa_baselines_prints_and_writes_the_table(tmp_path: Path, capsys) -> N
     assert "7.00 (seed 0), 7.40 (seed 1)" in cells and "-0.40" in cells and "0.40" in cells
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- section:baselines -->\nold\n<!-- /section:baselines -->\nend\n")
-    assert cli(["baselines", "--zoo", str(zoo), "--update-readme", str(readme)]) == 0
+    assert cli(["zoo", "baselines", "--zoo", str(zoo), "--update-readme", str(readme)]) == 0
     assert readme.read_text() == ("intro\n<!-- section:baselines -->\n" + "\n".join(lines)
                                   + "\n<!-- /section:baselines -->\nend\n")
     assert gaps_markdown([]) == "No attention model has a measured error beside a baseline."
@@ -261,13 +261,19 @@ def test_runs_command_summarises_each_log(tmp_path: Path, capsys: pytest.Capture
     assert row["training min"] == pytest.approx(3.0)
     with pytest.raises(ValueError, match="not a training log"):
         run_summary(runs["bad"])
-    assert cli(["runs", "--zoo", str(zoo), "--model", "resnet_att2_concat_pc",
+    assert cli(["zoo", "runs", "--zoo", str(zoo), "--model", "resnet_att2_concat_pc",
                 "--model", "resnet164"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and lines[2].startswith("| pc | (RN-att2)-concat-pc") and "| 8.00 |" in lines[2]
     assert lines[3].startswith("| bad |") and "unreadable log" in lines[3] and "| 7.50 |" in lines[3]
-    assert cli(["runs", "--zoo", str(zoo), "--model", "no_such_model"]) == 2
-    assert cli(["runs", "--zoo", str(tmp_path / "empty")]) == 0
+    assert cli(["zoo", "runs", "--zoo", str(zoo), "--model", "no_such_model"]) == 2
+    capsys.readouterr()
+    # A folder that is no zoo is named, not listed as a zoo without runs.
+    assert cli(["zoo", "runs", "--zoo", str(tmp_path / "empty")]) == 2
+    assert f"ltpa zoo runs: error: no model zoo at {tmp_path / 'empty'}" in capsys.readouterr().err
+    # A zoo whose cards name no log they have lists none.
+    (zoo / "manifest.json").write_text(json.dumps({"models": [dict(card("vgg", 7.0), id="vgg")]}))
+    assert cli(["zoo", "runs", "--zoo", str(zoo)]) == 0
     assert capsys.readouterr().out.strip() == "No run with a training log."
 
 

@@ -1,4 +1,4 @@
-"""bench/train_zoo.sh turns its GPU plans into the right ``ltpa train-zoo`` calls."""
+"""bench/train_zoo.sh turns its GPU plans into the right ``ltpa zoo train`` calls."""
 from __future__ import annotations
 
 import os
@@ -32,7 +32,7 @@ def test_train_zoo_plans_become_train_zoo_calls(tmp_path: Path) -> None:
     common = ["--data", "DATA", "--runs", str(out / "runs"), "--precision", "int8"]
 
     def call(model_id: str, zoo: str, gpu: int, *extra: str) -> list[str]:
-        return ["-m", "ltpa", "train-zoo", "--ids", model_id, *common[:4], "--zoo", str(out / zoo),
+        return ["-m", "ltpa", "zoo", "train", "--ids", model_id, *common[:4], "--zoo", str(out / zoo),
                 "--device", f"cuda:{gpu}", *common[4:], *extra]
 
     assert calls == {
@@ -51,7 +51,7 @@ def test_train_zoo_variants_ship_to_reproduction(tmp_path: Path) -> None:
                     "2=resnet164,resnet164:1"], env=env, capture_output=True, text=True, check=True)
     calls = {log.name: log.read_text().split() for log in out.glob("train_*.log")}
     variant = ["--variant", "wd1e-4", "--set", "weight_decay=1e-4", "--set", "label_smoothing=0"]
-    base = ["-m", "ltpa", "train-zoo", "--ids", "resnet164", "--data", "DATA", "--runs",
+    base = ["-m", "ltpa", "zoo", "train", "--ids", "resnet164", "--data", "DATA", "--runs",
             str(out / "runs"), "--zoo", str(out / "reproduction"), "--device", "cuda:2"]
     assert calls == {"train_resnet164_wd1e-4.log": base + variant,
                      "train_resnet164_wd1e-4_seed1.log": base + ["--seed", "1"] + variant}

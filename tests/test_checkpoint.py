@@ -12,15 +12,18 @@ import torch
 import ltpa
 from ltpa import checkpoint as checkpoint_module
 from ltpa.checkpoint import (
-    INT4_GROUP,
     CheckpointError,
-    dequantise_int4,
     load_checkpoint,
-    quantise_int4,
+    load_state_file,
     read_checkpoint,
+    save_checkpoint,
+)
+from ltpa.quantisation import (
+    INT4_GROUP,
+    dequantise_int4,
+    quantise_int4,
     restore_weights,
     round_weights_to_storage,
-    save_checkpoint,
 )
 
 SMALL = {"width": 0.125}
@@ -333,7 +336,13 @@ def test_damaged_int4_sections_are_refused(trained_like_model: torch.nn.Module, 
 
     refused(rewrite(path, tmp_path, scaled), "corrupt", "int4 scales")
     refused(rewrite(path, tmp_path, shapeless), "malformed int4 section")
-    refused(rewrite(path, tmp_path, reshaped), "int4 weight", key)
+    # A declared shape the model does not have is caught before anything is unpacked.
+    refused(rewrite(path, tmp_path, reshaped), "wrong shape", key)
+
+    def truncated(payload: dict) -> None:
+        payload["state_dict"][key] = payload["state_dict"][key][:, :1].contiguous()
+
+    refused(rewrite(path, tmp_path, truncated), "int4 weight", key, "cannot be unpacked")
 
 
 def test_int4_file_refused_by_a_reader_of_format_1(trained_like_model: torch.nn.Module, tmp_path: Path,
@@ -341,3 +350,119 @@ def test_int4_file_refused_by_a_reader_of_format_1(trained_like_model: torch.nn.
     path = save_checkpoint(tmp_path / "int4.pt", trained_like_model, META, precision="int4")
     monkeypatch.setattr(checkpoint_module, "FORMAT_VERSION", 1)
     refused(path, "format 2", "upgrade ltpa")
+
+
+# ---- checkpoints as untrusted input: validated before anything is built or inflated ---------
+
+
+def tiny_file(tmp_path: Path, name: str, kwargs: dict) -> Path:
+    """A small hostile file: a valid-looking ltpa checkpoint with one tiny weight."""
+    path = tmp_path / "hostile.pt"
+    torch.save({"format": "ltpa-checkpoint", "format_version": 1,
+                "model": {"name": name, "kwargs": kwargs},
+                "state_dict": {"layers.0.0.weight": torch.zeros(8, 3, 3, 3)}, "meta": {}}, path)
+    return path
+
+
+@pytest.mark.parametrize("name, kwargs, fragments", [
+    ("vgg_att3_concat_pc", {"num_classes": 10, "width": 6}, ["width=6", "(0, 4]"]),
+    ("vgg_att3_concat_pc", {"num_classes": 10, "width": float("inf")}, ["width=inf"]),
+    ("vgg_att3_concat_pc", {"num_classes": 10, "width": float("nan")}, ["width=nan"]),
+    ("vgg_att3_concat_pc", {"num_classes": 6_400_000_000}, ["num_classes=6400000000", "2 to 100000"]),
+    ("vgg_att3_concat_pc", {"num_classes": 10, "colour": "red"}, ["unknown argument(s) colour",
+                                                                   "it accepts"]),
+    ("vgg_att3_concat_pc", {"num_classes": 10, "dropout": [1, 2]}, ["dropout"]),
+    ("resnet164", {"num_classes": 10, "depth": 9_000_002}, ["depth=9000002", "9n+2"]),
+    ("alexnet", {"num_classes": 10}, ["unknown model 'alexnet'", "vgg_att3_concat_pc"]),
+])
+def test_hostile_model_sections_are_refused_before_building(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            name: str, kwargs: dict, fragments: list) -> None:
+    built = []
+    monkeypatch.setattr(checkpoint_module, "create_model", lambda *a, **k: built.append(a))
+    path = tiny_file(tmp_path, name, kwargs)
+    assert path.stat().st_size < 4096
+    refused(path, *fragments)
+    with pytest.raises(CheckpointError):
+        read_checkpoint(path)
+    assert built == []  # refused from the model section alone
+
+
+def test_weights_that_do_not_fit_are_found_on_the_meta_device(tmp_path: Path) -> None:
+    import resource
+
+    # A width-4 VGG-att3 would be ~1.2 GB of fp32 weights; the file has one tiny tensor.
+    path = tiny_file(tmp_path, "vgg_att3_concat_pc", {"num_classes": 10, "width": 4.0})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    refused(path, "weights do not fit", "wrong shape", "layers.0.0.weight")
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 300, f"peak memory grew by {grown_mb:.0f} MB"
+
+
+def zip_bomb(tmp_path: Path, inflated: int) -> Path:
+    """A torch-style zip whose data.pkl deflates from a few KB to ``inflated`` bytes."""
+    import zipfile
+
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02" + b"N" * inflated + b".")
+        archive.writestr("archive/version", b"3\n")
+    return path
+
+
+def test_zip_bomb_is_refused_from_the_zip_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoint_module, "MAX_PICKLE_BYTES", 1 << 20)
+    monkeypatch.setattr(checkpoint_module, "MAX_INFLATION_BYTES", 1 << 20)
+    path = zip_bomb(tmp_path, 8 << 20)
+    assert path.stat().st_size < 100_000
+    loads = []
+    monkeypatch.setattr(checkpoint_module.torch, "load", lambda *a, **k: loads.append(a))
+    refused(path, "refused", "inflate to 8 MiB")
+    assert loads == []  # never handed to torch.load
+    with pytest.raises(CheckpointError, match="inflate"):
+        load_state_file(path)
+
+
+def test_real_checkpoints_pass_the_size_checks(saved: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(saved) as archive:
+        pickle_size = max(m.file_size for m in archive.infolist() if m.filename.endswith(".pkl"))
+        total = sum(m.file_size for m in archive.infolist())
+    assert pickle_size < checkpoint_module.MAX_PICKLE_BYTES / 100
+    assert total <= saved.stat().st_size  # stored uncompressed: no inflation at all
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_old_non_zip_format_with_pickled_code_is_refused_for_safety(tmp_path: Path) -> None:
+    path = tmp_path / "legacy.pt"
+    torch.save({"format": "ltpa-checkpoint", "hook": os.system}, path, _use_new_zipfile_serialization=False)
+    assert not path.read_bytes().startswith(b"PK")
+    message = refused(path, "refused for safety", "system")
+    assert "weights_only" not in message and "will likely succeed" not in message
+    assert "corrupt" not in message and "\n" not in message
+
+
+def test_state_file_with_pickled_objects_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.pt"
+    torch.save({"model": {}, "epoch": 3, "config": Unsafe()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_state_file(path)
+    message = str(info.value)
+    assert "refused for safety" in message and "Unsafe" in message and "weights_only" not in message
+
+
+def test_state_file_of_plain_data_loads(tmp_path: Path, trained_like_model: torch.nn.Module) -> None:
+    path = tmp_path / "state.pt"
+    optimizer = torch.optim.SGD(trained_like_model.parameters(), lr=0.1, momentum=0.9)
+    state = {"model": trained_like_model.state_dict(), "optimizer": optimizer.state_dict(),
+             "torch_rng": torch.get_rng_state(), "epoch": 2, "log": [{"loss": 1.5}],
+             "config": {"lr": 0.1}}
+    torch.save(state, path)
+    loaded = load_state_file(path)
+    assert loaded["epoch"] == 2 and loaded["log"] == [{"loss": 1.5}]
+    assert torch.equal(loaded["torch_rng"], state["torch_rng"])
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_state_file(tmp_path / "nowhere.pt")
+    (tmp_path / "list.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        load_state_file(tmp_path / "list.pt")

@@ -129,3 +129,38 @@ def test_tiny_image_is_accepted_with_a_note():
 def test_unsupported_format_is_named():
     with pytest.raises(ImageError, match="PPM images are not supported"):
         load_image(samples.encode(Image.new("RGB", (40, 40)), "PPM"))
+
+
+@pytest.mark.parametrize("total, chunks", [(20_000_000, 1), (70_000_000, 70)])
+def test_text_chunk_bombs_are_called_too_large_not_damaged(total, chunks):
+    data = samples.png_with_text_chunks(total, chunks)
+    assert len(data) < 200_000  # kilobytes that would inflate to tens of megabytes
+    with pytest.raises(ImageError) as info:
+        load_image(data)
+    message = str(info.value)
+    assert "too large" in message and "damaged" not in message
+
+
+def test_ordinary_text_chunks_still_load():
+    loaded = load_image(samples.png_with_text_chunks(1000))
+    assert loaded.array.shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize("name, forbidden", [
+    ("[click me](https://evil.example/steal).png", ["[click me](", "https://"]),
+    ("**bold** _it_ `code` $x^2$.png", ["**bold**", "`code`", "$x^2$"]),
+    ("<img src=x onerror=alert(1)>.png", ["src=x", "(1)>"]),
+    (":warning: www.evil.example.png", [":warning:", "www.evil"]),
+])
+def test_display_name_escapes_markdown(name, forbidden):
+    shown = images.display_name(name)
+    for fragment in forbidden:
+        assert fragment not in shown
+    # Removing the escapes gives the name back: it is shown as the characters it is.
+    assert shown.replace("\\", "") == name
+
+
+def test_display_name_flattens_lines_and_shortens():
+    assert images.display_name("a\nb\tc\x00d.png") == "a b c d\\.png"
+    shown = images.display_name("x" * 500)
+    assert len(shown) == images.MAX_DISPLAY_NAME and shown.endswith("…")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import sample_images as samples
 from app_helpers import errors, image_captions, plotly_figures, start_app, start_with_empty_zoo
 from ltpa import masks
 from ltpa.images import load_image
@@ -14,8 +15,16 @@ from ltpa.inference import analyse
 from ltpa.preprocess import image_to_input
 from ltpa.segmentation import native_maps
 from ltpa.zoo import load_zoo_model
+from pages.ui import state
 
 PAGE = "pages/3_Masks.py"
+RULE = f"widget.{state.MASK_RULE}"
+STAGE = f"widget.{state.MASK_STAGE}"
+
+
+def threshold_key(rule: str) -> str:
+    return f"widget.{state.MASK_THRESHOLD}{rule}"
+
 MODEL = "vgg_att3_concat_pc"  # the first attention model of the tiny zoo: the page's default
 
 
@@ -70,12 +79,12 @@ def test_live_jaccard_follows_rule_and_threshold(tiny_zoo):
     # Evaluated at the ground truth's size, as segment-eval does.
     assert any("at 40x30 (the ground truth's size)" in c for c in image_captions(at)), image_captions(at)
 
-    at.radio(key="masks.rule").set_value("top").run()
-    at.slider(key="masks.threshold.top").set_value(40).run()
+    at.radio(key=RULE).set_value("top").run()
+    at.slider(key=threshold_key("top")).set_value(40).run()
     expected = masks.jaccard(masks.binarise(unit, "top", 40), TRUTH)
     assert metric(at, "Jaccard (IoU)") == f"{expected:.3f}"
 
-    at.selectbox(key="masks.stage").set_value("layer13").run()
+    at.selectbox(key=STAGE).set_value("layer13").run()
     at.checkbox(key="masks.largest").check().run()
     unit13 = expected_attention_unit("layer13")
     expected = masks.jaccard(masks.clean_mask(masks.binarise(unit13, "top", 40), largest_component=True), TRUTH)
@@ -103,7 +112,7 @@ def test_curve_marks_the_best_threshold_and_comparisons_match(tiny_zoo):
     assert list(table["map"]) == ["attention: all stages", "CAM (vgg_gap)", "Grad-CAM (vgg)", "centre prior"]
     assert table["Jaccard"][1] == pytest.approx(cam_j, abs=1e-4)
 
-    at.radio(key="masks.rule").set_value("otsu").run()
+    at.radio(key=RULE).set_value("otsu").run()
     assert not plotly_figures(at)
     assert any("no threshold" in c.value for c in at.caption)
     otsu_j = masks.jaccard(masks.binarise(unit, "otsu"), TRUTH)
@@ -141,3 +150,55 @@ def test_other_aspect_ratio_and_empty_truth_warn(tiny_zoo):
 
 def test_empty_zoo(tmp_path, monkeypatch):
     start_with_empty_zoo(tmp_path, monkeypatch, PAGE)
+
+
+# ----------------------------------------------------------------------------- rough edges
+def _no_traceback(at) -> None:
+    assert not at.exception, at.exception
+
+
+def test_one_pixel_image_and_one_pixel_mask_get_clear_messages(tiny_zoo):
+    one_pixel = png(np.full((1, 1, 3), 200, dtype=np.uint8))
+    at = start_app()
+    at.switch_page(PAGE).run()
+    at.file_uploader(key="image.upload").set_value(("dot.png", one_pixel, "image/png")).run()
+    _no_traceback(at)
+    at.run()  # and on every rerun
+    _no_traceback(at)
+    at = open_page(truth=png(np.full((1, 1), 255, dtype=np.uint8)))
+    _no_traceback(at)
+    at.run()
+    _no_traceback(at)
+    assert metric(at, "Jaccard (IoU)")  # a 1x1 mask of a 80x60 image is scored, stretched
+
+
+def test_a_30000_pixel_square_mask_is_refused_clearly_on_every_rerun(tiny_zoo):
+    at = open_page(truth=samples.huge_png(30000, 30000))
+    _no_traceback(at)
+    assert any("Cannot use the ground-truth mask" in e and "too large" in e for e in errors(at)), errors(at)
+    at.run()
+    _no_traceback(at)
+    assert any("Upload the ground-truth mask" in i.value for i in at.info)
+
+
+def test_threshold_survives_switching_rules_and_the_curve_marks_it(tiny_zoo):
+    at = open_page()
+    at.slider(key=threshold_key("fraction")).set_value(0.3).run()
+    at.radio(key=RULE).set_value("top").run()
+    at.radio(key=RULE).set_value("fraction").run()
+    assert at.slider(key=threshold_key("fraction")).value == pytest.approx(0.3)
+    (figure,) = [f for f in plotly_figures(at) if "Jaccard versus threshold" in str(f["layout"]["title"])]
+    lines = [s for s in figure["layout"].get("shapes", []) if s.get("type") == "line"]
+    assert [s["x0"] for s in lines] == [pytest.approx(0.3)]
+    assert any("in use: 0.3" in a.get("text", "") for a in figure["layout"].get("annotations", []))
+
+
+def test_ground_truth_does_not_carry_over_to_a_new_image(tiny_zoo):
+    at = open_page()
+    assert metric(at, "Jaccard (IoU)")
+    at.selectbox(key="image.example").select("Coffee cup").run()
+    _no_traceback(at)
+    assert not at.metric  # the horse-less coffee cup is not scored against the scene's mask
+    assert any("belonged to the previous image" in i.value for i in at.info)
+    uploaders = [u for u in at.get("file_uploader") if u.proto.label.startswith("Ground-truth")]
+    assert uploaders and all(not u.value for u in uploaders)

@@ -20,7 +20,6 @@ from ltpa.robustness import (
     SHIPPED_DIR,
     attack_report,
     attention_shift,
-    average_ranks,
     confidence_curve,
     load_results,
     merge_results,
@@ -28,9 +27,9 @@ from ltpa.robustness import (
     parse_levels,
     perturbation_image,
     results_markdown,
-    spearman,
     sweep_model,
 )
+from ltpa.stats import average_ranks, spearman
 from ltpa.zoo import DEFAULT_ZOO_DIR, load_zoo_model, read_manifest
 
 TINY_ID = "resnet_att2_concat_pc"

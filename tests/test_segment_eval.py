@@ -135,7 +135,8 @@ def test_segment_eval_models_stages_rules_and_clean_up(tiny_zoo: Path, folder: t
     (["--fraction", "1.5"], r"\(0, 1\]"),
     (["--top", "0"], r"\(0, 100\]"),
     (["--rules", "median"], "valid choices"),
-    (["--models", "nope"], "no shipped model"),
+    (["--models", "nope"], "neither a checkpoint file, a run folder nor a shipped model id"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer"),
     (["--models", "vgg"], "no attention stages"),
     (["--stages", "layer99"], "unknown stage"),
 ])
@@ -196,7 +197,7 @@ def test_blank_maps_score_zero_and_are_counted() -> None:
     truth = np.zeros((10, 12), dtype=bool)
     truth[2:8, 3:9] = True
     sample = segmentation.Sample("one", truth, (10, 12), {})
-    result = segmentation.EvalResult(segmentation.EvalSettings())
+    result = segmentation.SegmentationResult(segmentation.SegmentationSettings())
     result.settings.check()
     blank = segmentation.MapSource("grad_cam", "vgg", "grad_cam")
     perfect = segmentation.MapSource("centre_prior", "", "centre_prior")
@@ -207,4 +208,68 @@ def test_blank_maps_score_zero_and_are_counted() -> None:
     assert all(rows[("centre_prior", rule)]["jaccard"] == 1.0 for rule in ("fraction", "otsu"))
     summary = {r["method"]: r for r in result.summary() if r["rule"] == "otsu"}
     assert summary["grad_cam"]["blank_maps"] == 1 and summary["centre_prior"]["blank_maps"] == 0
-    assert "Grad-CAM (vgg): 1 of 1" in segmentation.markdown_table(result)
+    assert "Grad-CAM (vgg): 1 of 1" in segmentation.summary_markdown(result)
+
+
+def test_masks_folder_of_photos_is_refused(tiny_zoo: Path, folder: tuple[Path, Path], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    images, _ = folder
+    code = main(["segment-eval", "--images", str(images), "--masks", str(images),
+                 "--out", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in error
+    error = error.splitlines()[-1]  # after the progress line: one line of error
+    assert error.startswith("ltpa segment-eval: error:")
+    assert f"{images} does not hold ground-truth masks" in error and "binary" in error
+
+
+def test_one_photo_among_masks_is_skipped_and_jpeg_masks_pass(tmp_path: Path) -> None:
+    images, masks_dir = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks_dir.mkdir()
+    rng = np.random.default_rng(1)
+    for k in range(3):
+        write_pair(images, masks_dir, f"good{k}", rng)
+    # A JPEG-compressed mask has grey ringing along its edges: still a mask.
+    mask = cv2.imread(str(masks_dir / "good0.png"), cv2.IMREAD_GRAYSCALE)
+    (masks_dir / "good0.png").unlink()
+    cv2.imwrite(str(masks_dir / "good0.jpg"), mask, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    photo = cv2.GaussianBlur(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), (0, 0), 3)
+    cv2.imwrite(str(images / "photo.jpg"), photo)
+    cv2.imwrite(str(masks_dir / "photo.png"), photo)
+    assert segmentation.grey_fraction(photo) > 0.2
+    pairs, _ = segmentation.pair_folders(images, masks_dir)
+    samples, skips = segmentation.load_samples(pairs)
+    assert sorted(s.stem for s in samples) == ["good0", "good1", "good2"]
+    assert [(s.name, s.reason) for s in skips] == [("photo.png", "not_a_mask")]
+    segmentation.check_masks_folder(masks_dir, len(pairs), skips)  # one photo in four: a skip only
+
+
+def test_checkpoint_files_and_run_folders_with_json_scores(tiny_zoo: Path, folder: tuple[Path, Path],
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    images, masks_dir = folder
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes((tiny_zoo / "vgg_att3_concat_pc.pt").read_bytes())
+    checkpoint = tiny_zoo / "resnet_att2_concat_pc.pt"
+    out = tmp_path / "out"
+    code = main(["segment-eval", "--images", str(images), "--masks", str(masks_dir), "--out", str(out),
+                 "--models", f"{run},{checkpoint}", "--cam-model", str(tiny_zoo / "vgg_gap.pt"),
+                 "--compare", "cam,centre_prior", "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((out / "summary.json").read_text())["scores"]
+    expected = {f"{run} / {s}" for s in ("layer7", "layer10", "layer13", "combined")}
+    expected |= {f"{checkpoint} / {s}" for s in ("stage2", "stage3", "combined")}
+    expected |= {f"CAM ({tiny_zoo / 'vgg_gap.pt'})", "centre prior"}
+    assert set(printed) == expected
+    for label, scores in printed.items():
+        assert set(scores["jaccard"]) == set(masks.RULES) and scores["images"] == 4
+        assert 0.0 <= scores["pointing_game"] <= 1.0
+    assert printed["centre prior"]["pointing_game"] == 1.0
+    # The same model as a zoo id scores the same (one image path, one model).
+    zoo_out = tmp_path / "zoo_out"
+    assert main(["segment-eval", "--images", str(images), "--masks", str(masks_dir), "--out", str(zoo_out),
+                 "--models", "vgg_att3_concat_pc", "--compare", "none", "--json"]) == 0
+    by_id = json.loads(capsys.readouterr().out)
+    assert by_id["vgg_att3_concat_pc / layer13"]["jaccard"] == printed[f"{run} / layer13"]["jaccard"]

@@ -18,9 +18,10 @@ from PIL import Image
 import ltpa
 from ltpa.cli import main as cli
 from ltpa.data import DatasetError, DeviceLoader, ImageSet, load_dataset
-from ltpa.shipping import (FIXTURE_DIR, RECIPES, fixture_predictions, parse_settings, recipe_config,
-                           settings_arguments, train_zoo)
-from ltpa import shipping, training
+from ltpa.maintainer.recipes import RECIPES, parse_settings, recipe_config, settings_arguments
+from ltpa.maintainer.shipping import FIXTURE_DIR, fixture_predictions, train_zoo
+from ltpa.maintainer import shipping
+from ltpa import training
 from ltpa.training import STATE_FILE, TrainConfig, Trainer, evaluate, one_cycle, replays_cuda_graphs
 from ltpa.zoo import list_zoo, load_zoo_model, read_manifest, DEFAULT_ZOO_DIR
 from ltpa.checkpoint import PRECISIONS, file_sha256
@@ -163,7 +164,7 @@ def test_train_zoo_resumes_an_interrupted_variant_on_another_machine(
 
 def test_train_zoo_refuses_to_continue_a_run_of_another_recipe(tiny_data: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture) -> None:
-    args = ["train-zoo", "--ids", "vgg_gap", "--data", str(tiny_data), "--runs", str(tmp_path / "runs"),
+    args = ["zoo", "train", "--ids", "vgg_gap", "--data", str(tiny_data), "--runs", str(tmp_path / "runs"),
             "--zoo", str(tmp_path / "zoo"), "--epochs", "1", "--no-compile", "--device", "cpu",
             "--variant", "fast"]
     assert cli(args + ["--set", "lr=0.05"]) == 0
@@ -216,7 +217,7 @@ def test_every_zoo_recipe_is_a_valid_run_and_shortening_keeps_its_qat_share() ->
 
 def test_train_zoo_repeats_a_recipe_under_another_seed(tiny_data: Path, tmp_path: Path) -> None:
     runs, zoo = tmp_path / "runs", tmp_path / "seeds"
-    assert cli(["train-zoo", "--ids", "vgg_gap", "--data", str(tiny_data), "--runs", str(runs),
+    assert cli(["zoo", "train", "--ids", "vgg_gap", "--data", str(tiny_data), "--runs", str(runs),
                 "--zoo", str(zoo), "--epochs", "1", "--seed", "2", "--no-compile",
                 "--device", "cpu"]) == 0
     card = json.loads((zoo / "cards" / "vgg_gap_seed2.json").read_text())
@@ -228,7 +229,7 @@ def test_train_zoo_repeats_a_recipe_under_another_seed(tiny_data: Path, tmp_path
 
 def test_train_zoo_ships_a_named_variant_of_a_recipe(tiny_data: Path, tmp_path: Path) -> None:
     runs, zoo = tmp_path / "runs", tmp_path / "reproduction"
-    assert cli(["train-zoo", "--ids", "vgg_gap", "--data", str(tiny_data), "--runs", str(runs),
+    assert cli(["zoo", "train", "--ids", "vgg_gap", "--data", str(tiny_data), "--runs", str(runs),
                 "--zoo", str(zoo), "--epochs", "1", "--seed", "1", "--variant", "wd1e-4",
                 "--set", "weight_decay=1e-4", "--set", "label-smoothing=0", "--set", "precision=fp16",
                 "--no-compile", "--device", "cpu"]) == 0
@@ -253,15 +254,15 @@ def test_zoo_promote_ships_a_seed_under_the_zoo_id_and_keeps_the_replaced_card(
     zoo, seeds, retired = tmp_path / "zoo", tmp_path / "seeds", tmp_path / "reproduction"
     common = ["--ids", "vgg_gap", "--data", str(tiny_data), "--runs", str(tmp_path / "runs"),
               "--no-compile", "--device", "cpu"]
-    assert cli(["train-zoo", *common, "--zoo", str(zoo)]) == 0
+    assert cli(["zoo", "train", *common, "--zoo", str(zoo)]) == 0
     shipping.finalize_zoo(zoo)
     old = read_manifest(zoo)["models"][0]
-    assert cli(["train-zoo", *common, "--zoo", str(seeds), "--seed", "1"]) == 0
+    assert cli(["zoo", "train", *common, "--zoo", str(seeds), "--seed", "1"]) == 0
     seed_card = seeds / "cards" / "vgg_gap_seed1.json"
 
     with pytest.raises(ValueError, match="vgg_gap is shipped already: .*--retire-as"):
         shipping.promote_run(seed_card, "vgg_gap", zoo)
-    assert cli(["zoo-promote", str(seed_card), "--as", "vgg_gap", "--zoo", str(zoo),
+    assert cli(["zoo", "promote", str(seed_card), "--as", "vgg_gap", "--zoo", str(zoo),
                 "--retire-as", "vgg_gap_first", "--retire-to", str(retired),
                 "--note", "the better of two seeds"]) == 0
 
@@ -287,7 +288,7 @@ def test_zoo_promote_refuses_another_recipe_another_model_and_a_changed_file(
     monkeypatch.setitem(RECIPES["vgg_gap"], "epochs", 1)
     monkeypatch.setitem(RECIPES["vgg_gap"], "qat_epochs", 1)
     out = tmp_path / "reproduction"
-    assert cli(["train-zoo", "--ids", "vgg_gap", "--data", str(tiny_data), "--runs", str(tmp_path / "runs"),
+    assert cli(["zoo", "train", "--ids", "vgg_gap", "--data", str(tiny_data), "--runs", str(tmp_path / "runs"),
                 "--zoo", str(out), "--variant", "wd1e-4", "--set", "weight_decay=1e-4",
                 "--no-compile", "--device", "cpu"]) == 0
     card = out / "cards" / "vgg_gap_wd1e-4.json"
@@ -304,9 +305,9 @@ def test_zoo_promote_refuses_another_recipe_another_model_and_a_changed_file(
     with pytest.raises(ValueError, match="does not match the sha256"):
         shipping.promote_run(card, "vgg_gap", zoo)
     (out / "cards" / "bare.json").write_text(json.dumps({"id": "bare"}))
-    assert cli(["zoo-promote", str(out / "cards" / "bare.json"), "--as", "vgg_gap", "--zoo", str(zoo)]) == 2
-    assert cli(["zoo-promote", str(out / "cards" / "none.json"), "--as", "vgg_gap", "--zoo", str(zoo)]) == 2
-    with pytest.raises(ValueError, match="not a card written by ltpa train-zoo .*file, log, sha256"):
+    assert cli(["zoo", "promote", str(out / "cards" / "bare.json"), "--as", "vgg_gap", "--zoo", str(zoo)]) == 2
+    assert cli(["zoo", "promote", str(out / "cards" / "none.json"), "--as", "vgg_gap", "--zoo", str(zoo)]) == 2
+    with pytest.raises(ValueError, match="not a card written by ltpa zoo train .*file, log, sha256"):
         shipping.promote_run(out / "cards" / "bare.json", "vgg_gap", zoo)
     assert not zoo.exists()  # nothing was shipped
 
@@ -340,7 +341,7 @@ def test_model_arguments_are_recipe_settings_too() -> None:
 def test_train_zoo_ships_a_variant_of_a_model_argument(tiny_data: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
     runs, zoo = tmp_path / "runs", tmp_path / "reproduction"
-    args = ["train-zoo", "--data", str(tiny_data), "--runs", str(runs), "--zoo", str(zoo),
+    args = ["zoo", "train", "--data", str(tiny_data), "--runs", str(runs), "--zoo", str(zoo),
             "--epochs", "1", "--no-compile", "--device", "cpu", "--variant", "drop0.25",
             "--set", "dropout=0.25"]
     # vgg_gap has no dropout: nothing trains, not even the vgg recipe listed first.
@@ -500,8 +501,8 @@ def test_every_card_command_recreates_the_recorded_recipe() -> None:
     """A card's training command (or, once the recipes have changed since, its recreate_command),
     run again, trains exactly the configuration the card records and builds the model its file
     holds (settings a card predates take their defaults, which is what those runs did)."""
-    from ltpa.baselines import read_cards, reproduction_dir
-    from ltpa.commands.zoo_promote import command_config
+    from ltpa.maintainer.baselines import read_cards, reproduction_dir
+    from ltpa.maintainer.recreate import command_config
     from ltpa.registry import default_arguments
 
     cards = read_manifest(DEFAULT_ZOO_DIR)["models"] + read_cards(reproduction_dir())
@@ -520,8 +521,8 @@ def test_every_card_command_recreates_the_recorded_recipe() -> None:
 
 
 def test_a_card_the_recipes_have_moved_past_gets_a_recreate_command(tmp_path: Path) -> None:
-    from ltpa.baselines import reproduction_dir
-    from ltpa.commands.zoo_promote import command_config, recreate_command, refresh_recreate_commands
+    from ltpa.maintainer.baselines import reproduction_dir
+    from ltpa.maintainer.recreate import command_config, recreate_command, refresh_recreate_commands
 
     (tmp_path / "cards").mkdir()
     for card_id in ("resnet_att2_concat_pc_residual", "vgg_seed1"):
@@ -540,5 +541,5 @@ def test_a_card_the_recipes_have_moved_past_gets_a_recreate_command(tmp_path: Pa
     assert args.variant == "earlier-recipe"
     assert refresh_recreate_commands(tmp_path) == []  # nothing left to do
     assert recreate_command(json.loads((tmp_path / "cards" / "vgg_seed1.json").read_text())) is None
-    with pytest.raises(ValueError, match="not an ltpa train-zoo command"):
+    with pytest.raises(ValueError, match="not an ltpa zoo train command"):
         command_config("ltpa train vgg --data x")

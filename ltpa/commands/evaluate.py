@@ -1,4 +1,10 @@
-"""``ltpa eval``: top-1 error, per-class accuracy and the confusion matrix, as JSON and CSV."""
+"""``ltpa eval``: top-1 error, per-class accuracy and the confusion matrix, as JSON and CSV.
+
+The data go through ``ltpa.data.load_test_split`` (the one dataset resolver) and the model is
+the checkpoint wrapped in a ``PixelModel``, so each image reaches the network exactly as
+``ltpa.inference.analyse`` (the app) would give it. A folder holding only some of the model's
+classes is scored against the model's whole class list.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,61 +15,65 @@ from pathlib import Path
 import torch
 
 from ltpa.checkpoint import load_checkpoint
-from ltpa.data import DeviceLoader, load_image_folder, load_dataset
+from ltpa.data import DeviceLoader, ImageSet, load_test_split
 from ltpa.device import get_device
+from ltpa.inference import resolve_checkpoint
+from ltpa.preprocess import PixelModel
 from ltpa.training import evaluate
-from ltpa.zoo import get_entry, list_zoo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a checkpoint file, or a shipped model id (see the Models page)")
+    parser.add_argument("model", help="a checkpoint file, a run folder holding model.pt, or a "
+                                      "shipped model id (see `ltpa models` or the Models page)")
     parser.add_argument("--data", default="cifar10",
                         help="cifar10/cifar100/svhn, an ImageFolder tree with test/, or a test folder "
-                             "with one sub-folder per class")
+                             "with one sub-folder per class (all or some of the model's classes)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="folder for eval.json and per_class.csv / confusion.csv")
 
 
-def resolve_checkpoint(model: str) -> Path:
-    """A checkpoint path for a file path or a shipped model id."""
-    path = Path(model)
-    if path.is_file():
-        return path
-    if model in {e.id for e in list_zoo()}:
-        return get_entry(model).path
-    raise ValueError(f"{model!r} is neither a checkpoint file nor a shipped model id "
-                     f"(shipped: {', '.join(e.id for e in list_zoo()) or 'none'})")
+def eval_batches(test: ImageSet, batch_size: int) -> DeviceLoader:
+    """The batches ``ltpa eval`` feeds its ``PixelModel``: pixel space [0, 1], in file order.
+
+    Args:
+        test: the evaluation images (on the device to evaluate on).
+        batch_size: images per batch, at least 1.
+
+    Returns:
+        A DeviceLoader of pixel-space batches.
+    """
+    return DeviceLoader(test, batch_size, None, None, train=False)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive integer; got {args.batch_size}")
     device = get_device(args.device)
     checkpoint = resolve_checkpoint(args.model)
     model, meta = load_checkpoint(checkpoint, device=device)
-    data = Path(args.data)
-    if data.is_dir() and not (data / "test").is_dir():
-        test = load_image_folder(data, class_names=meta.get("class_names"),
-                                 image_size=meta.get("input_size"))
-    else:
-        _, test = load_dataset(args.data, args.data_root, image_size=meta.get("input_size"))
-    if test.class_names != meta["class_names"] and len(test.class_names) == len(meta["class_names"]):
-        print("note: the dataset's class names differ from the model's; matching by index")
-    elif test.class_names != meta["class_names"]:
-        raise ValueError(f"the model knows {len(meta['class_names'])} classes, the data has "
-                         f"{len(test.class_names)}")
-    loader = DeviceLoader(test.to(device), args.batch_size, meta["mean"], meta["std"], train=False)
+    names = list(meta["class_names"])
+    test, source = load_test_split(args.data, class_names=names, image_size=meta.get("input_size"),
+                                   data_root=args.data_root, allow_subset=True)
+    pixel_model = PixelModel(model, meta["mean"], meta["std"]).to(device).eval()
     with torch.no_grad():
-        result = evaluate(model, loader, len(meta["class_names"]))
-    names = meta["class_names"]
+        result = evaluate(pixel_model, eval_batches(test.to(device), args.batch_size), len(names))
+    counts = [sum(row) for row in result.confusion]
+    present = [i for i, count in enumerate(counts) if count]
+    per_class = {names[i]: result.per_class_accuracy[i] for i in present}
     report = {
         "checkpoint": str(checkpoint), "model": meta.get("training", {}).get("config", {}).get("model"),
-        "data": args.data, "images": len(test), "top1_error": result.error, "loss": result.loss,
-        "per_class_accuracy": dict(zip(names, result.per_class_accuracy)),
+        "data": args.data, "source": source, "images": len(test), "top1_error": result.error,
+        "loss": result.loss, "per_class_accuracy": per_class,
+        "classes_evaluated": [names[i] for i in present],
         "confusion": result.confusion, "class_names": names, "attention_entropy": result.entropy,
     }
-    print(f"{checkpoint}: top-1 error {result.error:.2f}% on {len(test)} images")
-    for name, accuracy in zip(names, result.per_class_accuracy):
+    print(f"{checkpoint}: top-1 error {result.error:.2f}% on {len(test)} images of {source}")
+    if len(present) < len(names):
+        print(f"note: the data hold {len(present)} of the model's {len(names)} classes; predictions "
+              "range over all of them")
+    for name, accuracy in per_class.items():
         print(f"  {name:>12s} {100 * accuracy:6.2f}%")
     if args.out:
         out = Path(args.out)
@@ -72,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         with open(out / "per_class.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["class", "accuracy"])
-            writer.writerows(zip(names, result.per_class_accuracy))
+            writer.writerows(per_class.items())
         with open(out / "confusion.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["true\\predicted", *names])

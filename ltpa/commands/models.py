@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ltpa.docs import models_section_markdown, models_table_plain, update_readme
+from ltpa.maintainer.docs import models_section_markdown, models_table_plain, update_readme
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

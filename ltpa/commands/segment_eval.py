@@ -1,12 +1,17 @@
 """``ltpa segment-eval``: binarise attention maps into masks and score them against ground truth.
 
-Example (Weizmann Horse)::
+Per map source (every attention stage and their combination, CAM of the GAP baseline, Grad-CAM,
+the centre prior): mean Jaccard under each mask rule and the pointing game, written as CSV,
+Markdown and ``summary.json`` (``scores``). Models are shipped ids, checkpoint files or run
+folders. Example (Weizmann Horse)::
 
     ltpa segment-eval --images weizmann_horse_db/rgb --masks weizmann_horse_db/figure_ground --out results/horse
+    ltpa segment-eval --models runs/my_vgg_att3 --images ... --masks ... --json
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -17,10 +22,11 @@ from ltpa.segmentation import (
     DEFAULT_CAM_MODEL,
     DEFAULT_GRAD_CAM_MODEL,
     SKIP_REASONS,
-    EvalSettings,
+    SegmentationSettings,
     evaluate_folders,
-    markdown_table,
+    scores_by_map,
     settings_text,
+    summary_markdown,
     write_results,
 )
 
@@ -36,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-suffix", default="",
                         help="suffix of mask stems, e.g. '_mask' for horse001_mask.png (default: none)")
     parser.add_argument("--models", type=_names, default=None,
-                        help="comma-separated zoo ids of attention models (default: every shipped one)")
+                        help="comma-separated attention models: shipped ids, checkpoint files or run "
+                             "folders holding model.pt (default: every shipped attention model)")
     parser.add_argument("--stages", type=_names, default=None,
                         help="comma-separated stage names and/or 'combined' (default: every stage and combined)")
     parser.add_argument("--rules", type=_names, default=list(masks.RULES),
@@ -55,9 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep only the largest connected component of each mask")
     parser.add_argument("--compare", type=_names, default=list(COMPARISONS),
                         help=f"comparison methods among {', '.join(COMPARISONS)} (default: all; 'none' for none)")
-    parser.add_argument("--cam-model", default=DEFAULT_CAM_MODEL, help="zoo id of the GAP model for CAM")
+    parser.add_argument("--cam-model", default=DEFAULT_CAM_MODEL,
+                        help="the GAP model for CAM: shipped id, checkpoint file or run folder "
+                             "(default %(default)s)")
     parser.add_argument("--grad-cam-model", default=DEFAULT_GRAD_CAM_MODEL,
-                        help="zoo id of the model for Grad-CAM")
+                        help="the model for Grad-CAM: shipped id, checkpoint file or run folder "
+                             "(default %(default)s)")
     parser.add_argument("--target-class", default=None,
                         help="class for CAM / Grad-CAM, e.g. horse (default: each image's predicted class)")
     parser.add_argument("--prior-sigma", type=float, default=0.25,
@@ -68,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--out", type=Path, default=Path("segment-eval"),
                         help="output folder (default: ./segment-eval)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the scores per map (Jaccard per rule, pointing game) as JSON "
+                             "instead of the tables")
 
 
 def _class_index(name: str | None) -> int | None:
@@ -81,7 +94,7 @@ def _class_index(name: str | None) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = EvalSettings(
+    settings = SegmentationSettings(
         rules=tuple(args.rules),
         thresholds={"fraction": args.fraction, "top": args.top, "mass": args.mass, "otsu": None},
         combine=args.combine,
@@ -91,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         class_index=_class_index(args.target_class),
     )
     compare = [] if args.compare == ["none"] else args.compare
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive integer; got {args.batch_size}")
     if args.aspect_tolerance < 0:
         raise ValueError(f"--aspect-tolerance must be >= 0; got {args.aspect_tolerance}")
     result = evaluate_folders(
@@ -100,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, log=lambda message: print(message, file=sys.stderr),
     )
     paths = write_results(result, args.out)
+    if args.json:
+        print(json.dumps(scores_by_map(result), indent=2))
+        return 0 if result.n_evaluated else 1
     for note in result.notes:
         print(f"note: {note}")
     print(f"evaluated {result.n_evaluated} of {result.n_pairs} image/mask pairs in {result.seconds:.1f} s"
@@ -115,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(settings_text(result))
     print()
-    print(markdown_table(result))
+    print(summary_markdown(result))
     print(f"results written to {args.out}/ ({', '.join(p.name for p in paths.values())})")
     if result.n_evaluated == 0:
         print("ltpa segment-eval: error: no image/mask pair could be evaluated", file=sys.stderr)

@@ -2,12 +2,30 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
 from ltpa.registry import read_argument_value
 from ltpa.training import (COMPILE_MODES, QAT_PRECISIONS, STATE_FILE, TrainConfig, Trainer,
-                           error_percent)
+                           error_percent, load_state)
+
+
+def progress_bar(epoch: int, epochs: int, done: int, total: int, started: float,
+                 stream=sys.stderr) -> None:
+    """A one-line progress bar on terminals (logs get one line per epoch instead)."""
+    if not stream.isatty():
+        return
+    width = 30
+    filled = int(width * done / max(1, total))
+    rate = done / max(1e-9, time.perf_counter() - started)
+    stream.write(f"\repoch {epoch}/{epochs} [{'#' * filled}{'.' * (width - filled)}] "
+                 f"{done}/{total} batches {rate:.1f} it/s")
+    if done == total:
+        stream.write("\n")
+    stream.flush()
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -33,8 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE", help="model override, e.g. --set match=project_g")
     for name, kind in (("epochs", int), ("batch_size", int), ("lr", float), ("momentum", float),
                        ("weight_decay", float), ("label_smoothing", float), ("warmup", float),
-                       ("pad", int), ("cutout", int), ("seed", int), ("image_size", int),
-                       ("qat_epochs", int)):
+                       ("final_lr_fraction", float), ("pad", int), ("cutout", int), ("seed", int),
+                       ("image_size", int), ("qat_epochs", int), ("eval_every", int),
+                       ("validation", float), ("validation_seed", int), ("ema", float),
+                       ("aux_weight", float), ("entropy_weight", float)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind,
                             default=getattr(defaults, name), help=f"default {getattr(defaults, name)}")
     parser.add_argument("--qat", default=defaults.qat, choices=[p for p in QAT_PRECISIONS if p],
@@ -46,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="model.compile() (CUDA; slower start)")
     parser.add_argument("--compile-mode", default=defaults.compile_mode, choices=COMPILE_MODES,
                         help="torch.compile mode with --compile (reduce-overhead: CUDA graphs)")
+    parser.add_argument("--no-flip", dest="flip", action="store_false",
+                        help="do not also score mirror-image test-time augmentation")
 
 
 def extends_run(args: argparse.Namespace) -> bool:
@@ -60,10 +82,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         state = Path(args.resume) / STATE_FILE
         if not state.is_file():
             raise FileNotFoundError(f"nothing to resume: {state} does not exist")
-        import torch
-
-        saved = torch.load(state, map_location="cpu", weights_only=True)["config"]
-        config = TrainConfig.from_dict(saved)
+        config = TrainConfig.from_dict(load_state(state)["config"])
         config.out = str(args.resume)
         if extends_run(args):
             config.epochs = args.epochs
@@ -73,7 +92,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     values["overrides"] = dict(args.overrides)
     values["out"] = args.out or f"runs/{args.model}"
-    return TrainConfig.from_dict(values)
+    return TrainConfig(**values)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +100,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and (Path(config.out) / STATE_FILE).is_file():
         raise ValueError(f"{config.out} already holds a run: pass --resume {config.out} to continue "
                          "it, or choose another --out")
-    log = Trainer(config, extend=extends_run(args)).run()
+    if not logging.getLogger("ltpa").handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logging.getLogger("ltpa").addHandler(handler)
+        logging.getLogger("ltpa").setLevel(logging.INFO)
+    log = Trainer(config, extend=extends_run(args), on_batch=progress_bar).run()
     if log and log[-1]["test_acc"] is not None:
         print(f"done: {config.out}/model.pt, test error {error_percent(log[-1]['test_acc']):.2f}%")
     return 0

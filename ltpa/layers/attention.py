@@ -8,8 +8,13 @@ For one tapped layer with local features ``l`` (B x C x H x W) and the global fe
   because at initialisation the unscaled scores already spread by ~40-120 over a map, so the
   softmax starts one-hot: VGG-att3-dp lost ~1.4 points to pc and RN-att2-dp never trained.
   ``dp_scale="none"`` gives the paper's unscaled form;
-* normalisation ``softmax`` over all H*W positions (the paper's) or ``sigmoid`` (a deviation used
-  by a popular port; each weight in [0, 1] independently, descriptor averaged over positions);
+* normalisation ``softmax`` over all H*W positions (the paper's), ``sigmoid`` (a deviation used
+  by a popular port; each weight in [0, 1] independently, descriptor averaged over positions) or
+  ``sigmoid_sum`` (a deviation: sigmoid weights divided by their sum, so the map sums to 1 like a
+  softmax map and the descriptor is a weighted sum, but positions do not compete exponentially);
+* temperature ``T`` (an attention-quality lever, not in the paper): the scores are divided by ``T``
+  before the normalisation; a fixed positive number (1 is the paper's) or ``"learned"`` (one
+  learned ``log T`` per tapped layer, starting at T = 1);
 * attended descriptor ``g_a = sum_i a_i l_i``.
 
 Both compatibilities need ``dim(l) == dim(g)``. ``match="project_l"`` (default, the paper's text)
@@ -25,7 +30,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 COMPATIBILITIES = ("pc", "dp")
-NORMALISATIONS = ("softmax", "sigmoid")
+NORMALISATIONS = ("softmax", "sigmoid", "sigmoid_sum")
+LEARNED_TEMPERATURE = "learned"
+# A fixed temperature outside this range makes the maps one-hot or uniform at initialisation.
+TEMPERATURE_RANGE = (0.01, 100.0)
 DIMENSION_MATCHING = ("project_l", "project_g")
 DP_SCALES = ("sqrt", "none")
 DEFAULT_DP_SCALE = "sqrt"
@@ -45,6 +53,21 @@ def check_choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"unknown {kind} {value!r}; valid choices: {', '.join(choices)}")
 
 
+def check_temperature(value: float | str) -> None:
+    """Raise a ValueError naming the valid range unless ``value`` is ``"learned"`` or a number in
+    ``TEMPERATURE_RANGE``.
+
+    Args:
+        value: the attention temperature asked for.
+    """
+    if value == LEARNED_TEMPERATURE:
+        return
+    low, high = TEMPERATURE_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"attention temperature must be {LEARNED_TEMPERATURE!r} or a number from "
+                         f"{low} to {high}; got {value!r}")
+
+
 class AttentionBlock(nn.Module):
     """Attention over one tapped layer, given that layer's local features and the global feature."""
 
@@ -56,8 +79,10 @@ class AttentionBlock(nn.Module):
         normalisation: str = "softmax",
         match: str = "project_l",
         dp_scale: str = DEFAULT_DP_SCALE,
+        temperature: float | str = 1.0,
     ) -> None:
         super().__init__()
+        check_temperature(temperature)
         check_choice("compatibility", compatibility, COMPATIBILITIES)
         check_choice("normalisation", normalisation, NORMALISATIONS)
         check_choice("dimension matching", match, DIMENSION_MATCHING)
@@ -80,13 +105,23 @@ class AttentionBlock(nn.Module):
             if compatibility == "pc"
             else None
         )
+        self.temperature = temperature
+        # log T, so the learned temperature stays positive; a fixed one is a plain float.
+        self.log_temperature = (nn.Parameter(torch.zeros(())) if temperature == LEARNED_TEMPERATURE
+                                else None)
+
+    def current_temperature(self) -> float:
+        """The temperature the scores are divided by (the learned one's present value)."""
+        if self.log_temperature is not None:
+            return float(self.log_temperature.detach().exp())
+        return float(self.temperature)
 
     def forward(self, local: Tensor, global_feature: Tensor) -> AttentionResult:
         local = self.project_local(local)
         global_feature = self.project_global(global_feature)
         # Scores, normalisation and the weighted sum run in fp32 even under bf16 autocast:
         # in bf16 a 1024-way softmax and its sum lose enough precision that training collapsed
-        # to chance in a probe (GUIDE.md section 7).
+        # to chance in a probe (docs/reproduction.md).
         with torch.autocast(device_type=local.device.type, enabled=False):
             local32 = local.float()
             global32 = global_feature.float()[:, :, None, None]
@@ -96,10 +131,20 @@ class AttentionBlock(nn.Module):
             else:
                 scores = (local32 * global32).sum(dim=1, keepdim=True) * self.dp_factor
             batch, _, height, width = scores.shape
+            if self.log_temperature is not None:
+                tempered = scores / self.log_temperature.float().exp()
+            elif self.temperature != 1.0:
+                tempered = scores / float(self.temperature)
+            else:
+                tempered = scores
             if self.normalisation == "softmax":
-                attention = torch.softmax(scores.flatten(1), dim=1).view(batch, 1, height, width)
+                attention = torch.softmax(tempered.flatten(1), dim=1).view(batch, 1, height, width)
+                descriptor = (attention * local32).sum(dim=(2, 3))
+            elif self.normalisation == "sigmoid_sum":
+                gates = torch.sigmoid(tempered)
+                attention = gates / gates.sum(dim=(2, 3), keepdim=True).clamp_min(1e-12)
                 descriptor = (attention * local32).sum(dim=(2, 3))
             else:
-                attention = torch.sigmoid(scores)
+                attention = torch.sigmoid(tempered)
                 descriptor = (attention * local32).mean(dim=(2, 3))
         return AttentionResult(attention, scores, descriptor)

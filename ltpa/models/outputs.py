@@ -12,7 +12,9 @@ class ModelOutput(NamedTuple):
     ``maps[k]`` is the attention of stage ``stages[k]`` (B x 1 x H x W, fp32; sums to 1 per image
     under softmax), ``scores[k]`` its raw compatibility scores. Models without attention return
     empty tuples. ``features`` is the last spatial feature map (B x C x h x w) kept in the graph so
-    CAM and Grad-CAM can be computed from it with ``torch.autograd.grad``.
+    CAM and Grad-CAM can be computed from it with ``torch.autograd.grad``. ``stage_logits[k]`` are
+    the class scores from stage ``stages[k]``'s attended descriptor alone, for models built with
+    per-stage classifiers (the ``indep`` head, or ``stage_classifiers=True``); empty otherwise.
     """
 
     logits: Tensor
@@ -20,6 +22,7 @@ class ModelOutput(NamedTuple):
     scores: tuple[Tensor, ...]
     stages: tuple[str, ...]
     features: Tensor
+    stage_logits: tuple[Tensor, ...] = ()
 
 
 MIN_INPUT_SIZE = 32

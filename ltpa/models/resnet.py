@@ -65,6 +65,8 @@ class ResNetAtt(nn.Module):
         normalisation: str = "softmax",
         match: str = "project_l",
         dp_scale: str = DEFAULT_DP_SCALE,
+        temperature: float | str = 1.0,
+        stage_classifiers: bool = False,
         tap_features: str = DEFAULT_TAP_FEATURES,
         width: float = 1.0,
         depth: int = 164,
@@ -115,7 +117,8 @@ class ResNetAtt(nn.Module):
             nn.Linear(global_dim, global_dim),
         )
         self.attention = nn.ModuleList(
-            AttentionBlock(channels[t - 1], global_dim, compatibility, normalisation, match, dp_scale)
+            AttentionBlock(channels[t - 1], global_dim, compatibility, normalisation, match,
+                           dp_scale, temperature)
             for t in self.taps
         )
         # BN-ReLU for each activated tap before the last stage (the last one reuses final_norm).
@@ -127,7 +130,8 @@ class ResNetAtt(nn.Module):
             }
         )
         self.classifier = AttentionHead(
-            [block.descriptor_dim for block in self.attention], num_classes, head, dropout
+            [block.descriptor_dim for block in self.attention], num_classes, head, dropout,
+            stage_classifiers,
         )
 
     def forward(self, x: Tensor) -> ModelOutput:

@@ -55,6 +55,8 @@ class VGGAtt(nn.Module):
         normalisation: str = "softmax",
         match: str = "project_l",
         dp_scale: str = DEFAULT_DP_SCALE,
+        temperature: float | str = 1.0,
+        stage_classifiers: bool = False,
         width: float = 1.0,
         dropout: float = 0.5,
         gap: bool = False,
@@ -89,12 +91,14 @@ class VGGAtt(nn.Module):
         self.global_fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, global_dim))
         tap_dims = [scaled(VGG_LAYERS[t - 1][0], width) for t in self.taps]
         self.attention = nn.ModuleList(
-            AttentionBlock(d, global_dim, compatibility, normalisation, match, dp_scale)
+            AttentionBlock(d, global_dim, compatibility, normalisation, match, dp_scale,
+                           temperature)
             for d in tap_dims
         )
         if self.taps:
             self.classifier = AttentionHead(
-                [block.descriptor_dim for block in self.attention], num_classes, head, dropout
+                [block.descriptor_dim for block in self.attention], num_classes, head, dropout,
+                stage_classifiers,
             )
         else:
             self.classifier = PlainHead(global_dim, num_classes, dropout)

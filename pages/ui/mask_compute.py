@@ -1,14 +1,13 @@
-"""Cached computations of the Masks page (``pages/3_Masks.py``), kept in a module so their
-``st.cache_data`` wrappers are built once per process, not on every rerun of the page.
+"""Cached computations of the Masks page (``pages/3_Masks.py``), in byte-bounded caches
+(``pages.ui.compute.bounded_cache``) built once per process.
 
 Keys are the image's sha256, the checkpoint (zoo folder, id, file sha256) and the settings; the
-arrays themselves are passed as underscore arguments (not hashed).
+arrays themselves are passed as underscore arguments (not part of the key).
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
-import streamlit as st
 
 from ltpa import masks, viz
 from ltpa.maps import overlay
@@ -16,6 +15,7 @@ from ltpa.preprocess import image_to_input
 from ltpa.saliency import centre_prior
 from ltpa.segmentation import COMBINED, native_maps
 from ltpa.zoo import LoadedModel, zoo_dir
+from pages.ui.compute import MiB, bounded_cache, cache_key, digest
 from pages.ui.widgets import load_model
 
 RULE_LABELS = {
@@ -27,16 +27,22 @@ RULE_LABELS = {
 
 
 def checkpoint_key(loaded: LoadedModel) -> str:
-    """Identifies a loaded checkpoint: zoo folder, id and the file's sha256."""
-    return f"{zoo_dir()}:{loaded.entry.id}:{loaded.entry.card.get('sha256', '')}"
+    """Identifies a loaded checkpoint: zoo folder, id and the file's sha256 (as
+    ``pages.ui.compute.model_key``, joined into one string)."""
+    return ":".join(cache_key(str(zoo_dir()), loaded.entry.id, str(loaded.entry.card.get("sha256", ""))))
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@bounded_cache(max_bytes=32 * MiB)
+def _truth_mask(data_sha256: str, _data: bytes) -> np.ndarray:
+    return masks.load_mask(_data)
+
+
 def truth_mask(data: bytes) -> np.ndarray:
-    return masks.load_mask(data)
+    """``ltpa.masks.load_mask`` of an uploaded mask file, cached on the file's sha256."""
+    return _truth_mask(digest(data), data)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@bounded_cache(max_bytes=64 * MiB)
 def work_image_at(image_sha: str, size: tuple[int, int], _image: np.ndarray) -> np.ndarray:
     if _image.shape[:2] == size:
         return _image
@@ -44,7 +50,7 @@ def work_image_at(image_sha: str, size: tuple[int, int], _image: np.ndarray) -> 
     return cv2.resize(_image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@bounded_cache(max_bytes=32 * MiB)
 def attention_unit_map(checkpoint: str, image_sha: str, stage: str, combine: str, size: tuple[int, int],
                     _natives: dict[str, np.ndarray]) -> np.ndarray:
     if stage == COMBINED:
@@ -52,7 +58,7 @@ def attention_unit_map(checkpoint: str, image_sha: str, stage: str, combine: str
     return masks.unit_map(_natives[stage], size)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@bounded_cache(max_bytes=16 * MiB)
 def posthoc_unit_map(checkpoint: str, image_sha: str, method: str, size: tuple[int, int],
                   _model_id: str, _image: np.ndarray) -> np.ndarray:
     loaded = load_model(_model_id)
@@ -60,17 +66,17 @@ def posthoc_unit_map(checkpoint: str, image_sha: str, method: str, size: tuple[i
     return masks.unit_map(native, size)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@bounded_cache(max_bytes=8 * MiB)
 def prior_unit_map(size: tuple[int, int], sigma: float) -> np.ndarray:
     return masks.unit_map(centre_prior(size[0], size[1], sigma))
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@bounded_cache(max_bytes=48 * MiB)
 def map_overlay(map_key: str, _image: np.ndarray, _unit: np.ndarray) -> np.ndarray:
     return overlay(_image, _unit)
 
 
-@st.cache_resource(show_spinner=False, max_entries=64)
+@bounded_cache(max_bytes=8 * MiB)
 def curve_figure(curves_key: str, rule: str, _curves: dict[str, masks.Sweep]):
     """The curves do not depend on the threshold: built once (Plotly figures are slow to build),
     shared read-only."""
@@ -78,7 +84,7 @@ def curve_figure(curves_key: str, rule: str, _curves: dict[str, masks.Sweep]):
                                         rule, title=f"Jaccard versus threshold: {RULE_LABELS[rule]}")
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
+@bounded_cache(max_bytes=32 * MiB)
 def rule_table(map_key: str, rule: str, truth_key: str, opening: int, largest: bool,
                 _unit: np.ndarray, _truth: np.ndarray | None) -> tuple[dict[float, float] | None,
                                                                       np.ndarray | None, masks.Sweep | None]:

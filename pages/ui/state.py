@@ -14,6 +14,12 @@ import streamlit as st
 IMAGE_BYTES = "ltpa.image.bytes"
 IMAGE_NAME = "ltpa.image.name"
 IMAGE_SOURCE = "ltpa.image.source"
+# The gallery title of the chosen example (None after an upload): what the example box shows.
+EXAMPLE_TITLE = "ltpa.image.example_title"
+# Bumped when an example replaces an upload: the uploader gets a fresh key, so it drops the old file.
+UPLOAD_GENERATION = "ltpa.image.upload_generation"
+# Why the last chosen file cannot be used (None when it can): pages show it in the main area.
+IMAGE_ERROR = "ltpa.image.error"
 # The model shown on the home page (and the default elsewhere); a zoo id.
 MODEL_ID = "ltpa.model_id"
 # The models compared side by side on the Compare page; a list of zoo ids.
@@ -22,6 +28,15 @@ COMPARE_MODEL_IDS = "ltpa.compare_model_ids"
 OPACITY = "ltpa.display.opacity"
 COLORMAP = "ltpa.display.colormap"
 SCALING = "ltpa.display.scaling"  # "max" (a / peak) or "minmax" (stretch min..max), ltpa.maps modes
+
+# The Masks page: stage, rule, stage combination, and one threshold per rule (kept when the rule
+# changes, so switching back finds the threshold the user left).
+MASK_STAGE = "ltpa.masks.stage"
+MASK_RULE = "ltpa.masks.rule"
+MASK_COMBINE = "ltpa.masks.combine"
+MASK_THRESHOLD = "ltpa.masks.threshold."  # + rule name
+# The Lesson page's current step (1-based).
+LESSON_STEP = "ltpa.lesson.step"
 
 DEFAULT_OPACITY = 0.5
 DEFAULT_COLORMAP = "jet"

@@ -11,7 +11,9 @@ import numpy as np
 import streamlit as st
 
 import ltpa
-from ltpa import viz
+import plotly.graph_objects as go
+
+from ltpa import figures, viz
 from ltpa.inference import Analysis, StageMap
 from ltpa.maps import COLORMAPS, MapStats
 from pages.ui import state
@@ -123,6 +125,9 @@ def stage_cell(
     """One stage's map over the image at the image's resolution, optionally with its downloads
     (overlay PNG at full resolution, raw map as .npy and CSV; generated only when clicked)."""
     image = overlay_for(chosen, stage_map, opacity, colormap, scaling=scaling)
+    label = figures.near_uniform_label(stage_map.stats)
+    if label is not None:  # said on the picture itself: scaled to its peak it looks like a finding
+        image = figures.with_banner(image, label)
     height, width = stage_map.native_size
     st.image(image, caption=caption or f"{stage_map.stage} ({height}x{width} map)",
              width="stretch", output_format="JPEG")
@@ -160,6 +165,64 @@ def stage_overlays(
     for column, stage_map in zip(st.columns(len(maps)), maps):
         with column:
             stage_cell(chosen, stage_map, opacity, colormap, key, downloads, scaling=scaling)
+    colour_scale(colormap, scaling)
+
+
+def colour_scale(colormap: str, scaling: str) -> None:
+    """The overlays' colour bar, with what its ends mean and the near-uniform rule."""
+    low, high = figures.SCALE_ENDS.get(scaling, ("0", "1"))
+    left, right = st.columns([1, 2])
+    left.image(_colour_bar(colormap, low, high), width="stretch")
+    right.caption(
+        ("Colour = attention divided by the map's peak (0 to peak)" if scaling == "max" else
+         "Colour = attention stretched from the map's minimum to its maximum")
+        + f". Maps with entropy / log N ≥ {figures.NEAR_UNIFORM_ENTROPY} are spread almost evenly and "
+        "are labelled *near-uniform* on the picture: their colours show noise, not a place.")
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _colour_bar(colormap: str, low: str, high: str) -> np.ndarray:
+    return figures.colour_bar(colormap, 480, low=low, high=high)
+
+
+def stages_figure_download(chosen: ChosenImage, panels: Sequence[tuple[str, np.ndarray]], opacity: float,
+                           colormap: str, scaling: str, file_stem: str, key: str,
+                           title: str | None = None) -> None:
+    """A button downloading one PNG with the image and every map side by side (for slides),
+    built when clicked (``ltpa.figures.stages_figure``, 320 px high pictures)."""
+    if not panels:
+        return
+    st.download_button(
+        "All stages figure (PNG)",
+        lambda: png_bytes(figures.stages_figure(chosen.shown(), panels, colormap, opacity, scaling, title=title)),
+        file_name=f"{file_stem}_stages.png", mime="image/png", key=key, on_click="ignore",
+        icon=":material/download:", help="The image and every map side by side, with a colour bar: one picture for a slide.",
+    )
+
+
+def readable_log_axis(figure: go.Figure) -> go.Figure:
+    """A copy of ``figure`` whose log-scale y axis is labelled with whole numbers at 1-2-5 steps
+    (Plotly's default labels a short log range "2, 3, 4, 5" beside a lone "10")."""
+    if figure.layout.yaxis.type != "log":
+        return figure
+    values = np.array([v for trace in figure.data for v in (trace.y or ()) if v is not None], dtype=np.float64)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        return figure
+    low, high = np.floor(np.log10(values.min())), np.ceil(np.log10(values.max()))
+    ticks = [m * 10.0 ** e for e in range(int(low), int(high) + 1) for m in (1, 2, 5)]
+    ticks = [t for t in ticks if values.min() / 2 <= t <= values.max() * 2]
+    copy = go.Figure(figure)
+    copy.update_yaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], minor=dict(showgrid=False))
+    return copy
+
+
+def with_threshold_line(figure: go.Figure, threshold: float) -> go.Figure:
+    """A copy of a Jaccard-versus-threshold figure with the threshold in use marked."""
+    copy = go.Figure(figure)
+    copy.add_vline(x=threshold, line_dash="dash", line_color="black",
+                   annotation_text=f"in use: {threshold:g}", annotation_position="top")
+    return copy
 
 
 def raw_heatmaps(maps: Sequence[StageMap], key: str, per_row: int = 3, colormap: str = "jet") -> None:

@@ -16,8 +16,10 @@ import streamlit as st
 from ltpa.device import get_device
 from ltpa.images import UPLOAD_EXTENSIONS, ImageError, LoadedImage, load_image
 from ltpa.registry import get_spec
-from ltpa.zoo import MANIFEST_NAME, LoadedModel, list_zoo, load_zoo_model, zoo_dir
+from ltpa.segmentation import DEFAULT_CAM_MODEL, DEFAULT_GRAD_CAM_MODEL
+from ltpa.zoo import MANIFEST_NAME, LoadedModel, ZooError, list_zoo, load_zoo_model, zoo_dir
 from pages.ui import state
+from pages.ui.text import plain
 
 REPO = Path(__file__).resolve().parents[2]
 GALLERY_DIR = REPO / "assets" / "examples"
@@ -113,39 +115,87 @@ def decode_image(data: bytes) -> LoadedImage:
     return loaded
 
 
-def _on_upload(upload_key: str, example_key: str) -> None:
-    uploaded = st.session_state.get(upload_key)
+THUMBNAIL_SIDE = 96  # gallery thumbnails (CIFAR-10's 32x32 images are enlarged without smoothing)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def thumbnail(file: str, modified: float) -> np.ndarray:
+    """A small copy of a gallery image (cached until the file changes)."""
+    array = load_image((GALLERY_DIR / file).read_bytes()).array
+    if max(array.shape[:2]) < THUMBNAIL_SIDE:
+        scale = THUMBNAIL_SIDE // max(array.shape[:2])
+        return cv2.resize(array, (array.shape[1] * scale, array.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+    return display_copy(array, THUMBNAIL_SIDE)
+
+
+def upload_key(key: str = "image") -> str:
+    """The uploader's widget key now: ``image.upload``, then ``image.upload.N`` after the N-th
+    time an example replaced an upload (a new key is the only way to empty a file uploader)."""
+    generation = int(state.get(state.UPLOAD_GENERATION, 0))
+    return f"{key}.upload" + (f".{generation}" if generation else "")
+
+
+def choose_example(file: str) -> None:
+    """Make a gallery image the chosen image; an uploaded file still listed is dropped."""
+    example = next((e for e in gallery() if e.file == file), None)
+    if example is None:
+        return
+    if state.get(state.IMAGE_SOURCE) == "upload":
+        state.put(state.UPLOAD_GENERATION, int(state.get(state.UPLOAD_GENERATION, 0)) + 1)
+    state.set_image(example.path.read_bytes(), example.file, "example")
+    state.put(state.EXAMPLE_TITLE, example.title)
+
+
+def _on_upload(widget_key: str) -> None:
+    uploaded = st.session_state.get(widget_key)
+    state.put(state.EXAMPLE_TITLE, None)
     if uploaded is None:  # the user removed the file: fall back to the default example
         state.clear_image()
         return
     state.set_image(uploaded.getvalue(), uploaded.name, "upload")
-    st.session_state[example_key] = None
 
 
-def _on_example(example_key: str) -> None:
-    title = st.session_state.get(example_key)
-    example = next((e for e in gallery() if e.title == title), None)
+def _on_example(widget_key: str) -> None:
+    example = next((e for e in gallery() if e.title == st.session_state.get(widget_key)), None)
     if example is not None:
-        state.set_image(example.path.read_bytes(), example.file, "example")
+        choose_example(example.file)
+
+
+def gallery_grid(examples: list[Example], key: str, per_row: int = 3) -> None:
+    """The gallery as thumbnails, each with a button that picks it."""
+    for start in range(0, len(examples), per_row):
+        for column, example in zip(st.columns(per_row), examples[start:start + per_row]):
+            with column:
+                st.image(thumbnail(example.file, example.path.stat().st_mtime), width="stretch")
+                st.button(example.title, key=f"{key}.thumb.{example.file}", on_click=choose_example,
+                          args=(example.file,), width="stretch",
+                          type="primary" if state.get(state.IMAGE_NAME) == example.file else "secondary")
 
 
 def image_picker(key: str = "image", preview: bool = True) -> ChosenImage | None:
-    """Upload an image or pick one from the gallery; returns the decoded image, or None after
-    showing a clear error (the page goes on running). Until the user chooses, the first gallery
-    image is used so every page has something to show."""
-    upload_key, example_key = f"{key}.upload", f"{key}.example"
+    """Upload an image or pick one from the gallery (a list and thumbnails); returns the decoded
+    image, or None after showing a clear error here and recording it for the main area
+    (``image_error``). Until the user chooses, the first gallery image is used so every page has
+    something to show."""
     examples = gallery()
+    widget_key = upload_key(key)
     st.file_uploader(
-        "Upload an image", type=list(UPLOAD_EXTENSIONS), key=upload_key,
-        on_change=_on_upload, args=(upload_key, example_key),
+        "Upload an image", type=list(UPLOAD_EXTENSIONS), key=widget_key,
+        on_change=_on_upload, args=(widget_key,),
         help="PNG, JPEG, WebP, BMP, TIFF or GIF (first frame); up to 40 megapixels.",
     )
+    if state.get_image() is None and examples:
+        choose_example(examples[0].file)
+    example_key = f"{key}.example"
+    # The box shows the persisted example on every run (another page may have changed it).
+    st.session_state[example_key] = state.get(state.EXAMPLE_TITLE)
     st.selectbox(
         "…or pick an example", [e.title for e in examples], index=None, key=example_key,
         placeholder="Choose an example image", on_change=_on_example, args=(example_key,),
     )
-    if state.get_image() is None and examples:
-        state.set_image(examples[0].path.read_bytes(), examples[0].file, "example")
+    if examples:
+        with st.expander("Example gallery"):
+            gallery_grid(examples, key)
     chosen = state.get_image()
     if chosen is None:
         st.info("Upload an image to begin (the example gallery is missing).")
@@ -154,15 +204,32 @@ def image_picker(key: str = "image", preview: bool = True) -> ChosenImage | None
     try:
         loaded = decode_image(data)
     except ImageError as error:
-        st.error(f"Cannot use **{name}**: {error}.")
+        message = f"Cannot use **{plain(name)}**: {plain(str(error))}."
+        state.put(state.IMAGE_ERROR, message)
+        st.error(message)
         return None
+    state.put(state.IMAGE_ERROR, None)
     chosen_image = ChosenImage(name, data, source, loaded)
     if preview:
         st.image(chosen_image.shown(PREVIEW_MAX_SIDE), caption=f"{name} ({loaded.width}x{loaded.height})",
                  width="stretch", output_format="JPEG")
     for note in loaded.notes:
-        st.caption(f"ℹ️ {note}")
+        st.caption(f"ℹ️ {plain(note)}")
     return chosen_image
+
+
+def image_error() -> str | None:
+    """Why the chosen file cannot be used (Markdown, names escaped), or None."""
+    return state.get(state.IMAGE_ERROR)
+
+
+def show_missing_image(hint: str) -> None:
+    """In the main area: the chosen file's error when there is one, else ``hint``."""
+    error = image_error()
+    if error:
+        st.error(error + " Choose another file or an example in the sidebar.")
+    else:
+        st.info(hint)
 
 
 # --- models ---------------------------------------------------------------------------------
@@ -182,15 +249,9 @@ class ModelChoice:
     test_error: float | None
 
     @property
-    def label(self) -> str:
-        """Short enough for the sidebar: the choices that differ, plus the measured error."""
-        if self.attention:
-            text = f"att{self.levels} · {self.head} · {self.compatibility}"
-        elif self.gap:
-            text = "GAP baseline (CAM)"
-        else:
-            text = "baseline, no attention"
-        return text + (f" · {self.test_error:.2f}% err" if self.test_error is not None else "")
+    def attention_kind(self) -> str:
+        """``attN`` for an attention model with N stages, ``gap`` for VGG-GAP, ``none`` otherwise."""
+        return f"att{self.levels}" if self.attention else ("gap" if self.gap else "none")
 
 
 BACKBONE_LABELS = {"vgg": "VGG", "resnet": "ResNet"}
@@ -199,7 +260,11 @@ BACKBONE_LABELS = {"vgg": "VGG", "resnet": "ResNet"}
 @st.cache_data(show_spinner=False, max_entries=8)
 def _zoo_choices(folder: str, manifest_mtime: float) -> list[ModelChoice]:
     choices = []
-    for entry in list_zoo():
+    try:
+        entries = list_zoo()
+    except ZooError:  # a missing or empty zoo: the pages say so (no_models_message)
+        return []
+    for entry in entries:
         card = entry.card
         spec = get_spec(entry.registry_name)
         error = card.get("test_error")
@@ -229,64 +294,103 @@ def choice_of(model_id: str) -> ModelChoice | None:
     return next((c for c in zoo_choices() if c.id == model_id), None)
 
 
+def posthoc_model_ids() -> dict[str, str | None]:
+    """The zoo models post-hoc saliency is shown on, by method: ``grad_cam`` on the plain VGG
+    baseline and ``cam`` on VGG-GAP (the ids ``ltpa segment-eval`` uses when the zoo has them,
+    else the first such model); None when the zoo has none. The one place pages look them up."""
+    choices = zoo_choices()
+    ids = {c.id for c in choices}
+    plain_vgg = next((c.id for c in choices if c.backbone == "vgg" and not c.attention and not c.gap), None)
+    gap = next((c.id for c in choices if c.gap), None)
+    return {"grad_cam": DEFAULT_GRAD_CAM_MODEL if DEFAULT_GRAD_CAM_MODEL in ids else plain_vgg,
+            "cam": DEFAULT_CAM_MODEL if DEFAULT_CAM_MODEL in ids else gap}
+
+
 def no_models_message() -> None:
     """Tell the user the zoo is empty."""
     st.warning(NO_MODELS_MESSAGE.format(folder=zoo_dir()))
+
+
+# The fields that tell zoo models apart, in the order the model picker asks for them.
+MODEL_FIELDS = ("backbone", "attention_kind", "head", "compatibility")
+FIELD_LABELS = {"backbone": "backbone", "attention_kind": "attention", "head": "head",
+                "compatibility": "compatibility"}
+VALUE_LABELS = {
+    "vgg": "VGG", "resnet": "ResNet", "none": "none (baseline)", "gap": "none, global average pooling (CAM)",
+    "concat": "concat", "indep": "indep", "pc": "pc", "dp": "dp",
+}
+FIELD_HELP = {
+    "attention_kind": "How many stages of the network have an attention map (attN), or a baseline without attention.",
+    "head": "concat: one classifier on all attended features together; indep: one classifier per stage, "
+            "predictions averaged.",
+    "compatibility": "How a position's local feature l is scored against the global feature g: pc learns a "
+                     "vector u and scores <u, l + g>; dp scores the dot product <l, g>.",
+}
+
+
+def _value_label(value: str) -> str:
+    if value.startswith("att") and value[3:].isdigit():
+        return f"{value[3:]} stages (att{value[3:]})"
+    return VALUE_LABELS.get(value, value)
+
+
+def nearest_model(choices: list[ModelChoice], current: ModelChoice, field: str, value: str) -> str:
+    """The model to show after the user set ``field`` to ``value``: among the models with that
+    value (and the current one's values of the fields asked before it), the one sharing most of
+    the current one's other fields, so pc stays pc when the backbone changes."""
+    index = MODEL_FIELDS.index(field)
+    fixed = {f: getattr(current, f) for f in MODEL_FIELDS[:index]} | {field: value}
+    candidates = [c for c in choices if all(getattr(c, f) == v for f, v in fixed.items())] or \
+        [c for c in choices if getattr(c, field) == value]
+    if not candidates:
+        return current.id
+    later = MODEL_FIELDS[index + 1:]
+    return max(candidates, key=lambda c: sum(getattr(c, f) == getattr(current, f) for f in later)).id
+
+
+def _on_field(widget_key: str, persist_key: str, field: str, choice_ids: tuple[str, ...]) -> None:
+    choices = [c for c in zoo_choices() if c.id in choice_ids]
+    current = next((c for c in choices if c.id == state.get(persist_key)), choices[0])
+    state.put(persist_key, nearest_model(choices, current, field, st.session_state[widget_key]))
 
 
 def model_picker(
     key: str = "model", persist_key: str = state.MODEL_ID, label: str = "Model",
     attention_only: bool = False,
 ) -> str | None:
-    """Choose a zoo model by backbone, then by attention stages / head / compatibility.
+    """Choose a zoo model by its backbone, attention stages, head and compatibility function
+    (one labelled control each; head and compatibility only for attention models).
 
     Returns the model id (persisted under ``persist_key``), or None after saying the zoo is empty.
+    The widgets have the keys ``{key}.backbone``, ``{key}.attention_kind``, ``{key}.head`` and
+    ``{key}.compatibility``; tests may also set ``st.session_state[persist_key]`` and rerun.
     """
     choices = [c for c in zoo_choices() if c.attention or not attention_only]
     if not choices:
         no_models_message()
         return None
-    ids = [c.id for c in choices]
-    current = state.get(persist_key)
-    if current not in ids:
-        current = ids[0]
-    state.put(persist_key, current)
     by_id = {c.id: c for c in choices}
-    backbones = list(dict.fromkeys(c.backbone for c in choices))
-    backbone_key, variant_key = f"{key}.backbone", f"{key}.variant"
-    # Both boxes show the persisted model on every run (another page may have changed it); a
-    # user's change goes back to the persisted model through the callbacks.
-    st.session_state[backbone_key] = by_id[current].backbone
-    backbone = st.selectbox(
-        f"{label}: backbone", backbones, key=backbone_key,
-        format_func=lambda b: BACKBONE_LABELS.get(b, b),
-        on_change=_on_backbone, args=(backbone_key, persist_key, tuple((c.id, c.backbone, c.compatibility) for c in choices)),
-    )
-    options = [c.id for c in choices if c.backbone == backbone]
-    st.session_state[variant_key] = current
-    model_id = st.selectbox(
-        f"{label}: attention · head · compatibility", options, key=variant_key,
-        format_func=lambda i: by_id[i].label, on_change=_on_variant, args=(variant_key, persist_key),
-        help="pc: learned compatibility <u, l + g>; dp: dot product <l, g>. concat: one classifier "
-             "on all attended features; indep: one per stage.",
-    )
-    return model_id
-
-
-def _on_backbone(backbone_key: str, persist_key: str,
-                 models: tuple[tuple[str, str, str | None], ...]) -> None:
-    # A new backbone: keep the compatibility function (pc stays pc) if the backbone has one, so a
-    # class can flip between VGG and ResNet with everything else equal.
-    backbone = st.session_state[backbone_key]
-    compatibility = next((c for i, _, c in models if i == state.get(persist_key)), None)
-    options = [(i, c) for i, b, c in models if b == backbone]
-    if options and state.get(persist_key) not in [i for i, _ in options]:
-        same = [i for i, c in options if c == compatibility]
-        state.put(persist_key, (same or [options[0][0]])[0])
-
-
-def _on_variant(variant_key: str, persist_key: str) -> None:
-    state.put(persist_key, st.session_state[variant_key])
+    current = by_id.get(state.get(persist_key)) or choices[0]
+    state.put(persist_key, current.id)
+    ids = tuple(by_id)
+    shown = [f for f in MODEL_FIELDS if f in ("backbone", "attention_kind") or current.attention]
+    for field in shown:
+        index = MODEL_FIELDS.index(field)
+        compatible = [c for c in choices
+                      if all(getattr(c, f) == getattr(current, f) for f in MODEL_FIELDS[:index])]
+        options = list(dict.fromkeys(getattr(c, field) for c in compatible))
+        widget_key = f"{key}.{field}"
+        # Every box shows the persisted model on every run (another page may have changed it); a
+        # user's change goes back to the persisted model through the callback.
+        st.session_state[widget_key] = getattr(current, field)
+        widget = st.radio if field in ("head", "compatibility") else st.selectbox
+        extra = {"horizontal": True} if widget is st.radio else {}
+        widget(f"{label}: {FIELD_LABELS[field]}", options, key=widget_key, format_func=_value_label,
+               on_change=_on_field, args=(widget_key, persist_key, field, ids), help=FIELD_HELP.get(field),
+               **extra)
+    error = f" · {current.test_error:.2f}% test error" if current.test_error is not None else ""
+    st.caption(f"{current.paper_name} · `{current.id}`{error}")
+    return current.id
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=16)
@@ -318,7 +422,10 @@ def require_image_and_model(chosen: ChosenImage | None, model_id: str | None,
     """The loaded model for a page that needs both an image and a model; otherwise show ``hint``
     (or the loading error) and stop the page run."""
     if chosen is None or model_id is None:
-        st.info(hint)
+        if chosen is None:
+            show_missing_image(hint)
+        else:
+            st.info(hint)
         st.stop()
     loaded = model_or_error(model_id)
     if loaded is None:

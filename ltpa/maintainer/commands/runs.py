@@ -1,4 +1,4 @@
-"""``ltpa runs``: every run whose training log we have (the zoo's and those in reproduction/
+"""``ltpa zoo runs``: every run whose training log we have (the zoo's and those in reproduction/
 beside it), one row each: epochs, last and lowest test error, the stored file's error, the lowest
 attention entropy reached and the training time."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ltpa.baselines import run_logs, runs_markdown
+from ltpa.maintainer.runs import run_logs, runs_markdown
 from ltpa.registry import get_spec
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ltpa.checkpoint import upgrade_model_kwargs
-from ltpa.docs import markdown_table
+from ltpa.maintainer.docs import markdown_table
+from ltpa.maintainer.recipes import recipe_config
 from ltpa.registry import default_arguments, get_spec, list_models
-from ltpa.shipping import recipe_config
-from ltpa.training import TrainConfig, error_percent
+from ltpa.training import TrainConfig
 from ltpa.zoo import read_manifest, zoo_dir
 
 REPRODUCTION_DIR_NAME = "reproduction"
@@ -272,38 +272,6 @@ def zoo_gaps(zoo: Path | None = None) -> list[BaselineGap]:
     return baseline_gaps(card for card, _ in run_cards(zoo))
 
 
-@dataclass(frozen=True)
-class RunLog:
-    """A run whose training log we have, with what it was trained as, in words."""
-
-    id: str
-    registry_name: str
-    description: str  # e.g. "(RN-att2)-concat-pc · label smoothing 0" or "VGG · zoo recipe · seed 1"
-    path: Path
-    error: float  # the card's: measured on the stored file
-
-
-def run_logs(zoo: Path | None = None) -> list[RunLog]:
-    """The runs (shipped, then reproduction) whose card names a training log that exists inside
-    the card's folder; a card without a measured error or a known model is left out, and a run id
-    listed twice keeps its first card."""
-    logs: dict[str, RunLog] = {}
-    for card, folder in run_cards(zoo):
-        run, log = run_of(card), card.get("log")
-        if run is None or run.id in logs or not isinstance(log, str):
-            continue
-        path = (folder / log).resolve()
-        # A card's log path is data: never follow it out of the card's own folder.
-        if not path.is_relative_to(folder.resolve()) or not path.is_file():
-            continue
-        words = [get_spec(run.registry_name).paper_name + (f" ({run.variant})" if run.variant else ""),
-                 recipe_label(run.recipe, run.registry_name)]
-        if run.seed:
-            words.append(f"seed {run.seed}")
-        logs[run.id] = RunLog(run.id, run.registry_name, " · ".join(words), path, run.error)
-    return list(logs.values())
-
-
 def gaps_markdown(gaps: Iterable[BaselineGap]) -> str:
     """The gap rows as a Markdown table (an empty cell where the page shows None)."""
     rows = gap_rows(gaps)
@@ -311,64 +279,3 @@ def gaps_markdown(gaps: Iterable[BaselineGap]) -> str:
         return "No attention model has a measured error beside a baseline."
     return markdown_table(rows, numeric=("mean gap (points)", "baseline seed spread"),
                           formats={"mean gap (points)": "{:+.2f}", "baseline seed spread": "{:.2f}"})
-
-
-def read_log_epochs(path: Path) -> list[dict[str, Any]]:
-    """The per-epoch rows of a training log (``log.json`` as ``ltpa train`` writes it); raises
-    ValueError naming the file when it cannot be read or is not such a log."""
-    try:
-        epochs = json.loads(Path(path).read_text())["epochs"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: not a training log ({error})") from None
-    if not isinstance(epochs, list) or not all(isinstance(row, dict) for row in epochs):
-        raise ValueError(f"{path}: not a training log (epochs is not a list of rows)")
-    return epochs
-
-
-def run_summary(run: RunLog) -> dict[str, Any]:
-    """A run's training log in one row: epochs, last and lowest logged test error, the stored
-    file's error, the lowest attention entropy any stage reached (a collapse shows as a value
-    near 0) and the training time. Raises ValueError for a log that is not one."""
-    epochs = read_log_epochs(run.path)
-    try:
-        tested = [(row["epoch"], error_percent(row["test_acc"])) for row in epochs
-                  if row.get("test_acc") is not None]
-        entropies = [(value, stage, row["epoch"]) for row in epochs
-                     for stage, value in (row.get("entropy") or {}).items()]
-        seconds = sum(float(row.get("epoch_time_s") or 0.0) for row in epochs)
-    except (KeyError, TypeError, AttributeError, ValueError) as error:
-        raise ValueError(f"{run.path}: not a training log ({error})") from None
-    lowest_error = min(tested, key=lambda pair: pair[1]) if tested else None
-    lowest = min(entropies) if entropies else None
-    return {
-        "id": run.id,
-        "run": run.description,
-        "epochs": len(epochs),
-        "last test error %": tested[-1][1] if tested else None,
-        "lowest test error %": None if lowest_error is None
-        else f"{lowest_error[1]:.2f} (epoch {lowest_error[0]})",
-        "stored file error %": run.error,
-        "lowest attention entropy": None if lowest is None
-        else f"{lowest[0]:.2f} ({lowest[1]}, epoch {lowest[2]})",
-        "training min": seconds / 60.0,
-    }
-
-
-def runs_markdown(runs: Iterable[RunLog]) -> str:
-    """One row per run (:func:`run_summary`) as a Markdown table; an unreadable log is a row that
-    says so."""
-    rows = []
-    for run in runs:
-        try:
-            rows.append(run_summary(run))
-        except ValueError as error:
-            rows.append({"id": run.id, "run": f"{run.description} (unreadable log: {error})",
-                         "epochs": None, "last test error %": None, "lowest test error %": None,
-                         "stored file error %": run.error, "lowest attention entropy": None,
-                         "training min": None})
-    if not rows:
-        return "No run with a training log."
-    return markdown_table(rows, numeric=("epochs", "last test error %", "stored file error %",
-                                         "training min"),
-                          formats={"last test error %": "{:.2f}", "stored file error %": "{:.2f}",
-                                   "training min": "{:.1f}"})

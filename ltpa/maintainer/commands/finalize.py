@@ -1,10 +1,10 @@
-"""``ltpa zoo-finalize``: merge shipped model cards into the manifest (adds fixture predictions)."""
+"""``ltpa zoo finalize``: merge shipped model cards into the manifest (adds fixture predictions)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ltpa.shipping import finalize_zoo
+from ltpa.maintainer.shipping import finalize_zoo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,12 +1,13 @@
-"""``ltpa train-zoo``: train and ship the zoo recipes (see ltpa.shipping)."""
+"""``ltpa zoo train``: train and ship the zoo recipes (see ltpa.maintainer.shipping)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ltpa.checkpoint import PRECISIONS
-from ltpa.shipping import (BATCH_128_RECIPES, FULL_WIDTH_RECIPES, ZOO_RECIPES, parse_settings,
-                           train_zoo)
+from ltpa.maintainer.recipes import BATCH_128_RECIPES, FULL_WIDTH_RECIPES, ZOO_RECIPES, parse_settings
+from ltpa.maintainer.shipping import train_zoo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="repeat the recipes with another seed; runs and files are named "
                              "<id>_seed<N> (seed 0 keeps the plain id; "
-                             "ltpa zoo-promote ships a repeat under it)")
+                             "ltpa zoo promote ships a repeat under it)")
     parser.add_argument("--variant", default="",
                         help="name a changed recipe (needs --set); runs and files are named "
                              "<id>_<variant>")
@@ -39,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ids = [i.strip() for i in args.ids.split(",") if i.strip()]
-    train_zoo(ids, args.data, Path(args.runs), Path(args.zoo), args.device, args.compile,
-              args.precision, args.epochs, args.seed, args.variant, parse_settings(args.settings))
+    zoo = Path(args.zoo)
+
+    def report(card: dict[str, Any]) -> None:
+        print(f"shipped {card['id']}: {zoo / card['file']} test error {card['test_error']:.2f}% "
+              f"({card['precision']})")
+
+    train_zoo(ids, args.data, Path(args.runs), zoo, args.device, args.compile, args.precision,
+              args.epochs, args.seed, args.variant, parse_settings(args.settings), on_shipped=report)
     return 0

@@ -1,0 +1,106 @@
+"""Attention-quality ablation: train each lever (and seed) side by side on one GPU, then score.
+
+Usage:
+    python3 bench/attention_ablation.py --data DIR --horses DIR --out RESULTS_DIR
+        [--variants base,ema,...] [--seeds 0,1] [--epochs 20] [--width 0.5] [--parallel 9]
+
+Every variant is ``ltpa train`` with the short schedule below plus its own flags; all runs share
+one validation split (``--validation-seed 0``), so variants are compared on validation error,
+never on the test set. Each run's log and the attention-quality rows
+(``bench/attention_quality.py``: per-stage horse Jaccard and pointing, entropy) are written to
+``RESULTS_DIR`` as the runs finish. Prints the table at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# ``ltpa train`` without the rest of the command line (its other commands are not needed here).
+TRAIN = ("import argparse, sys; from ltpa.commands import train; p = argparse.ArgumentParser(); "
+         "train.add_arguments(p); sys.exit(train.run(p.parse_args()))")
+
+# The short schedule every variant shares (a fast-recipe candidate; see docs/).
+SCHEDULE = ["--batch-size", "512", "--lr", "0.2", "--label-smoothing", "0.1", "--cutout", "12",
+            "--warmup", "0.15", "--validation", "0.1", "--validation-seed", "0"]
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "base": ("vgg_att3_concat_pc", []),
+    "ema": ("vgg_att3_concat_pc", ["--ema", "0.995"]),
+    "entropy0.1": ("vgg_att3_concat_pc", ["--entropy-weight", "0.1"]),
+    "aux0.5": ("vgg_att3_concat_pc", ["--set", "stage_classifiers=true", "--aux-weight", "0.5"]),
+    "temp_learned": ("vgg_att3_concat_pc", ["--set", "temperature=learned"]),
+    "sigmoid_sum": ("vgg_att3_concat_pc", ["--set", "normalisation=sigmoid_sum"]),
+    "b1024": ("vgg_att3_concat_pc", ["--batch-size", "1024", "--lr", "0.4"]),
+    "aux_entropy": ("vgg_att3_concat_pc", ["--set", "stage_classifiers=true", "--aux-weight", "0.5",
+                                           "--entropy-weight", "0.1"]),
+    "vgg": ("vgg", []),
+}
+
+
+def command(variant: str, seed: int, args: argparse.Namespace, runs: Path) -> list[str]:
+    """The ``ltpa train`` command line of one variant and seed."""
+    model, extra = VARIANTS[variant]
+    return [sys.executable, "-c", TRAIN, model, "--data", str(args.data),
+            "--out", str(runs / f"{variant}_s{seed}"), "--epochs", str(args.epochs),
+            "--width", str(args.width), "--seed", str(seed), *(["--compile"] if os.environ.get("ABLATION_COMPILE", "1") == "1" else []), *SCHEDULE, *extra]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--horses", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--runs", type=Path, default=Path("runs/ablation"))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--width", type=float, default=0.5)
+    parser.add_argument("--parallel", type=int, default=9)
+    args = parser.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; valid: {', '.join(VARIANTS)}")
+    jobs = [(v, int(s)) for s in args.seeds.split(",") for v in variants]
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    running: list[tuple[str, subprocess.Popen, float]] = []
+    finished: dict[str, dict] = {}
+    started_all = time.perf_counter()
+    while jobs or running:
+        while jobs and len(running) < args.parallel:
+            variant, seed = jobs.pop(0)
+            name = f"{variant}_s{seed}"
+            log = open(args.out / f"{name}.log", "w")
+            running.append((name, subprocess.Popen(command(variant, seed, args, args.runs), cwd=REPO,
+                                                   stdout=log, stderr=subprocess.STDOUT, env=env),
+                            time.perf_counter()))
+        time.sleep(2)
+        for item in list(running):
+            name, process, started = item
+            if process.poll() is None:
+                continue
+            running.remove(item)
+            finished[name] = {"returncode": process.returncode,
+                              "wall_s": round(time.perf_counter() - started, 1)}
+            print(f"{name}: rc {process.returncode} after {finished[name]['wall_s']} s", flush=True)
+            (args.out / "finished.json").write_text(json.dumps(finished, indent=1))
+    print(f"all runs: {time.perf_counter() - started_all:.0f} s", flush=True)
+    done = [args.runs / name for name, info in finished.items() if info["returncode"] == 0]
+    if not done:
+        print("no run finished", flush=True)
+        return 1
+    subprocess.run([sys.executable, str(REPO / "bench" / "attention_quality.py"), "--horses",
+                    str(args.horses), "--json", str(args.out / "quality.json"), *map(str, done)],
+                   cwd=REPO, env=env, check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""Shipping the model zoo: a trained run becomes a file, a model card and a manifest entry.
+
+``ltpa zoo train`` trains the chosen recipes (:mod:`ltpa.maintainer.recipes`) and ships each run:
+the checkpoint is re-saved in the shipping precision, *that file* is loaded back and evaluated on
+the test set, and a card (JSON) is written beside it. ``ltpa zoo finalize`` then adds the
+predictions on the fixed test images under tests/data (the tests check every shipped file against
+them) and writes the manifest. ``ltpa zoo promote`` ships an already trained run (a seed or a
+variant) under a zoo id, keeping the card it replaces.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ltpa.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from ltpa.data import DeviceLoader, load_dataset, load_image_folder
+from ltpa.maintainer.recipes import (RECIPES, VARIANT_NAME, ZOO_RECIPES, recipe_config, run_id,
+                                     settings_arguments)
+from ltpa.registry import get_spec
+from ltpa.training import (MODEL_FILE, LOG_FILE, RESUMABLE_CHANGES, TrainConfig, Trainer,
+                           config_differences, evaluate)
+from ltpa.zoo import MANIFEST_NAME, PAPER_CIFAR10_ERROR, make_card, read_manifest, write_manifest
+
+CIFAR10_JPEG_DATASET = (
+    "CIFAR-10, JPEG (quality 75) re-encode of the official images (ltpa development copy): "
+    "errors are measured on the JPEG test set and differ slightly from the official one"
+)
+# The fixed test images live in the clone's tests/ (not in the wheel): finalising or promoting
+# a zoo is done from a clone.
+FIXTURE_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "cifar10_fixture"
+CARDS_DIR = "cards"
+LOGS_DIR = "logs"
+
+
+def ship_run(run_dir: Path, model_id: str, zoo: Path, precision: str = "int8",
+             dataset: str = CIFAR10_JPEG_DATASET, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Re-save a finished run into ``zoo`` and evaluate the shipped file as loaded.
+
+    Args:
+        run_dir: the run folder (``ltpa train`` output).
+        model_id: the shipped file's name (without ``.pt``) and the card's id.
+        zoo: where the file, ``cards/<id>.json`` and ``logs/<id>.json`` go.
+        precision: storage of the shipped file.
+        dataset: the card's description of the data.
+        device: where the shipped file is evaluated.
+
+    Returns:
+        The card (also written to ``zoo/cards/<id>.json``).
+    """
+    model, meta = load_checkpoint(run_dir / MODEL_FILE)
+    meta = {**meta, "dataset": dataset}
+    zoo.mkdir(parents=True, exist_ok=True)
+    shipped = save_checkpoint(zoo / f"{model_id}.pt", model, meta, precision=precision)
+    model, meta = load_checkpoint(shipped, device=device)
+    config = TrainConfig.from_dict(meta["training"]["config"])
+    _, test = load_dataset(config.data, config.data_root, download=False)
+    loader = DeviceLoader(test.to(device), 1000, meta["mean"], meta["std"], train=False)
+    result = evaluate(model, loader, len(meta["class_names"]))
+    (zoo / LOGS_DIR).mkdir(exist_ok=True)
+    shutil.copyfile(run_dir / LOG_FILE, zoo / LOGS_DIR / f"{model_id}.json")
+    card = make_card(
+        model_id, shipped, meta, model,
+        paper_name=get_spec(meta["training"]["config"]["model"]).paper_name,
+        precision=precision,
+        test_error=round(result.error, 2),
+        test_images=len(test),
+        per_class_accuracy=dict(zip(meta["class_names"], result.per_class_accuracy)),
+        confusion=result.confusion,
+        attention_entropy=result.entropy,
+        log=f"{LOGS_DIR}/{model_id}.json",
+    )
+    (zoo / CARDS_DIR).mkdir(exist_ok=True)
+    (zoo / CARDS_DIR / f"{model_id}.json").write_text(json.dumps(card, indent=2))
+    return card
+
+
+def train_zoo(ids: list[str], data: str, runs: Path, zoo: Path, device: str = "auto",
+              compile_model: bool = True, precision: str | None = None,
+              epochs: int | None = None, seed: int = 0, variant: str = "",
+              settings: dict[str, Any] | None = None,
+              on_shipped: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Train each recipe in ``ids`` (resuming finished epochs) and ship it.
+
+    Args:
+        ids: recipe ids (keys of ``RECIPES``).
+        data: dataset name or ImageFolder tree.
+        runs: folder of the training runs.
+        zoo: where shipped files and cards go.
+        device: where to train.
+        compile_model: whether to compile the models.
+        precision: storage of the shipped files (default: each recipe's own).
+        epochs: overrides the recipes' epochs.
+        seed: a non-zero seed names the runs and files ``<id>_seed<N>``.
+        variant: names the runs and files ``<id>_<variant>``, so a changed recipe is never
+            shipped under the recipe's own name; needed with ``settings`` and only with them.
+        settings: changes to the recipes (from ``parse_settings``).
+        on_shipped: called with each card as soon as its file is shipped.
+
+    Returns:
+        The cards, in the order of ``ids``.
+
+    Raises:
+        ValueError: for an unknown recipe, a variant without a name or settings, or a setting
+            one of the models refuses (before anything trains).
+    """
+    unknown = [i for i in ids if i not in RECIPES]
+    if unknown:
+        raise ValueError(f"no zoo recipe for {', '.join(unknown)}; recipes: {', '.join(RECIPES)}")
+    if bool(variant) != bool(settings):
+        raise ValueError("a recipe variant needs both a name (--variant NAME) and at least one "
+                         "change (--set KEY=VALUE)")
+    if variant and not VARIANT_NAME.fullmatch(variant):
+        raise ValueError(f"a variant name takes letters, digits, '.' and '-' (it names files); "
+                         f"got {variant!r}")
+    # Every recipe's configuration first: a setting one of the models refuses stops all before
+    # any training.
+    configs = {model_id: recipe_config(model_id, data, str(runs / run_id(model_id, seed, variant)),
+                                       device, compile_model, epochs, seed, settings)
+               for model_id in ids}
+    cards = []
+    for model_id, (config, recipe_precision) in configs.items():
+        name = run_id(model_id, seed, variant)
+        command = (f"ltpa zoo train --ids {model_id} --data {data}"
+                   + (f" --epochs {epochs}" if epochs is not None else "")
+                   + (f" --seed {seed}" if seed else "")
+                   + (f" --variant {variant}" if variant else "")
+                   + settings_arguments(settings or {})
+                   + (f" --precision {precision}" if precision is not None else ""))
+        trainer = Trainer(config, command=command)
+        trainer.run()
+        card = ship_run(runs / name, name, zoo, precision or recipe_precision, device=trainer.device)
+        if on_shipped is not None:
+            on_shipped(card)
+        cards.append(card)
+    return cards
+
+
+@torch.no_grad()
+def fixture_predictions(model_path: Path, fixture: Path = FIXTURE_DIR) -> list[int]:
+    """Predicted class indices of a checkpoint on the fixed test images (CPU, fp32, file order).
+
+    Args:
+        model_path: the checkpoint.
+        fixture: an image folder with one sub-folder per class.
+
+    Returns:
+        One class index per image.
+    """
+    model, meta = load_checkpoint(model_path)
+    images = load_image_folder(fixture, class_names=meta["class_names"])
+    loader = DeviceLoader(images, 500, meta["mean"], meta["std"], train=False)
+    return [int(i) for x, _ in loader for i in model(x).logits.argmax(1)]
+
+
+def finalize_zoo(zoo: Path, order: list[str] | None = None) -> Path:
+    """Merge ``zoo/cards/*.json`` into the manifest, adding fixture predictions computed here.
+
+    Args:
+        zoo: the folder ``ltpa zoo train`` shipped into.
+        order: card ids in manifest order (default: the zoo recipes'); the rest follow.
+
+    Returns:
+        The manifest's path.
+
+    Raises:
+        ValueError: when ``zoo/cards`` holds no card.
+    """
+    cards = {p.stem: json.loads(p.read_text()) for p in sorted((zoo / CARDS_DIR).glob("*.json"))}
+    if not cards:
+        raise ValueError(f"no cards in {zoo / CARDS_DIR}: run ltpa zoo train first")
+    for card in cards.values():
+        card["fixture"] = fixture_record(zoo / card["file"])
+    return write_manifest(_in_zoo_order(cards, order), zoo)
+
+
+def fixture_record(model_path: Path) -> dict[str, Any]:
+    """A card's ``fixture`` entry (the tests check every shipped file against it).
+
+    Args:
+        model_path: the shipped checkpoint.
+
+    Returns:
+        The fixed test images' folder, their labels and the file's predictions on them.
+    """
+    labels = load_image_folder(FIXTURE_DIR).labels.tolist()
+    return {"folder": "tests/data/cifar10_fixture", "labels": labels,
+            "predictions": fixture_predictions(model_path, FIXTURE_DIR)}
+
+
+def _in_zoo_order(cards: dict[str, dict[str, Any]], order: list[str] | None = None) -> list[dict[str, Any]]:
+    """Cards by id in manifest order: ``order`` (the zoo recipes by default), then the rest."""
+    order = [i for i in (order or list(ZOO_RECIPES)) if i in cards]
+    return [cards[i] for i in order] + [c for i, c in cards.items() if i not in order]
+
+
+def _renamed_card(card: dict[str, Any], new_id: str, **extra: Any) -> dict[str, Any]:
+    """``card`` under another id: its file and log named after it, the fixture predictions dropped
+    (they belong to the manifest of the zoo that ships the file)."""
+    renamed = {key: value for key, value in card.items() if key != "fixture"}
+    renamed.update(id=new_id, file=f"{new_id}.pt", log=f"{LOGS_DIR}/{new_id}.json", **extra)
+    return renamed
+
+
+def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | None = None,
+                retire_as: str | None = None, note: str = "") -> dict[str, Any]:
+    """Ship a trained run as zoo model ``model_id`` and rewrite the manifest; returns the new card.
+
+    ``card_path`` is a card written by ``ltpa zoo train`` (``<folder>/cards/<run>.json``, its file
+    and log in ``<folder>``), e.g. a seed or a variant whose settings have become the recipe: the
+    run must match ``model_id``'s current recipe in every setting that defines a run but the seed
+    and its file the card's sha256. The card records the run's name as ``trained_as`` and why it
+    was chosen as ``promotion_note`` (e.g. "the better of two seeds on the test set"). The card it
+    replaces goes to ``retire_to/cards/<retire_as>.json`` with its log (the reproduction folder
+    keeps no weights), so no measured run is lost; a zoo id already shipped needs ``retire_as``.
+
+    Args:
+        card_path: the run's card.
+        model_id: the zoo id it ships as (a key of ``ZOO_RECIPES``).
+        zoo: the zoo folder (its manifest is rewritten; a folder without one starts a new zoo).
+        retire_to: folder for the replaced card and log.
+        retire_as: id for the replaced card.
+        note: why this run ships (``promotion_note``).
+
+    Returns:
+        The new card, as the manifest now lists it.
+
+    Raises:
+        ValueError: for a card that is not a train card, a changed file, another recipe or
+            model, or a shipped id without ``retire_as``.
+    """
+    card = json.loads(Path(card_path).read_text())
+    source = Path(card_path).parent.parent
+    if model_id not in ZOO_RECIPES:
+        raise ValueError(f"no zoo recipe {model_id!r}; zoo recipes: {', '.join(ZOO_RECIPES)}")
+    missing = [key for key in ("id", "file", "log", "sha256", "precision") if key not in card]
+    if missing or "config" not in card.get("training", {}):
+        raise ValueError(f"{card_path} is not a card written by ltpa zoo train (it lacks "
+                         f"{', '.join(missing or ['training.config'])})")
+    if file_sha256(source / card["file"]) != card["sha256"]:
+        raise ValueError(f"{source / card['file']} does not match the sha256 in {card_path}")
+    saved = card["training"]["config"]
+    recipe, precision = recipe_config(model_id, saved["data"], saved["out"], seed=saved.get("seed", 0))
+    differences = config_differences(saved, recipe, {*RESUMABLE_CHANGES, "seed"})
+    if card.get("precision") != precision:
+        differences.append(f"precision (saved {card.get('precision')!r}, now {precision!r})")
+    if differences:
+        raise ValueError(f"{card['id']} was not trained with the zoo recipe of {model_id}: "
+                         f"{'; '.join(differences)}")
+    # A folder without a manifest yet is a new zoo.
+    cards = read_manifest(zoo)["models"] if (zoo / MANIFEST_NAME).is_file() else []
+    shipped = {c["id"]: c for c in cards}
+    if model_id in shipped:
+        if not (retire_to and retire_as):
+            raise ValueError(f"{model_id} is shipped already: give an id for its card "
+                             f"(--retire-as NAME) so its measurements are kept")
+        old = _renamed_card(shipped[model_id], retire_as)
+        (retire_to / CARDS_DIR).mkdir(parents=True, exist_ok=True)
+        (retire_to / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(zoo / shipped[model_id]["log"], retire_to / old["log"])
+        (retire_to / CARDS_DIR / f"{retire_as}.json").write_text(json.dumps(old, indent=2) + "\n")
+        (zoo / shipped[model_id]["file"]).unlink(missing_ok=True)
+        (zoo / shipped[model_id]["log"]).unlink(missing_ok=True)
+    new = _renamed_card(card, model_id, trained_as=card["id"],
+                        **({"promotion_note": note} if note else {}))
+    (zoo / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source / card["file"], zoo / new["file"])
+    shutil.copyfile(source / card["log"], zoo / new["log"])
+    new["fixture"] = fixture_record(zoo / new["file"])
+    shipped[model_id] = new
+    write_manifest(_in_zoo_order(shipped), zoo)
+    return new
+
+
+def zoo_table_markdown(cards: list[dict[str, Any]], zoo: Path) -> str:
+    """The README's table of shipped models, generated from the manifest's cards.
+
+    Args:
+        cards: the manifest's cards.
+        zoo: the folder holding their files (their sizes are shown).
+
+    Returns:
+        A Markdown table.
+    """
+    rows = [
+        "| id | paper notation | width | params | maps | file | epochs | train wall time | "
+        "our error (JPEG CIFAR-10) | paper error |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for card in cards:
+        config = card["training"].get("config", {})
+        maps = ", ".join(f"{h}x{w}" for h, w in card["map_sizes"]) or "none"
+        size_mb = (zoo / card["file"]).stat().st_size / 1e6
+        paper = PAPER_CIFAR10_ERROR.get(card["registry_name"])
+        rows.append(
+            f"| `{card['id']}` | {card.get('paper_name', '')} | {config.get('width', 1.0)} | "
+            f"{card['params']:,} | {maps} | {size_mb:.1f} MB ({card.get('precision', 'fp32')}) | "
+            f"{card['training'].get('epochs')} | {card['training'].get('wall_time_s'):.0f} s | "
+            f"{card['test_error']:.2f}% | {'' if paper is None else f'{paper:.2f}%'} |"
+        )
+    return "\n".join(rows)
