@@ -32,14 +32,22 @@ from ltpa.attacks import attack_direction, fgsm  # noqa: E402
 from ltpa.device import get_device  # noqa: E402
 from ltpa.preprocess import CIFAR10_MEAN, CIFAR10_STD, PixelModel  # noqa: E402
 from ltpa.robustness import DEFAULT_LEVELS, sweep_model  # noqa: E402
-from ltpa.zoo import list_zoo, load_zoo_model  # noqa: E402
+from ltpa.zoo import ZooError, list_zoo, load_zoo_model  # noqa: E402
 
 FALLBACK_MODELS = ("vgg_att3_concat_pc", "vgg", "resnet_att2_concat_pc")
 
 
+def shipped_ids() -> list[str]:
+    """The zoo's model ids; none when there is no zoo (the untrained stand-ins are used)."""
+    try:
+        return [e.id for e in list_zoo()]
+    except ZooError:
+        return []
+
+
 def build(model_id: str, device: torch.device) -> tuple[str, PixelModel]:
     """A zoo model by id, or an untrained registry model of that name at full size."""
-    if model_id in {e.id for e in list_zoo()}:
+    if model_id in shipped_ids():
         return model_id, load_zoo_model(model_id, device=device).model
     model = ltpa.create_model(model_id).eval()
     return f"{model_id} (untrained, full size)", PixelModel(model, CIFAR10_MEAN, CIFAR10_STD).to(device).eval()
@@ -126,7 +134,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    zoo_ids = [e.id for e in list_zoo()]
+    zoo_ids = shipped_ids()
     model_ids = args.models.split(",") if args.models else (zoo_ids or list(FALLBACK_MODELS))
     print(f"torch {torch.__version__}")
     if not args.skip_single:

@@ -38,6 +38,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "b1024": ("vgg_att3_concat_pc", ["--batch-size", "1024", "--lr", "0.4"]),
     "aux_entropy": ("vgg_att3_concat_pc", ["--set", "stage_classifiers=true", "--aux-weight", "0.5",
                                            "--entropy-weight", "0.1"]),
+    "aux_entropy0.05": ("vgg_att3_concat_pc", ["--set", "stage_classifiers=true", "--aux-weight",
+                                               "0.5", "--entropy-weight", "0.05"]),
     "vgg": ("vgg", []),
 }
 

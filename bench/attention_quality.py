@@ -85,7 +85,7 @@ def main() -> int:
     pairs, _ = pair_folders(args.horses / "rgb", args.horses / "figure_ground")
     samples, skips = load_samples(pairs, (32,))
     truths = [s.mask for s in samples]
-    centre = [centre_prior(*t.shape) for t in truths]
+    centre = [masks.unit_map(centre_prior(*t.shape)) for t in truths]
     rows = [{"run": "centre_prior", "stage": "-", **scores_of(centre, truths)}]
     for source in args.runs:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 # User commands: command -> (module, one-line help).
@@ -49,6 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.Handler):
+    """Library progress messages (training epochs, resumes) as plain lines on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def show_library_messages() -> None:
+    """Print the library's INFO messages on stderr, once per process (the library never prints)."""
+    library = logging.getLogger("ltpa")
+    if not any(isinstance(h, _StderrHandler) for h in library.handlers):
+        library.addHandler(_StderrHandler())
+        library.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ltpa`` console script.
 
@@ -64,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     name = " ".join(filter(None, (args.command, getattr(args, "zoo_command", None))))
+    show_library_messages()
     try:
         return int(args.handler(args) or 0)
     except (ValueError, FileNotFoundError, RuntimeError) as error:

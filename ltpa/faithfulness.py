@@ -373,7 +373,10 @@ def class_probability(model: nn.Module, images: Tensor, classes: Tensor, forward
     result = []
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
         for start in range(0, images.shape[0], forward_batch):
-            logits = model(images[start:start + forward_batch]).logits.float()
+            chunk = images[start:start + forward_batch]
+            if use_amp:  # bf16 convolutions are fastest in channels-last layout
+                chunk = chunk.contiguous(memory_format=torch.channels_last)
+            logits = model(chunk).logits.float()
             chosen = classes[start:start + forward_batch, None]
             result.append(torch.softmax(logits, dim=1).gather(1, chosen)[:, 0])
     return torch.cat(result)

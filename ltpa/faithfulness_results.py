@@ -313,6 +313,8 @@ def run_faithfulness(
         log(f"loaded {images.shape[0]} images from {source} in {load_time:.1f} s")
     scored = []
     for loaded in loaded_models:
+        if target.type == "cuda":  # this process's own copy, so changing its layout is safe
+            loaded.model.to(memory_format=torch.channels_last)
         if target.type == "cuda":  # untimed warm-up: lazy CUDA init and cuDNN kernel choice
             score_dataset(loaded.model, images[:batch_size], methods, [m for m in metrics if m != "randomisation"] or None,
                           steps, replacement, batch_size, forward_batch, amp, seed, 0, cascade_steps)
@@ -503,3 +505,76 @@ def write_results(results: dict[str, Any], out_dir: str | Path, figure: bool = T
             written["note"] = ("plotly is not installed here: the HTML figure was skipped (JSON, CSV and "
                                f"Markdown written); rebuild it elsewhere with `ltpa faithfulness --figure-from {written['json']}`")
     return written
+
+
+# ----------------------------------------------------------------------------- one image
+def image_scorecard(
+    model: torch.nn.Module, x: Tensor, methods: Sequence[str], steps: int = DEFAULT_STEPS,
+    replacement: str = DEFAULT_REPLACEMENT, cascade_steps: int = DEFAULT_CASCADE_STEPS, seed: int = 0,
+) -> dict[str, Any]:
+    """Everything the Faithfulness page shows for one image (``x``: 1 x 3 x H x W in [0, 1]).
+
+    Args:
+        model: a pixel-space ltpa model in eval mode (only read; the randomisation check works on
+            a private copy).
+        x: the image.
+        methods: method names valid for the model (``ltpa.faithfulness.resolve_methods``).
+        steps, replacement, cascade_steps, seed: as for ``score_dataset``.
+
+    Returns:
+        ``fractions``, the target ``class_index`` and its clean ``probability``; per method its
+        ``map`` (H x W), ``deletion`` / ``insertion`` curves and areas, ``average_drop`` (%),
+        ``increased``; and ``randomisation``: the re-initialised ``steps``, and per method the
+        ``maps`` after each step and their Spearman ``rho`` with the trained map.
+    """
+    import numpy as np
+
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"expected one image shaped (1, 3, H, W); got {tuple(x.shape)}")
+    names = resolve_methods(model, methods)
+    found = method_maps(model, x, names, seed=seed)
+    scores = score_maps(model, x, found.maps, found.classes, ["deletion", "insertion", "confidence"],
+                        steps, replacement, seed=seed)
+    check = randomisation_check(model, x, names, found.classes, cascade_steps, seed, keep_maps=True)
+    per_method: dict[str, Any] = {}
+    for name in names:
+        per_method[name] = {
+            "map": found.maps[name][0].cpu().numpy().astype(np.float32),
+            "deletion": scores.deletion[name][0].tolist(),
+            "insertion": scores.insertion(name)[0].tolist(),
+            "deletion_auc": float(trapezoid_area(scores.deletion[name])[0]),
+            "insertion_auc": float(trapezoid_area(scores.lerf[name])[0]),
+            "average_drop": float(100 * scores.average_drop(name)[0]),
+            "increased": bool(scores.increase(name)[0] > 0),
+            "randomised_maps": [m[0].cpu().numpy().astype(np.float32) for m in check.maps[name]],
+            "rho": check.rho[name][:, 0].tolist(),
+        }
+    return {
+        "fractions": [k / steps for k in range(steps + 1)], "class_index": int(found.classes[0]),
+        "probability": float(scores.clean_probability[0]), "replacement": replacement,
+        "methods": per_method, "randomisation_steps": check.steps,
+        "layers_reset": check.layers_reset, "total_layers": check.total_layers,
+    }
+
+
+def image_curves_figure(card: dict[str, Any], methods: Sequence[str], curve: str, title: str):
+    """One image's ``deletion`` or ``insertion`` curves of ``methods`` (Plotly, imported lazily)."""
+    import plotly.graph_objects as go
+
+    if curve not in ("deletion", "insertion"):
+        raise ValueError(f"unknown curve {curve!r}; valid choices: deletion, insertion")
+    fig = go.Figure()
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    for index, method in enumerate(methods):
+        entry = card["methods"][method]
+        fig.add_trace(go.Scatter(
+            x=card["fractions"], y=entry[curve], mode="lines+markers",
+            name=f"{method} (area {entry[f'{curve}_auc']:.3f})",
+            line=dict(color="#7f7f7f" if method in FLOORS else palette[index % len(palette)],
+                      dash="dot" if method in FLOORS else "solid"),
+        ))
+    fig.update_layout(title=title, height=320, margin=dict(t=50, b=40, l=50, r=10),
+                      xaxis_title="fraction removed" if curve == "deletion" else "fraction revealed",
+                      yaxis=dict(title="probability of the predicted class", range=[0, 1.02]),
+                      legend=dict(orientation="h", y=-0.3))
+    return fig

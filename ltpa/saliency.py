@@ -39,7 +39,7 @@ def cam(model: nn.Module, x: Tensor, class_index: int | None = None) -> Tensor:
         return cam_from_features(model, out.features, _class_index(out.logits, class_index))
 
 
-def grad_cam(model: nn.Module, x: Tensor, class_index: int | None = None) -> Tensor:
+def grad_cam(model: nn.Module, x: Tensor, class_index: int | Tensor | None = None) -> Tensor:
     """Grad-CAM (Selvaraju et al. 2017) on the last spatial features: B x 1 x h x w, >= 0."""
     features, grads = _features_and_gradients(model, x, class_index)
     return grad_cam_from_gradients(features, grads)
@@ -77,29 +77,31 @@ def grad_cam_from_gradients(features: Tensor, grads: Tensor) -> Tensor:
     return F.relu((weights * features.float()).sum(dim=1, keepdim=True))
 
 
-def grad_cam_plus_plus_from_gradients(features: Tensor, grads: Tensor) -> Tensor:
+def grad_cam_plus_plus_from_gradients(features: Tensor, grads: Tensor, eps: float = 0.0) -> Tensor:
     """Grad-CAM++ (Chattopadhyay et al. 2018) from features and the class score's gradient.
 
     The paper's closed form for an exponential of the score: higher derivatives become powers of
     the first, so one gradient suffices. Each position's coefficient is
-    ``g^2 / (2 g^2 + sum(A) g^3)`` (zero where the gradient is zero); channel weights sum the
-    coefficients times ``relu(g)`` over positions.
+    ``g^2 / (2 g^2 + sum(A) g^3 + eps)`` (zero where the gradient is zero); channel weights sum
+    the coefficients times ``relu(g)`` over positions. ``eps`` is 0 (the exact formula) by
+    default: pytorch-grad-cam adds 1e-6, which dominates wherever gradients are below ~1e-3.
     """
     grads, features = grads.float(), features.float()
     squared, cubed = grads.pow(2), grads.pow(3)
     activation_sum = features.sum(dim=(2, 3), keepdim=True)
-    denominator = 2 * squared + activation_sum * cubed
+    denominator = 2 * squared + activation_sum * cubed + eps
     denominator = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
     alpha = torch.where(grads != 0, squared / denominator, torch.zeros_like(grads))
     weights = (alpha * F.relu(grads)).sum(dim=(2, 3), keepdim=True)
     return F.relu((weights * features).sum(dim=1, keepdim=True))
 
 
-def grad_cam_plus_plus(model: nn.Module, x: Tensor, class_index: int | None = None) -> Tensor:
+def grad_cam_plus_plus(model: nn.Module, x: Tensor, class_index: int | Tensor | None = None,
+                       eps: float = 0.0) -> Tensor:
     """Grad-CAM++ on the last spatial features: B x 1 x h x w, >= 0 (see
     ``grad_cam_plus_plus_from_gradients``)."""
     features, grads = _features_and_gradients(model, x, class_index)
-    return grad_cam_plus_plus_from_gradients(features, grads)
+    return grad_cam_plus_plus_from_gradients(features, grads, eps)
 
 
 def centre_prior(height: int, width: int, sigma: float = 0.25) -> np.ndarray:

@@ -24,25 +24,27 @@ import hashlib
 import json
 import logging
 import math
-import pickle
 import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltpa.checkpoint import save_checkpoint
+from ltpa.checkpoint import load_state_file, save_checkpoint
 from ltpa.quantisation import storage_rounded_weights
 from ltpa.data import DeviceLoader, ImageSet, dataset_normalisation, load_dataset
 from ltpa.device import get_device
 from ltpa.maps import batch_entropy
 from ltpa.models.outputs import MIN_INPUT_SIZE
 from ltpa.registry import create_model
+
+if TYPE_CHECKING:
+    from ltpa.distributed import DataParallel
 
 logger = logging.getLogger(__name__)
 
@@ -364,7 +366,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, command: str | None = None,
                  on_epoch: Callable[[dict[str, Any]], None] | None = None,
                  extend: bool = False,
-                 on_batch: Callable[[int, int, int, int, float], None] | None = None) -> None:
+                 on_batch: Callable[[int, int, int, int, float], None] | None = None,
+                 distributed: "DataParallel | None" = None) -> None:
         """Set up a run (nothing is loaded or written until ``run()``).
 
         Args:
@@ -374,6 +377,7 @@ class Trainer:
             extend: a resumed run may train for more epochs than it was started with.
             on_batch: called as (epoch, epochs, batches done, batches, start time) every 20
                 batches, e.g. to draw a progress bar.
+            distributed: this process's rank of a data-parallel run (``ltpa.distributed``).
         """
         self.config = config
         self.extend = extend
@@ -381,13 +385,21 @@ class Trainer:
         self.on_epoch = on_epoch
         self.on_batch = on_batch
         self.out = Path(config.out)
-        self.device = get_device(config.device)
+        self.distributed = distributed
+        self.device = get_device(config.device) if distributed is None else distributed.device
         self.cuda = self.device.type == "cuda"
 
     def prepare(self, sets: tuple[ImageSet, ImageSet] | None = None) -> None:
         """Load the data (or take ``sets``, training and test images already in memory), build
         the model, loaders, optimiser and schedule; ``run()`` calls it."""
         config = self.config
+        overrides = dict(config.overrides)
+        if config.width != 1.0:
+            overrides["width"] = config.width
+        # Refuse an unknown model or model setting before the data is read (no memory is taken
+        # on the meta device).
+        with torch.device("meta"):
+            create_model(config.model, num_classes=2, **overrides)
         torch.manual_seed(config.seed)
         train, test = sets or load_dataset(config.data, config.data_root, config.download,
                                            config.image_size)
@@ -399,9 +411,6 @@ class Trainer:
         self.train_set: ImageSet = train.to(self.device)
         self.validation_set: ImageSet | None = None if validation is None else validation.to(self.device)
         self.test_set: ImageSet = test.to(self.device)
-        overrides = dict(config.overrides)
-        if config.width != 1.0:
-            overrides["width"] = config.width
         self.model = create_model(config.model, num_classes=len(self.class_names), **overrides)
         self.model.to(self.device)
         if self.cuda and config.channels_last:
@@ -428,10 +437,12 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda step: one_cycle(step, self.total_steps, config.warmup, config.final_lr_fraction))
+        if self.distributed is not None:  # SyncBatchNorm, per-rank batches and shares
+            self.distributed.prepare(self)
         if config.compile:
             # In place: state_dict keys keep their names (no _orig_mod.).
             self.model.compile(mode=None if config.compile_mode == "default" else config.compile_mode)
-        self.forward = self.model
+        self.forward = self.model if self.distributed is None else self.distributed.wrap(self.model)
         self.cuda_graphs = replays_cuda_graphs(config.compile, config.compile_mode, self.device)
         self.start_epoch, self.log, self.elapsed = 0, [], 0.0
         self._final_result: ClassificationResult | None = None
@@ -455,9 +466,12 @@ class Trainer:
 
     def _resume(self) -> None:
         state_path = self.out / STATE_FILE
-        if not state_path.is_file():
+        def read() -> dict[str, Any] | None:
+            return load_state(state_path) if state_path.is_file() else None
+        # Data-parallel: rank 0 reads the state and every rank gets the same one.
+        state = read() if self.distributed is None else self.distributed.from_main(read)
+        if state is None:
             return
-        state = load_state(state_path)
         self._check_same_run(state.get("config", {}))
         self.model.load_state_dict(state["model"])
         if self.average is not None:
@@ -468,6 +482,8 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.start_epoch, self.log = int(state["epoch"]), list(state["log"])
         self.elapsed = float(state.get("elapsed", 0.0))
+        if self.distributed is not None:
+            self.distributed.restore_rng(state, self.config.seed, self.start_epoch)
         logger.info("resuming %s after epoch %d", self.out, self.start_epoch)
 
     def _check_same_run(self, saved: dict[str, Any]) -> None:
@@ -478,7 +494,7 @@ class Trainer:
             raise ValueError(
                 f"{self.out} holds a run with other settings: {'; '.join(changed)}. Resume it with "
                 f"its own settings (`ltpa train --resume {self.out}`), or train into another "
-                f"folder (ltpa train --out, ltpa train-zoo --runs)")
+                f"folder (ltpa train --out, ltpa zoo train --runs)")
 
     @property
     def evaluated_model(self) -> nn.Module:
@@ -486,6 +502,10 @@ class Trainer:
         return self.model if self.average is None else self.average.module
 
     def _save(self, epoch: int, result: ClassificationResult | None) -> None:
+        # Data-parallel: every rank's RNG state is gathered; rank 0 alone writes.
+        ranks = {} if self.distributed is None else self.distributed.rng_states()
+        if self.distributed is not None and not self.distributed.is_main:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         state = {
             "model": self.model.state_dict(),
@@ -498,6 +518,7 @@ class Trainer:
             "log": self.log,
             "elapsed": self.elapsed,
             "config": asdict(self.config),
+            **ranks,
         }
         tmp = self.out / (STATE_FILE + ".tmp")
         torch.save(state, tmp)
@@ -533,6 +554,7 @@ class Trainer:
                 "hardware": _hardware(self.device),
                 "validation_images": 0 if self.validation_set is None else len(self.validation_set),
                 "validation_digest": self.validation_digest,
+                **({} if self.distributed is None else {"data_parallel": self.distributed.describe()}),
             },
         }
 
@@ -547,11 +569,12 @@ class Trainer:
     def _evaluate(self, epoch: int, loader: DeviceLoader) -> ClassificationResult:
         # Under quantisation-aware training the metrics are those of the stored weights.
         model = self.evaluated_model
+        # The unwrapped model: a data-parallel rank scores its share without collectives.
         with storage_rounded_weights(model, self._storage_precision(epoch)):
-            return evaluate(self.forward if self.average is None else model, loader,
-                            len(self.class_names), amp=self.config.amp,
-                            cuda_graphs=self.cuda_graphs and self.average is None,
-                            flip=self.config.flip)
+            result = evaluate(model, loader, len(self.class_names), amp=self.config.amp,
+                              cuda_graphs=self.cuda_graphs and self.average is None,
+                              flip=self.config.flip)
+        return result if self.distributed is None else self.distributed.reduce_result(result)
 
     def train_step(self, x: Tensor, y: Tensor, rounding: str = "") -> tuple[Tensor, Tensor]:
         """One optimiser step on a batch (forward and backward on the weights as ``rounding``
@@ -592,6 +615,8 @@ class Trainer:
             seen += y.numel()
             if self.on_batch and (step % 20 == 0 or step == n_batches):
                 self.on_batch(epoch, config.epochs, step, n_batches, started)
+        if self.distributed is not None:  # sums over every rank; rank 0's BN statistics
+            loss_sum, correct, seen = self.distributed.finish_epoch(self, loss_sum, correct, seen)
         if not math.isfinite(float(loss_sum)):
             raise RuntimeError(f"training diverged at epoch {epoch} (loss is not finite); "
                                "lower --lr or check the data")
@@ -667,19 +692,11 @@ def load_state(path: Path) -> dict[str, Any]:
         The saved state (weights, optimiser, schedule, RNG, epoch, log, configuration).
 
     Raises:
-        ValueError: the file is not a plain ltpa state (pickled objects are refused for safety)
-            or is damaged.
+        CheckpointError: a damaged or unsafe file (pickled objects are refused for safety).
+        ValueError: a readable file that is not an ltpa training state.
     """
-    try:
-        # CPU first: the RNG states must stay CPU ByteTensors; weights move on load_state_dict.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(f"{path} carries pickled objects beyond plain tensors and settings; "
-                         "refused for safety (an ltpa state file never needs them)") from None
-    except Exception as error:  # RuntimeError, EOFError, zipfile errors, ...
-        text = str(error).strip()
-        first_line = text.splitlines()[0][:200] if text else type(error).__name__
-        raise ValueError(f"{path} is not a readable ltpa training state ({first_line})") from None
+    # On the CPU: the RNG states must stay CPU ByteTensors; weights move on load_state_dict.
+    state = load_state_file(path)
     if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "config"} <= set(state):
         raise ValueError(f"{path} is not an ltpa training state (it lacks the weights, optimiser, "
                          "epoch or configuration)")

@@ -11,7 +11,7 @@ import streamlit as st
 from PIL import Image
 
 from ltpa import masks
-from ltpa.images import UPLOAD_EXTENSIONS, bytes_sha256
+from ltpa.images import bytes_sha256
 from ltpa.segmentation import COMBINED
 from pages.ui import state, views
 from pages.ui import url_state as url
@@ -21,6 +21,7 @@ from pages.ui.mask_compute import (RULE_LABELS, attention_unit_map, checkpoint_k
 from pages.ui.nav import page_setup
 from pages.ui.text import plain
 from pages.ui.widgets import (
+    ground_truth_uploader,
     image_picker,
     model_or_error,
     model_picker,
@@ -34,9 +35,6 @@ from pages.ui.widgets import (
 MAX_SIDE = 1024
 MIN_SIDE = 8
 PRIOR_SIGMA = 0.25
-# The ground truth belongs to one image: its uploader is emptied (a new key) when the image changes.
-TRUTH_FOR = "ltpa.masks.truth_for"  # sha256 of the image the uploaded ground truth belongs to
-TRUTH_GENERATION = "ltpa.masks.truth_generation"
 # Slider range and step of each rule's threshold (the values ``masks.FINE_GRIDS`` tabulates).
 THRESHOLD_RANGES = {"fraction": (0.01, 1.0, 0.01), "top": (1, 100, 1), "mass": (1, 100, 1)}
 THRESHOLD_LABELS = {"fraction": "Threshold: fraction of the maximum", "top": "Keep the top q % of pixels",
@@ -96,24 +94,7 @@ with st.sidebar:
     st.header("Model")
     model_id = model_picker(attention_only=True)
     st.header("Ground truth")
-    dropped_truth = None  # the name of a mask removed because the image changed
-    owner = state.get(TRUTH_FOR)  # (image sha256, mask file name) of the uploaded mask
-    if chosen is not None and owner is not None and owner[0] != chosen.sha256:
-        # A mask uploaded for the previous image: empty the uploader (a new key) rather than
-        # score the new image against it.
-        dropped_truth = owner[1]
-        state.put(TRUTH_GENERATION, int(state.get(TRUTH_GENERATION, 0)) + 1)
-        state.put(TRUTH_FOR, None)
-    generation = int(state.get(TRUTH_GENERATION, 0))
-    truth_file = st.file_uploader(
-        "Ground-truth mask (optional)", type=list(UPLOAD_EXTENSIONS),
-        key="masks.truth" if generation == 0 else f"masks.truth.{generation}",
-        help="White (or any non-black) object on black: 0/255, 0/1, RGB or JPEG masks are fine; "
-             "a different size is resized (nearest neighbour). It belongs to the image it was "
-             "uploaded with: choosing another image removes it.",
-    )
-    if chosen is not None:
-        state.put(TRUTH_FOR, (chosen.sha256, truth_file.name) if truth_file is not None else None)
+    truth_file, dropped_truth = ground_truth_uploader(chosen)
 
 loaded = require_image_and_model(chosen, model_id, "Choose an image and an attention model in the sidebar.")
 analysis = analysis_for(model_id, chosen)

@@ -92,7 +92,7 @@ chosen, model_id, opacity, colormap, scaling = views.sidebar_inputs()
 
 
 # ----------------------------------------------------------------------------- cached computations
-@compute.bounded_cache(max_bytes=4 * compute.MiB, name="adversarial.model_input")
+@compute.bounded_cache(max_bytes=2 * compute.MiB, name="adversarial.model_input")
 def _model_input(image_sha: str, size: int, _image: np.ndarray) -> np.ndarray:
     return image_to_input(_image, size)[0].numpy()
 
@@ -107,7 +107,7 @@ def _tensor(x: np.ndarray, model_id: str) -> torch.Tensor:
     return torch.from_numpy(np.array(x))[None].to(device)
 
 
-@compute.bounded_cache(max_bytes=32 * compute.MiB, name="adversarial.report")
+@compute.bounded_cache(max_bytes=8 * compute.MiB, name="adversarial.report")
 def _report(model: compute.Key, image_sha: str, levels: int, method: str, steps: int,
             label: int | None, target: int | None, _model_id: str, _x: np.ndarray) -> AttackReport:
     return attack_report(load_model(_model_id).model, _tensor(_x, _model_id), levels, method, label, target, steps)
@@ -204,7 +204,7 @@ def compute_result() -> dict[str, Any] | None:
         return None
     try:
         x = model_input(chosen, model_id)
-        with st.spinner(f"{ATTACK_NAMES[method]} at {levels}/255…"):
+        with st.spinner(f"{ATTACK_NAMES[method]} at {levels}/255…"), compute.foreground():
             report = _report(compute.model_key(model_id), chosen.sha256, levels, method, steps, label, target,
                              model_id, x)
     except (ValueError, RuntimeError) as error:

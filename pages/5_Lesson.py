@@ -11,7 +11,7 @@ from pages.ui.widgets import gallery, zoo_choices
 
 page_setup("Lesson")
 link = url.incoming()
-st.title("Lesson: how attention works, and where it fails")
+st.title("Lesson: attention, step by step")
 st.markdown(
     "Five short steps. Read a step, **predict** what you will see, then open a link: it opens "
     "another page already set up (image, model, settings). Come back here with the **Lesson** "

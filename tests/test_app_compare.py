@@ -88,5 +88,11 @@ def test_unticking_posthoc_and_state_survives_the_round_trip(tiny_zoo):
     assert list(at.multiselect[0].value) == chosen
 
 
+def test_compare_offers_the_all_stages_figure_and_a_colour_bar(tiny_zoo):
+    at = _compare_page(upload(start_app(), "coffee.jpg", COFFEE, "image/jpeg"))
+    assert "All stages figure (PNG)" in [b.proto.label for b in at.get("download_button")]
+    assert any("Colour = attention" in c.value for c in at.caption)
+
+
 def test_compare_with_an_empty_zoo_is_explained(tmp_path, monkeypatch):
     start_with_empty_zoo(tmp_path, monkeypatch, COMPARE)

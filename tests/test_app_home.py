@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 import sample_images as samples
-from app_helpers import (GALLERY, assert_page_matches, captions, direct_analysis, errors,
+from app_helpers import (GALLERY, HOME, assert_page_matches, captions, direct_analysis, errors,
                          figures_titled, image_captions, start_app, start_with_empty_zoo,
                          upload)
 from pages.ui import state
+from pages.ui.widgets import gallery
 
 COFFEE = (GALLERY / "photo_coffee.jpg").read_bytes()
 
@@ -165,7 +166,8 @@ def test_picking_an_example_empties_the_uploader(tiny_zoo):
     # A thumbnail button picks an example as well, and the gallery shows pictures.
     at.button(key="image.thumb.photo_chelsea.jpg").click().run()
     assert at.session_state[state.IMAGE_NAME] == "photo_chelsea.jpg"
-    assert len(at.sidebar.get("imgs") or [i for e in at.sidebar.get("image") for i in e.proto.imgs]) >= 25
+    thumbnails = sum(len(e.proto.imgs) for e in at.sidebar.get("image"))
+    assert thumbnails >= len(gallery())  # one per example, plus the preview of the chosen image
 
 
 def test_sidebar_lists_home_and_every_page(tiny_zoo):
@@ -217,3 +219,13 @@ def test_all_stages_figure_downloads_one_png_with_every_stage(tiny_zoo):
     assert figure.shape[0] > 200 + 28
     with pytest.raises(ValueError, match="at least one map"):
         stages_figure(image, [])
+
+
+def test_markdown_in_an_uploaded_name_shows_as_plain_text(tiny_zoo):
+    from app_helpers import raw_errors
+
+    name = "[win](http://evil.example) **now**.png"
+    at = upload(start_app(), name, b"not an image", "image/png")
+    assert not at.exception
+    assert all("](" not in e and "**now**" not in e for e in raw_errors(at))
+    assert any(name in e for e in errors(at))  # what the reader sees: the name as typed

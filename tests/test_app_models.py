@@ -206,3 +206,21 @@ def test_a_damaged_shipped_log_is_named_and_the_card_still_shows(rich_zoo):
     assert not figures_titled(at, "Training of") and figures_titled(at, "Confusion matrix")
     # The comparison leaves that run out and says so.
     assert any(first["id"] in w.value for w in at.warning if "Unreadable" in w.value)
+
+
+def test_log_axis_reads_as_numbers_and_confusion_labels_have_room(rich_zoo, tmp_path):
+    first = rich_zoo[0]
+    _reproduction_run(rich_zoo, tmp_path, "variant_ls0",
+                      [{"epoch": e, "train_loss": 1.0 / e, "test_acc": 0.6 + 0.1 * e} for e in (1, 2, 3)])
+    at = _models_page(start_app())
+    (figure,) = figures_titled(at, "Training runs compared: test error (%)")
+    axis = figure["layout"]["yaxis"]
+    assert axis["type"] == "log"
+    ticks = list(decode_plotly(axis["tickvals"]))
+    # Whole numbers at 1-2-5 steps around the data (10 to 30 %), each labelled in full.
+    assert {10.0, 20.0}.issubset(ticks) and all(t in (1, 2, 5) or str(int(t))[0] in "125" for t in ticks)
+    assert list(axis["ticktext"]) == [f"{t:g}" for t in ticks]
+    (confusion,) = figures_titled(at, "Confusion matrix")
+    assert confusion["layout"]["xaxis"]["automargin"] and confusion["layout"]["yaxis"]["automargin"]
+    assert confusion["layout"]["margin"]["l"] >= 90 and confusion["layout"]["margin"]["b"] >= 90
+    assert not at.exception

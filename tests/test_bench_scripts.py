@@ -67,3 +67,38 @@ def test_train_speed_prints_per_step_loop_and_eval_throughput() -> None:
     cells = [c.strip() for c in lines[3].strip("|").split("|")]
     assert cells[:3] == ["vgg_gap", "0.7", "4"]
     assert all(float(c.replace(",", "")) > 0 for c in cells[3:])
+
+
+def test_app_latency_times_every_page_s_interactions(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    from app_latency import build_tiny_zoo
+
+    zoo = build_tiny_zoo(tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "app_latency.py"), "--zoo", str(zoo), "--repeats", "1",
+         "--no-busy", "--max-side", "320"],
+        capture_output=True, text=True, check=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    timed = {(cells[0].strip(), cells[1].strip()): cells[2].strip() for cells in rows if cells[0].strip() != "page"}
+    for page, interaction in [("home", "upload"), ("home", "model switch"), ("masks", "threshold"), ("masks", "rule"),
+                              ("masks", "stage"), ("adversarial", "FGSM: epsilon"),
+                              ("adversarial", "attack kind (FGSM <-> I-FGSM)"),
+                              ("adversarial", "targeted I-FGSM: target class")]:
+        assert float(timed[(page, interaction)]) > 0, (page, interaction)
+
+
+def test_soak_reports_first_peak_and_final_memory(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    from app_latency import build_tiny_zoo
+
+    zoo = build_tiny_zoo(tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "soak.py"), "--zoo", str(zoo), "--sessions", "2", "--megapixels", "0.5"],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    assert "session  2: resident" in result.stdout
+    summary = next(line for line in result.stdout.splitlines() if line.startswith("resident memory:"))
+    assert "after the first session" in summary and "peak" in summary and "final" in summary
+    downloads = next(line for line in result.stdout.splitlines() if "downloads (" in line)
+    assert int(downloads.split(";")[1].split()[0]) >= 2 * 5  # at least the Adversarial page's five, per session
+    assert result.stdout.strip().splitlines()[-1] in ("PASS", "FAIL")

@@ -1,7 +1,8 @@
 """The real app in a real browser: ``streamlit run app.py`` driven by Playwright in Debian's Chromium.
 
-Uses the shipped zoo when its manifest lists models, otherwise the tiny test zoo. A full-page
-screenshot is left in test-artifacts/ (git-ignored) for a human to look at.
+Uses the shipped zoo when its manifest lists models, otherwise the tiny test zoo. Screenshots are
+left in test-artifacts/ (git-ignored) for a human to look at: the home page in full, every page's
+first screen at 1280x720, each Lesson step, a preset the Lesson opened and a hostile link.
 """
 from __future__ import annotations
 
@@ -62,19 +63,15 @@ def _wait_idle(page) -> None:
     page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=RUN_TIMEOUT_MS)
 
 
-def test_home_page_renders_every_stage_and_top5_in_chromium(tiny_zoo_dir, tmp_path):
+@pytest.fixture(scope="module")
+def app_url(tiny_zoo_dir, tmp_path_factory):
+    """``streamlit run app.py`` on a free port for this module's tests; its URL."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run .ci/run (it installs Debian's chromium)")
-    from playwright.sync_api import expect, sync_playwright
-
-    zoo = _zoo_for_browser(tiny_zoo_dir)
-    first_card = json.loads((zoo / "manifest.json").read_text())["models"][0]
-    stages = first_card["stages"]  # the home page starts on the manifest's first model
-    assert stages, "the first zoo model should have attention stages"
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "streamlit.log"
-    env = {**os.environ, "LTPA_ZOO": str(zoo)}
+    log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
+    env = {**os.environ, "LTPA_ZOO": str(_zoo_for_browser(tiny_zoo_dir))}
     with log_path.open("w") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
@@ -84,33 +81,7 @@ def test_home_page_renders_every_stage_and_top5_in_chromium(tiny_zoo_dir, tmp_pa
         )
     try:
         _wait_healthy(url, server, log_path)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 2600})
-                page.goto(url)
-                page.wait_for_selector("[data-testid=stFileUploader] input[type=file]",
-                                       state="attached", timeout=RUN_TIMEOUT_MS)
-                _wait_idle(page)
-                page.locator("[data-testid=stFileUploader] input[type=file]").set_input_files(
-                    {"name": UPLOAD_NAME, "mimeType": "image/jpeg", "buffer": UPLOAD.read_bytes()})
-                main = page.locator("[data-testid=stMain]")
-                expect(main.get_by_text(UPLOAD_NAME, exact=False).first).to_be_visible(timeout=RUN_TIMEOUT_MS)
-                _wait_idle(page)
-                for stage in stages:
-                    # The overlay of the stage over the image, and its raw map as a Plotly heatmap.
-                    expect(main.locator("[data-testid=stImage]").filter(has_text=f"{stage} (")
-                           ).to_have_count(1, timeout=RUN_TIMEOUT_MS)
-                    expect(main.locator(".js-plotly-plot").filter(has_text=f"{stage} (")
-                           ).to_have_count(1, timeout=RUN_TIMEOUT_MS)
-                top5 = main.locator(".js-plotly-plot").filter(has_text="Top-5")
-                expect(top5).to_have_count(1, timeout=RUN_TIMEOUT_MS)
-                assert top5.locator("g.bars path, g.point path").count() == 5
-                ARTIFACTS.mkdir(exist_ok=True)
-                page.screenshot(path=str(ARTIFACTS / "browser_home.png"), full_page=True)
-                assert main.locator("[data-testid=stException]").count() == 0
-            finally:
-                browser.close()
+        yield url
     finally:
         server.terminate()
         try:
@@ -118,3 +89,130 @@ def test_home_page_renders_every_stage_and_top5_in_chromium(tiny_zoo_dir, tmp_pa
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=15)
+
+
+@pytest.fixture()
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _open(browser, url: str, width: int = 1280, height: int = 720):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url)
+    page.wait_for_selector("[data-testid=stApp]", timeout=RUN_TIMEOUT_MS)
+    page.wait_for_timeout(500)  # the first script run starts after the websocket connects
+    _wait_idle(page)
+    return page
+
+
+def _no_exception(page) -> None:
+    assert page.locator("[data-testid=stException]").count() == 0
+
+
+def test_home_page_renders_every_stage_and_top5_in_chromium(app_url, browser, tiny_zoo_dir):
+    from playwright.sync_api import expect
+
+    zoo = _zoo_for_browser(tiny_zoo_dir)
+    first_card = json.loads((zoo / "manifest.json").read_text())["models"][0]
+    stages = first_card["stages"]  # the home page starts on the manifest's first model
+    assert stages, "the first zoo model should have attention stages"
+    page = _open(browser, app_url, 1400, 2600)
+    page.wait_for_selector("[data-testid=stFileUploader] input[type=file]", state="attached", timeout=RUN_TIMEOUT_MS)
+    page.locator("[data-testid=stFileUploader] input[type=file]").set_input_files(
+        {"name": UPLOAD_NAME, "mimeType": "image/jpeg", "buffer": UPLOAD.read_bytes()})
+    main = page.locator("[data-testid=stMain]")
+    expect(main.get_by_text(UPLOAD_NAME, exact=False).first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    _wait_idle(page)
+    for stage in stages:
+        # The overlay of the stage over the image, and its raw map as a Plotly heatmap.
+        expect(main.locator("[data-testid=stImage]").filter(has_text=f"{stage} (")
+               ).to_have_count(1, timeout=RUN_TIMEOUT_MS)
+        expect(main.locator(".js-plotly-plot").filter(has_text=f"{stage} (")
+               ).to_have_count(1, timeout=RUN_TIMEOUT_MS)
+    top5 = main.locator(".js-plotly-plot").filter(has_text="Top-5")
+    expect(top5).to_have_count(1, timeout=RUN_TIMEOUT_MS)
+    assert top5.locator("g.bars path, g.point path").count() == 5
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser_home.png"), full_page=True)
+    _no_exception(page)
+
+
+PAGES = {"home": "", "compare": "Compare", "models": "Models", "masks": "Masks",
+         "adversarial": "Adversarial", "lesson": "Lesson"}
+
+
+def test_every_page_at_1280x720_with_home_in_the_sidebar(app_url, browser):
+    """Screenshots of the first screen of every page (what is above the fold), for the notes."""
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    for name, path in PAGES.items():
+        page = _open(browser, f"{app_url}/{path}")
+        sidebar = page.locator("[data-testid=stSidebar]")
+        expect(sidebar.locator("[data-testid=stPageLink]").first).to_contain_text("Home", timeout=RUN_TIMEOUT_MS)
+        assert sidebar.get_by_text("app", exact=True).count() == 0
+        if name == "home":
+            # The first stage's overlay is on the first screen, whole.
+            first_map = page.locator("[data-testid=stMain] [data-testid=stImage]").first
+            expect(first_map).to_be_visible(timeout=RUN_TIMEOUT_MS)
+            box = first_map.bounding_box()
+            assert box is not None and box["y"] + box["height"] <= 720, box
+        page.screenshot(path=str(ARTIFACTS / f"page_{name}_1280x720.png"))
+        _no_exception(page)
+        page.close()
+
+
+def test_lesson_steps_open_their_pages_and_a_shared_link_reopens_a_view(app_url, browser):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = _open(browser, f"{app_url}/Lesson")
+    main = page.locator("[data-testid=stMain]")
+    step = 1
+    while True:
+        expect(main.locator("h2").first).to_contain_text(f"Step {step} of", timeout=RUN_TIMEOUT_MS)
+        assert f"step={step}" in page.url
+        page.screenshot(path=str(ARTIFACTS / f"lesson_step{step}.png"))
+        next_button = main.get_by_role("button", name="Next step →")
+        if next_button.count() == 0:
+            break
+        next_button.click()
+        step += 1
+        _wait_idle(page)
+    assert step == 5
+    # Back to step 3 and follow its first preset: the Masks page opens in the preset's state.
+    for _ in range(2):
+        main.get_by_role("button", name="← Previous step").click()
+        _wait_idle(page)
+    expect(main.locator("h2").first).to_contain_text("Step 3 of", timeout=RUN_TIMEOUT_MS)
+    main.locator("[data-testid=stPageLink]").first.click()
+    page.wait_for_url("**/Masks?**", timeout=RUN_TIMEOUT_MS)
+    page.wait_for_timeout(500)
+    _wait_idle(page)
+    assert "rule=top" in page.url and "t=25" in page.url, page.url
+    expect(main.get_by_text("top q % of pixels = 25", exact=False).first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    assert main.locator("[data-testid=stAlertContentWarning]").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "lesson_preset_masks.png"))
+    _no_exception(page)
+
+    # A shared link, opened in a fresh tab, gives the same view.
+    shared = page.url
+    other = _open(browser, shared)
+    expect(other.locator("[data-testid=stMain]").get_by_text("top q % of pixels = 25", exact=False).first
+           ).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    assert other.url == shared
+    _no_exception(other)
+    # A hostile link: a warning in the page, the default view, no traceback.
+    hostile = _open(browser, f"{app_url}/?model=..%2F..%2Fetc%2Fpasswd&opacity=nan")
+    warnings = hostile.locator("[data-testid=stMain] [data-testid=stAlertContentWarning]")
+    expect(warnings).to_have_count(2, timeout=RUN_TIMEOUT_MS)
+    expect(warnings.first).to_contain_text("was ignored")
+    hostile.screenshot(path=str(ARTIFACTS / "hostile_link.png"))
+    _no_exception(hostile)

@@ -126,6 +126,8 @@ def test_without_ground_truth_the_mask_is_shown_and_downloadable(tiny_zoo):
     assert not at.metric
     assert any(c.startswith("mask (") and c.endswith("at 80x60") for c in image_captions(at))
     assert at.get("download_button")
+    assert "All stages figure (PNG)" in [b.proto.label for b in at.get("download_button")]
+    assert any("What the shipped models show" in i.value and "centred blob" in i.value for i in at.info)
 
 
 @pytest.mark.parametrize("data, message", [

@@ -398,8 +398,10 @@ def test_cuda_graph_runs_mark_every_training_and_evaluation_batch(
                          compile_mode="reduce-overhead")
     trainer = Trainer(config)
     trainer.run()
-    per_epoch = len(trainer.train_loader) + len(trainer.test_loader)
-    assert per_epoch > 2 and len(marks) == 2 * per_epoch
+    # Every epoch: each training batch, and each validation batch twice (plain and mirrored);
+    # the test set once, after the last epoch, also twice per batch.
+    per_epoch = len(trainer.train_loader) + 2 * len(trainer.validation_loader)
+    assert per_epoch > 2 and len(marks) == 2 * per_epoch + 2 * len(trainer.test_loader)
 
 
 def test_one_cycle_schedule_warms_up_then_decays_to_zero() -> None:
@@ -449,7 +451,7 @@ def test_cli_reports_bad_input_in_one_line(tiny_data: Path, tmp_path: Path, caps
     assert cli(["train", "--resume", str(tmp_path / "never")]) == 2
     assert "nothing to resume" in capsys.readouterr().err
     assert cli(["eval", str(tmp_path / "missing.pt"), "--data", str(tiny_data)]) == 2
-    assert "neither a checkpoint file nor a shipped model" in capsys.readouterr().err
+    assert "neither a checkpoint file, a run folder nor a shipped model" in capsys.readouterr().err
 
 
 def test_console_entry_point_runs() -> None:

@@ -3,11 +3,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import sys
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
+import torch
+
+from ltpa.distributed import (DEFAULT_TIMEOUT_S, DataParallelOptions, check_process_count, launch,
+                              launched_by_torchrun, per_rank_batch, train_data_parallel)
+from ltpa.device import get_device
+from ltpa.cli import show_library_messages
 from ltpa.registry import read_argument_value
 from ltpa.training import (COMPILE_MODES, QAT_PRECISIONS, STATE_FILE, TrainConfig, Trainer,
                            error_percent, load_state)
@@ -68,6 +76,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch.compile mode with --compile (reduce-overhead: CUDA graphs)")
     parser.add_argument("--no-flip", dest="flip", action="store_false",
                         help="do not also score mirror-image test-time augmentation")
+    parser.add_argument("--nproc", type=int, default=None, metavar="N",
+                        help="data-parallel over N processes on this machine (one per GPU; "
+                             "gloo processes with --device cpu); same as "
+                             "`torchrun --nproc_per_node=N -m ltpa train ...` (docs/distributed.md)")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="data-parallel runs: BatchNorm statistics over the global batch "
+                             "(SyncBatchNorm, CUDA only)")
+    parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                        help="data-parallel runs: a rank that waits longer for the others fails "
+                             f"(default {DEFAULT_TIMEOUT_S:g})")
 
 
 def extends_run(args: argparse.Namespace) -> bool:
@@ -100,12 +118,50 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and (Path(config.out) / STATE_FILE).is_file():
         raise ValueError(f"{config.out} already holds a run: pass --resume {config.out} to continue "
                          "it, or choose another --out")
+    options = DataParallelOptions(sync_bn=args.sync_bn, timeout_s=args.dist_timeout)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    _log_to_stderr(logging.INFO if main_rank else logging.WARNING)
+    if args.nproc is not None:
+        log = _launch(config, args.nproc, options, extends_run(args))
+    elif launched_by_torchrun():
+        log = train_data_parallel(config, options, extend=extends_run(args), on_batch=progress_bar)
+    elif args.sync_bn:
+        raise ValueError("--sync-bn applies to data-parallel runs: add --nproc N, or start with "
+                         "`torchrun --nproc_per_node=N -m ltpa train ...`")
+    else:
+        log = Trainer(config, extend=extends_run(args), on_batch=progress_bar).run()
+    if main_rank and log and log[-1]["test_acc"] is not None:
+        print(f"done: {config.out}/model.pt, test error {error_percent(log[-1]['test_acc']):.2f}%")
+    return 0
+
+
+def _log_to_stderr(level: int) -> None:
+    """Progress lines on stderr (rank 0 of a data-parallel run; the others warn only)."""
     if not logging.getLogger("ltpa").handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         logging.getLogger("ltpa").addHandler(handler)
-        logging.getLogger("ltpa").setLevel(logging.INFO)
-    log = Trainer(config, extend=extends_run(args), on_batch=progress_bar).run()
-    if log and log[-1]["test_acc"] is not None:
-        print(f"done: {config.out}/model.pt, test error {error_percent(log[-1]['test_acc']):.2f}%")
-    return 0
+    logging.getLogger("ltpa").setLevel(level)
+
+
+def _launch(config: TrainConfig, nproc: int, options: DataParallelOptions, extend: bool) -> list:
+    """``--nproc N``: check what this machine can run, then start N ranks (torch's launcher)."""
+    device = get_device(config.device)
+    check_process_count(nproc, device, _gpu_count(device))
+    per_rank_batch(config.batch_size, nproc)
+    if options.sync_bn and device.type != "cuda":
+        raise ValueError("--sync-bn needs CUDA: torch's SyncBatchNorm has no CPU implementation")
+    command = "ltpa " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return launch(nproc, _data_parallel_worker, asdict(config), asdict(options), extend, command)
+
+
+def _gpu_count(device: torch.device) -> int:
+    return torch.cuda.device_count() if device.type == "cuda" else 0
+
+
+def _data_parallel_worker(config: dict, options: dict, extend: bool, command: str) -> list:
+    """One rank of an ``ltpa train --nproc N`` run (started by ``ltpa.distributed.launch``)."""
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    _log_to_stderr(logging.INFO if main_rank else logging.WARNING)
+    return train_data_parallel(TrainConfig(**config), DataParallelOptions(**options), extend=extend,
+                               command=command, on_batch=progress_bar)

@@ -30,7 +30,7 @@ VGG_RECIPE: dict[str, Any] = {**LEGACY_SETTINGS, "width": 0.7, "epochs": 200, "b
 # ResNet-164 runs at batch 512 (lr scaled with it) with each step replayed as a CUDA graph: its 54
 # narrow blocks otherwise leave the GPU waiting on kernel launches (graphs halved the epoch time).
 # No label smoothing and cutout 16: each beat the earlier 0.1 / 12 on RN-att2-pc alone, and both
-# together gave the whole family its best errors (docs/).
+# together gave the whole family its best errors (docs/reproduction.md).
 RESNET_RECIPE: dict[str, Any] = {**LEGACY_SETTINGS, "width": 1.0, "epochs": 160, "batch_size": 512, "lr": 0.2,
                                  "label_smoothing": 0.0, "cutout": 16, "weight_decay": 5e-4,
                                  "compile_mode": "reduce-overhead", "precision": "int8"}
@@ -58,7 +58,7 @@ FULL_WIDTH_RECIPES: dict[str, dict[str, Any]] = {
 }
 # The ResNet family in small steps (batch 128 and lr 0.1, as in ResNet-164's paper; 200 epochs,
 # each step replayed as a CUDA graph since the launches would dominate): tried for the reproduction
-# table against the zoo's batch-512 recipe, not shipped (it was no better: docs/).
+# table against the zoo's batch-512 recipe, not shipped (it was no better: docs/reproduction.md).
 _BATCH_128 = {**EARLIER_RESNET_RECIPE, "epochs": 200, "batch_size": 128, "lr": 0.1}
 BATCH_128_RECIPES: dict[str, dict[str, Any]] = {
     f"{model_id}_b128": {"model": model_id, **_BATCH_128}

@@ -276,7 +276,7 @@ def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | Non
 
 
 def zoo_table_markdown(cards: list[dict[str, Any]], zoo: Path) -> str:
-    """The README's table of shipped models, generated from the manifest's cards.
+    """The table of shipped models in docs/zoo.md, generated from the manifest's cards.
 
     Args:
         cards: the manifest's cards.

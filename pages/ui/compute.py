@@ -20,6 +20,7 @@ page's in ``pages/ui/mask_compute.py``, the Adversarial page's in ``pages/4_Adve
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -29,7 +30,7 @@ import sys
 import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterator
 
 import numpy as np
 import torch
@@ -292,6 +293,8 @@ class BackgroundRunner:
         self._queue: deque[Key] = deque()
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._foreground = 0  # pages computing what a user waits for right now
+        self._quiet = threading.Condition()
 
     def submit(self, key: Key, work: Callable[[Callable[[float], None]], Any], owner: str) -> Job:
         """The job for ``key``: finished from the cache, running, or queued now for ``owner``."""
@@ -324,6 +327,19 @@ class BackgroundRunner:
                     job.state = "stopped"
                     self._jobs.pop(key, None)
 
+    @contextlib.contextmanager
+    def foreground(self) -> Iterator[None]:
+        """While inside, background jobs pause at their next progress report, so what a user is
+        waiting for gets the CPU (on a 2-core machine shared with other work this matters)."""
+        with self._quiet:
+            self._foreground += 1
+        try:
+            yield
+        finally:
+            with self._quiet:
+                self._foreground -= 1
+                self._quiet.notify_all()
+
     def wait_idle(self, timeout: float = 600.0) -> bool:
         """Wait until no job is queued or running (for tests and benchmarks); True if idle."""
         with self._lock:
@@ -347,6 +363,8 @@ class BackgroundRunner:
 
     def _run(self, job: Job) -> None:
         def progress(share: float) -> None:
+            with self._quiet:  # a page is computing a result its user waits for: let it
+                self._quiet.wait_for(lambda: self._foreground == 0 or job.stop.is_set(), timeout=30)
             if job.stop.is_set():
                 raise Stopped
             job.progress = max(job.progress, min(1.0, float(share)))
@@ -379,8 +397,13 @@ def background(key: Key, work: Callable[[Callable[[float], None]], Any], owner: 
     return BACKGROUND.submit(key, work, owner)
 
 
+def foreground() -> contextlib.AbstractContextManager[None]:
+    """Pause background work while computing what the user waits for (see ``BackgroundRunner``)."""
+    return BACKGROUND.foreground()
+
+
 # ----------------------------------------------------------------------------- results of the pages
-@bounded_cache(max_bytes=64 * MiB)
+@bounded_cache(max_bytes=16 * MiB)
 def _analysis(model: Key, image_sha256: str, _model_id: str, _image: np.ndarray) -> Analysis:
     return analyse(load_model(_model_id), _image)
 
@@ -390,7 +413,7 @@ def analysis_for(model_id: str, chosen: ChosenImage) -> Analysis:
     return _analysis(model_key(model_id), chosen.sha256, model_id, chosen.array)
 
 
-@bounded_cache(max_bytes=32 * MiB)
+@bounded_cache(max_bytes=8 * MiB)
 def _posthoc(model: Key, image_sha256: str, method: str, class_index: int | None,
              _model_id: str, _image: np.ndarray) -> StageMap:
     return posthoc(load_model(_model_id), _image, method, class_index)
@@ -404,7 +427,7 @@ def posthoc_for(model_id: str, chosen: ChosenImage, method: str = "grad_cam",
 
 # On-screen overlays are at most DISPLAY_MAX_SIDE (about 4 MiB each); full-resolution ones are
 # made only for a download and not kept (a 39-megapixel overlay is 112 MiB).
-@bounded_cache(max_bytes=96 * MiB)
+@bounded_cache(max_bytes=48 * MiB)
 def _overlay(image_key: str, map_key: Key, opacity: float, colormap: str, scaling: str,
              _native_map: np.ndarray, _image: np.ndarray) -> np.ndarray:
     return overlay(_image, _native_map, opacity=opacity, colormap=colormap, mode=scaling)

@@ -32,7 +32,7 @@ def checkpoint_key(loaded: LoadedModel) -> str:
     return ":".join(cache_key(str(zoo_dir()), loaded.entry.id, str(loaded.entry.card.get("sha256", ""))))
 
 
-@bounded_cache(max_bytes=32 * MiB)
+@bounded_cache(max_bytes=16 * MiB)
 def _truth_mask(data_sha256: str, _data: bytes) -> np.ndarray:
     return masks.load_mask(_data)
 
@@ -42,7 +42,7 @@ def truth_mask(data: bytes) -> np.ndarray:
     return _truth_mask(digest(data), data)
 
 
-@bounded_cache(max_bytes=64 * MiB)
+@bounded_cache(max_bytes=32 * MiB)
 def work_image_at(image_sha: str, size: tuple[int, int], _image: np.ndarray) -> np.ndarray:
     if _image.shape[:2] == size:
         return _image
@@ -50,7 +50,7 @@ def work_image_at(image_sha: str, size: tuple[int, int], _image: np.ndarray) -> 
     return cv2.resize(_image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-@bounded_cache(max_bytes=32 * MiB)
+@bounded_cache(max_bytes=16 * MiB)
 def attention_unit_map(checkpoint: str, image_sha: str, stage: str, combine: str, size: tuple[int, int],
                     _natives: dict[str, np.ndarray]) -> np.ndarray:
     if stage == COMBINED:
@@ -58,7 +58,7 @@ def attention_unit_map(checkpoint: str, image_sha: str, stage: str, combine: str
     return masks.unit_map(_natives[stage], size)
 
 
-@bounded_cache(max_bytes=16 * MiB)
+@bounded_cache(max_bytes=8 * MiB)
 def posthoc_unit_map(checkpoint: str, image_sha: str, method: str, size: tuple[int, int],
                   _model_id: str, _image: np.ndarray) -> np.ndarray:
     loaded = load_model(_model_id)
@@ -66,17 +66,17 @@ def posthoc_unit_map(checkpoint: str, image_sha: str, method: str, size: tuple[i
     return masks.unit_map(native, size)
 
 
-@bounded_cache(max_bytes=8 * MiB)
+@bounded_cache(max_bytes=4 * MiB)
 def prior_unit_map(size: tuple[int, int], sigma: float) -> np.ndarray:
     return masks.unit_map(centre_prior(size[0], size[1], sigma))
 
 
-@bounded_cache(max_bytes=48 * MiB)
+@bounded_cache(max_bytes=24 * MiB)
 def map_overlay(map_key: str, _image: np.ndarray, _unit: np.ndarray) -> np.ndarray:
     return overlay(_image, _unit)
 
 
-@bounded_cache(max_bytes=8 * MiB)
+@bounded_cache(max_bytes=4 * MiB)
 def curve_figure(curves_key: str, rule: str, _curves: dict[str, masks.Sweep]):
     """The curves do not depend on the threshold: built once (Plotly figures are slow to build),
     shared read-only."""
@@ -84,7 +84,7 @@ def curve_figure(curves_key: str, rule: str, _curves: dict[str, masks.Sweep]):
                                         rule, title=f"Jaccard versus threshold: {RULE_LABELS[rule]}")
 
 
-@bounded_cache(max_bytes=32 * MiB)
+@bounded_cache(max_bytes=16 * MiB)
 def rule_table(map_key: str, rule: str, truth_key: str, opening: int, largest: bool,
                 _unit: np.ndarray, _truth: np.ndarray | None) -> tuple[dict[float, float] | None,
                                                                       np.ndarray | None, masks.Sweep | None]:

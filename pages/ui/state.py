@@ -35,6 +35,10 @@ MASK_STAGE = "ltpa.masks.stage"
 MASK_RULE = "ltpa.masks.rule"
 MASK_COMBINE = "ltpa.masks.combine"
 MASK_THRESHOLD = "ltpa.masks.threshold."  # + rule name
+# The uploaded ground-truth mask belongs to one image: (image sha256, mask file name), and the
+# uploader's key generation (bumped to empty it when the image changes).
+TRUTH_OWNER = "ltpa.masks.truth_owner"
+TRUTH_GENERATION = "ltpa.masks.truth_generation"
 # The Lesson page's current step (1-based).
 LESSON_STEP = "ltpa.lesson.step"
 

@@ -162,10 +162,10 @@ def stage_overlays(
         height, width = chosen.shown().shape[:2]
         st.caption(f"This large image is drawn at {width}x{height} on screen; the overlay PNG "
                    f"downloads are at its full {chosen.loaded.width}x{chosen.loaded.height}.")
+    colour_scale(colormap, scaling)
     for column, stage_map in zip(st.columns(len(maps)), maps):
         with column:
             stage_cell(chosen, stage_map, opacity, colormap, key, downloads, scaling=scaling)
-    colour_scale(colormap, scaling)
 
 
 def colour_scale(colormap: str, scaling: str) -> None:

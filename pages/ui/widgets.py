@@ -188,9 +188,10 @@ def image_picker(key: str = "image", preview: bool = True) -> ChosenImage | None
         choose_example(examples[0].file)
     example_key = f"{key}.example"
     # The box shows the persisted example on every run (another page may have changed it).
-    st.session_state[example_key] = state.get(state.EXAMPLE_TITLE)
+    titles = [e.title for e in examples]
+    st.session_state[example_key] = state.get(state.EXAMPLE_TITLE) if state.get(state.EXAMPLE_TITLE) in titles else None
     st.selectbox(
-        "…or pick an example", [e.title for e in examples], index=None, key=example_key,
+        "…or pick an example", titles, index=None, key=example_key,
         placeholder="Choose an example image", on_change=_on_example, args=(example_key,),
     )
     if examples:
@@ -216,6 +217,31 @@ def image_picker(key: str = "image", preview: bool = True) -> ChosenImage | None
     for note in loaded.notes:
         st.caption(f"ℹ️ {plain(note)}")
     return chosen_image
+
+
+def ground_truth_uploader(chosen: ChosenImage | None, key: str = "masks.truth"):
+    """The ground-truth mask uploader of the chosen image.
+
+    A mask belongs to the image it was uploaded with: when the image changes, the uploader is
+    emptied (a new widget key: ``key``, then ``key.N``) instead of scoring the new image against
+    the old mask. Returns ``(uploaded file or None, name of a mask just removed or None)``."""
+    dropped = None
+    owner = state.get(state.TRUTH_OWNER)  # (image sha256, mask file name)
+    if chosen is not None and owner is not None and owner[0] != chosen.sha256:
+        dropped = owner[1]
+        state.put(state.TRUTH_GENERATION, int(state.get(state.TRUTH_GENERATION, 0)) + 1)
+        state.put(state.TRUTH_OWNER, None)
+    generation = int(state.get(state.TRUTH_GENERATION, 0))
+    uploaded = st.file_uploader(
+        "Ground-truth mask (optional)", type=list(UPLOAD_EXTENSIONS),
+        key=key if generation == 0 else f"{key}.{generation}",
+        help="White (or any non-black) object on black: 0/255, 0/1, RGB or JPEG masks are fine; "
+             "a different size is resized (nearest neighbour). It belongs to the image it was "
+             "uploaded with: choosing another image removes it.",
+    )
+    if chosen is not None:
+        state.put(state.TRUTH_OWNER, (chosen.sha256, uploaded.name) if uploaded is not None else None)
+    return uploaded, dropped
 
 
 def image_error() -> str | None:
