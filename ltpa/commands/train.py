@@ -136,11 +136,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _log_to_stderr(level: int) -> None:
-    """Progress lines on stderr (rank 0 of a data-parallel run; the others warn only)."""
-    if not logging.getLogger("ltpa").handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logging.getLogger("ltpa").addHandler(handler)
+    """The library's messages on stderr (rank 0 of a data-parallel run; the others warn only)."""
+    show_library_messages()
     logging.getLogger("ltpa").setLevel(level)
 
 
