@@ -47,6 +47,7 @@ from ltpa.quantisation import (
     storage_kind,
 )
 from ltpa.registry import create_model, get_spec, list_models, recorded_defaults
+from ltpa.choices import check_choice
 
 FORMAT = "ltpa-checkpoint"
 FORMAT_VERSION = 2  # the newest this ltpa reads; files without int4 tensors are still written as 1
@@ -133,8 +134,7 @@ def save_checkpoint(
         ValueError: an unknown precision, a model not built by ``create_model``, or metadata
             that is not plain data.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid choices: {', '.join(PRECISIONS)}")
+    check_choice("precision", precision, PRECISIONS)
     config = getattr(model, "ltpa_config", None)
     if config is None:
         model = getattr(model, "_orig_mod", model)

@@ -24,6 +24,7 @@ See docs/distributed.md for the commands and for what is and is not bit-identica
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -41,8 +42,6 @@ from ltpa.data import DeviceLoader, ImageSet
 from ltpa.device import get_device
 from ltpa.preprocess import pixels_to_unit
 from ltpa.training import ClassificationResult, TrainConfig, Trainer, indices_digest, training_loss
-
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 600.0  # a collective that waits longer than this fails instead of hanging
@@ -259,8 +258,13 @@ class DataParallel:
         return self.rank == 0
 
     def close(self) -> None:
-        """Leave the process group."""
+        """Leave the process group, together: a rank that tears its connections down while
+        another still talks to it makes that one abort."""
         if dist.is_initialized():
+            if self.device.type == "cuda":
+                dist.barrier(device_ids=[self.device.index])
+            else:
+                dist.barrier()
             dist.destroy_process_group()
 
     def describe(self) -> dict[str, Any]:
@@ -475,6 +479,10 @@ def train_data_parallel(config: TrainConfig, options: DataParallelOptions = Data
     trainer = Trainer(config, command=command, on_epoch=on_epoch, extend=extend,
                       on_batch=on_batch if context.is_main else None, distributed=context)
     log = trainer.run()
+    # DDP's reducer holds the backend's last work objects: free them before the process group,
+    # while the interpreter is fully alive (else gloo may abort the process at exit).
+    del trainer
+    gc.collect()
     context.close()
     return log
 

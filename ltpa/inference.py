@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ltpa.choices import check_choice
 from ltpa.checkpoint import file_sha256, load_checkpoint
 from ltpa.maps import MapStats, map_stats, to_numpy_map, upsample
 from ltpa.preprocess import PixelModel, image_to_input
@@ -219,8 +220,7 @@ def posthoc(
     Raises:
         ValueError: an unknown method, or CAM on a model without global average pooling.
     """
-    if method not in POSTHOC_METHODS:
-        raise ValueError(f"unknown method {method!r}; valid choices: {', '.join(POSTHOC_METHODS)}")
+    check_choice("method", method, POSTHOC_METHODS)
     x = image_to_input(image, loaded.input_size).to(_model_device(loaded))
     compute = grad_cam if method == "grad_cam" else cam
     saliency = to_numpy_map(compute(loaded.model, x, class_index)[0]).astype(np.float64)

@@ -47,6 +47,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ltpa.maps import upsample
+from ltpa.choices import check_choice
 
 RULES = ("fraction", "top", "mass", "otsu")
 COMBINE_MODES = ("mean", "product")
@@ -108,8 +109,7 @@ def combine_maps(maps: Sequence[np.ndarray], mode: str = "mean") -> np.ndarray:
     Each map is max-normalised first so a peaked stage does not drown a flat one; ``mean``
     averages them, ``product`` multiplies them (every stage must agree). See the module docstring.
     """
-    if mode not in COMBINE_MODES:
-        raise ValueError(f"unknown combination {mode!r}; valid choices: {', '.join(COMBINE_MODES)}")
+    check_choice("combination", mode, COMBINE_MODES)
     if not maps:
         raise ValueError("no maps to combine")
     units = [unit_map(m) for m in maps]
@@ -124,8 +124,7 @@ def combine_maps(maps: Sequence[np.ndarray], mode: str = "mean") -> np.ndarray:
 # --------------------------------------------------------------------------------------- rules
 def check_threshold(rule: str, value: float | None) -> float | None:
     """The rule's parameter, checked (``None`` picks the rule's default); a ValueError says why."""
-    if rule not in RULES:
-        raise ValueError(f"unknown mask rule {rule!r}; valid choices: {', '.join(RULES)}")
+    check_choice("mask rule", rule, RULES)
     if rule == "otsu":
         return None
     if value is None:

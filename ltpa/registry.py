@@ -19,6 +19,7 @@ from ltpa.layers.attention import COMPATIBILITIES, DEFAULT_DP_SCALE
 from ltpa.models.heads import HEADS
 from ltpa.models.resnet import DEFAULT_TAP_FEATURES, ResNetAtt
 from ltpa.models.vgg import VGGAtt
+from ltpa.choices import check_choice
 
 BACKBONES = ("vgg", "resnet")
 VGG_LEVELS = {1: (13,), 2: (10, 13), 3: (7, 10, 13)}
@@ -158,8 +159,7 @@ def write_argument_value(value: Any) -> str:
 
 def model_name(backbone: str, levels: int = 0, head: str = "concat", compatibility: str = "pc") -> str:
     """The registered name for a backbone/levels/head/compatibility choice (levels 0: baseline)."""
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; valid choices: {', '.join(BACKBONES)}")
+    check_choice("backbone", backbone, BACKBONES)
     if levels == 0:
         return "vgg" if backbone == "vgg" else "resnet164"
     allowed = VGG_LEVELS if backbone == "vgg" else RESNET_LEVELS
@@ -167,12 +167,8 @@ def model_name(backbone: str, levels: int = 0, head: str = "concat", compatibili
         raise ValueError(
             f"{backbone} supports attention levels {sorted(allowed)} only; got att{levels}"
         )
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; valid choices: {', '.join(HEADS)}")
-    if compatibility not in COMPATIBILITIES:
-        raise ValueError(
-            f"unknown compatibility {compatibility!r}; valid choices: {', '.join(COMPATIBILITIES)}"
-        )
+    check_choice("head", head, HEADS)
+    check_choice("compatibility", compatibility, COMPATIBILITIES)
     return f"{backbone}_att{levels}_{head}_{compatibility}"
 
 

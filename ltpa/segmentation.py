@@ -39,6 +39,7 @@ from ltpa.preprocess import image_to_input
 from ltpa.report import markdown_table
 from ltpa.saliency import cam, centre_prior, grad_cam
 from ltpa.zoo import LoadedModel, ZooError, list_zoo
+from ltpa.choices import check_choice
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 METHODS = ("attention", "cam", "grad_cam", "centre_prior")
@@ -348,8 +349,7 @@ class SegmentationSettings:
             raise ValueError(f"unknown mask rule(s) {bad or '(none given)'}; valid choices: {', '.join(masks.RULES)}")
         for rule in self.rules:
             self.thresholds[rule] = masks.check_threshold(rule, self.thresholds.get(rule))
-        if self.combine not in masks.COMBINE_MODES:
-            raise ValueError(f"unknown combination {self.combine!r}; valid choices: {', '.join(masks.COMBINE_MODES)}")
+        check_choice("combination", self.combine, masks.COMBINE_MODES)
         if self.opening < 0:
             raise ValueError(f"the opening kernel size must be >= 0 pixels; got {self.opening}")
         if self.prior_sigma <= 0:

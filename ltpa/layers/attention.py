@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ltpa.choices import check_choice
+
 COMPATIBILITIES = ("pc", "dp")
 NORMALISATIONS = ("softmax", "sigmoid", "sigmoid_sum")
 LEARNED_TEMPERATURE = "learned"
@@ -45,12 +47,6 @@ class AttentionResult(NamedTuple):
     attention: Tensor  # B x 1 x H x W, fp32; sums to 1 per image under softmax
     scores: Tensor  # B x 1 x H x W raw compatibility scores, fp32
     descriptor: Tensor  # B x C attended descriptor g_a, fp32
-
-
-def check_choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
-    """Raise a ValueError naming the valid choices when ``value`` is not one of them."""
-    if value not in choices:
-        raise ValueError(f"unknown {kind} {value!r}; valid choices: {', '.join(choices)}")
 
 
 def check_temperature(value: float | str) -> None:

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from ltpa.models.outputs import ModelOutput
+from ltpa.choices import check_choice
 
 HEADS = ("concat", "indep")
 
@@ -25,8 +26,7 @@ class AttentionHead(nn.Module):
     def __init__(self, dims: list[int], num_classes: int, head: str, dropout: float,
                  stage_classifiers: bool = False) -> None:
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"unknown head {head!r}; valid choices: {', '.join(HEADS)}")
+        check_choice("head", head, HEADS)
         if stage_classifiers and head != "concat":
             raise ValueError("stage_classifiers applies to the concat head; the indep head already "
                              "classifies each stage on its own")

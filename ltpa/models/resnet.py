@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltpa.layers.attention import DEFAULT_DP_SCALE, AttentionBlock, check_choice
+from ltpa.choices import check_choice
+from ltpa.layers.attention import DEFAULT_DP_SCALE, AttentionBlock
 from ltpa.models.heads import AttentionHead, attend_and_classify
 from ltpa.models.outputs import ModelOutput, check_input
 from ltpa.models.vgg import scaled

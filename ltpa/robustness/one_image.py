@@ -27,6 +27,7 @@ from ltpa.masks import jaccard, make_mask
 from ltpa.preprocess import PixelModel
 from ltpa.robustness.sweeps import check_levels
 from ltpa.stats import spearman
+from ltpa.choices import check_choice
 
 # The attention shift thresholds each map by keeping its top quarter of positions (masks' default
 # for the ``top`` rule): same-size masks, so their IoU measures only where attention sits.
@@ -236,8 +237,7 @@ def confidence_curve(
     Raises:
         ValueError: an unknown method, an epsilon out of range or a class that does not exist.
     """
-    if method not in ATTACKS:
-        raise ValueError(f"unknown attack {method!r}; valid choices: {', '.join(ATTACKS)}")
+    check_choice("attack", method, ATTACKS)
     if levels is None:
         levels = range(APP_MAX_LEVELS + 1) if method == "fgsm" else IFGSM_CURVE_LEVELS
     levels = [check_levels(k) for k in levels]

@@ -34,6 +34,7 @@ from ltpa.attacks import (
 )
 from ltpa.preprocess import PixelModel
 from ltpa.robustness.results import DEFINITIONS, RESULTS_FORMAT
+from ltpa.choices import check_choice
 
 DEFAULT_LEVELS = (0, 1, 2, 4, 8, 16)
 LABEL_MODES = ("true", "predicted")
@@ -165,10 +166,8 @@ def sweep_model(
         ValueError: an unknown method or label mode, malformed images or labels, a bad batch size.
     """
     check_model(model)
-    if method not in ATTACKS:
-        raise ValueError(f"unknown attack {method!r}; valid choices: {', '.join(ATTACKS)}")
-    if label_mode not in LABEL_MODES:
-        raise ValueError(f"unknown label mode {label_mode!r}; valid choices: {', '.join(LABEL_MODES)}")
+    check_choice("attack", method, ATTACKS)
+    check_choice("label mode", label_mode, LABEL_MODES)
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"expected uint8 images N x 3 x H x W; got {images.dtype} {tuple(images.shape)}")
     if labels.shape != (images.shape[0],):
