@@ -3,7 +3,8 @@ flipping epsilon of an image.
 
 Every attack takes a :class:`ltpa.preprocess.PixelModel` (input in pixel space [0, 1],
 normalisation inside the model), so the step ``epsilon * sign(gradient)`` is taken in pixel units
-and the result is clamped to [0, 1] before the model re-normalises it (GUIDE.md pitfall 5).
+and the result is clamped to [0, 1] before the model re-normalises it (mixing pixel and
+normalised space is a classic FGSM bug).
 Epsilon is given in pixel units: ``k / 255`` moves every channel of every pixel by at most ``k``
 grey levels.
 

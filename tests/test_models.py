@@ -15,7 +15,7 @@ from ltpa.models.vgg import VGG_LAYERS, scaled
 ATTENTION_MODELS = ltpa.list_models(attention=True)
 BASELINES = ltpa.list_models(attention=False)
 
-# Map sizes at a 32x32 input, straight from the spec (GUIDE.md section 1) ...
+# Map sizes at a 32x32 input, straight from the paper's VGG-att and RN-att2 spec (docs/models.md) ...
 MAPS_AT_32 = {"vgg_att1": [8], "vgg_att2": [16, 8], "vgg_att3": [32, 16, 8], "resnet_att2": [16, 8]}
 # ... and the layers/stages they come from.
 STAGES = {

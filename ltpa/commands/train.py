@@ -22,8 +22,9 @@ from ltpa.training import (COMPILE_MODES, QAT_PRECISIONS, STATE_FILE, TrainConfi
 
 
 def progress_bar(epoch: int, epochs: int, done: int, total: int, started: float,
-                 stream=sys.stderr) -> None:
+                 stream=None) -> None:
     """A one-line progress bar on terminals (logs get one line per epoch instead)."""
+    stream = stream or sys.stderr  # looked up now: the process's stderr may have been replaced
     if not stream.isatty():
         return
     width = 30
