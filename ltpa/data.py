@@ -352,17 +352,28 @@ class DeviceLoader:
             index = order[start : start + self.batch_size]
             if self.drop_last and index.numel() < self.batch_size:
                 break
-            if self.mean is None:
-                x = pixels_to_unit(self.data.images[index])
-                if self.train:
-                    x = self._augment(x)
-            else:
-                x = self.data.images[index].float()
-                if self.train:
-                    x = self._augment(x)
-                x = (x - self.mean) / self.std
-            if self.train and self.cutout:
-                x = self._cutout(x)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.data.labels[index]
+            yield self.batch(index)
+
+    def batch(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """The images at ``index`` as model input (augmented when training) and their labels.
+
+        Args:
+            index: indices into the on-device set.
+
+        Returns:
+            The input batch and its labels.
+        """
+        if self.mean is None:
+            x = pixels_to_unit(self.data.images[index])
+            if self.train:
+                x = self._augment(x)
+        else:
+            x = self.data.images[index].float()
+            if self.train:
+                x = self._augment(x)
+            x = (x - self.mean) / self.std
+        if self.train and self.cutout:
+            x = self._cutout(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.data.labels[index]

@@ -40,8 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ltpa.data import DeviceLoader, ImageSet
 from ltpa.device import get_device
-from ltpa.preprocess import pixels_to_unit
-from ltpa.training import ClassificationResult, TrainConfig, Trainer, indices_digest, training_loss
+from ltpa.training import ClassificationResult, TrainConfig, Trainer, split_digest, training_loss
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 600.0  # a collective that waits longer than this fails instead of hanging
@@ -152,23 +151,6 @@ class RankSliceLoader(DeviceLoader):
         count, start, end = self._batch_slice
         return super()._rand(count, *shape[1:], high=high)[start:end]
 
-    def _slice_batch(self, index: Tensor) -> tuple[Tensor, Tensor]:
-        images = self.data.images[index]
-        if self.mean is None:
-            x = pixels_to_unit(images)
-            if self.train:
-                x = self._augment(x)
-        else:
-            x = images.float()
-            if self.train:
-                x = self._augment(x)
-            x = (x - self.mean) / self.std
-        if self.train and self.cutout:
-            x = self._cutout(x)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, self.data.labels[index]
-
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n, device = len(self.data), self.data.images.device
         order = (torch.randperm(n, generator=self.generator).to(device) if self.train
@@ -180,7 +162,7 @@ class RankSliceLoader(DeviceLoader):
                 break
             start, end = share_bounds(count, self.rank, self.world_size)
             self._batch_slice = (count, start, end)
-            yield self._slice_batch(index[start:end])
+            yield self.batch(index[start:end])
 
 
 def rank_device(preferred: str, local_rank: int) -> torch.device:
@@ -329,8 +311,8 @@ class DataParallel:
         config = trainer.config
         per_rank_batch(config.batch_size, self.world_size)
         self.check_same_settings(
-            {"training images": indices_digest(trainer.train_set),
-             "test images": indices_digest(trainer.test_set),
+            {"training images": split_digest(trainer.train_set),
+             "test images": split_digest(trainer.test_set),
              "validation images": trainer.validation_digest,
              "parameters": sum(p.numel() for p in trainer.model.parameters())}, "data or model")
         if not self.is_main:

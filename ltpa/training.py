@@ -319,7 +319,7 @@ def split_validation(train: ImageSet, share: float, seed: int) -> tuple[ImageSet
             ImageSet(train.images[held], train.labels[held], train.class_names))
 
 
-def indices_digest(images: ImageSet | None) -> str | None:
+def split_digest(images: ImageSet | None) -> str | None:
     """A short sha256 of a split's labels and pixels, recorded so a validation split is checkable."""
     if images is None:
         return None
@@ -407,7 +407,7 @@ class Trainer:
         self.mean, self.std = dataset_normalisation(config.data, train)
         self.input_size = int(train.images.shape[-1])
         train, validation = split_validation(train, config.validation, config.validation_seed)
-        self.validation_digest = indices_digest(validation)
+        self.validation_digest = split_digest(validation)
         self.train_set: ImageSet = train.to(self.device)
         self.validation_set: ImageSet | None = None if validation is None else validation.to(self.device)
         self.test_set: ImageSet = test.to(self.device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -107,3 +108,20 @@ def encode_with_info(image: Image.Image, info) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG", pnginfo=info)
     return buffer.getvalue()
+
+
+COLOURS = ("red", "green", "blue")
+
+
+def make_folder(root: Path, per_class: dict[str, int], size: int = 32, seed: int = 0) -> Path:
+    """An ImageFolder tree whose class is the dominant colour (learnable in a few steps)."""
+    rng = np.random.default_rng(seed)
+    for split, count in per_class.items():
+        for index, colour in enumerate(COLOURS):
+            folder = root / split / colour
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 90, (size, size, 3)).astype(np.uint8)
+                pixels[..., index] += 160
+                Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    return root

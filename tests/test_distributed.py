@@ -17,12 +17,11 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from ltpa.checkpoint import load_checkpoint
+from sample_images import make_folder
 from ltpa.cli import main as cli
 from ltpa.data import DeviceLoader, ImageSet
 from ltpa.distributed import (DataParallelOptions, RankSliceLoader, check_process_count,
@@ -35,24 +34,10 @@ WEIGHT_TOLERANCE = 1e-5
 EPOCHS = 2
 
 
-def make_data(root: Path, per_class: dict[str, int], size: int = 32) -> Path:
-    """An ImageFolder tree of three colour classes (random pixels, one channel raised)."""
-    rng = np.random.default_rng(0)
-    for split, count in per_class.items():
-        for index, colour in enumerate(("red", "green", "blue")):
-            folder = root / split / colour
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                pixels = rng.integers(0, 90, (size, size, 3)).astype(np.uint8)
-                pixels[..., index] += 160
-                Image.fromarray(pixels).save(folder / f"{i:03d}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # 36 training images: 4 held out for validation, 32 = two global batches of 16 (8 per rank).
-    return make_data(tmp_path_factory.mktemp("data"), {"train": 12, "test": 4})
+    return make_folder(tmp_path_factory.mktemp("data"), {"train": 12, "test": 4})
 
 
 def recipe(data: Path, out: Path, **changes) -> TrainConfig:

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 import ltpa
+from sample_images import COLOURS, make_folder
 from ltpa.cli import main as cli
 from ltpa.data import DatasetError, DeviceLoader, ImageSet, load_dataset
 from ltpa.maintainer.recipes import RECIPES, parse_settings, recipe_config, settings_arguments
@@ -27,21 +28,6 @@ from ltpa.zoo import list_zoo, load_zoo_model, read_manifest, DEFAULT_ZOO_DIR
 from ltpa.checkpoint import PRECISIONS, file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
-COLOURS = ("red", "green", "blue")
-
-
-def make_folder(root: Path, per_class: dict[str, int], size: int = 32, seed: int = 0) -> Path:
-    """An ImageFolder tree whose class is the dominant colour (learnable in a few steps)."""
-    rng = np.random.default_rng(seed)
-    for split, count in per_class.items():
-        for index, colour in enumerate(COLOURS):
-            folder = root / split / colour
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                pixels = rng.integers(0, 90, (size, size, 3)).astype(np.uint8)
-                pixels[..., index] += 160
-                Image.fromarray(pixels).save(folder / f"{i:03d}.png")
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ltpa.commands import print_written
 from ltpa.faithfulness import DEFAULT_CASCADE_STEPS, DEFAULT_REPLACEMENT, DEFAULT_STEPS, METHODS, METRICS, REPLACEMENTS
 from ltpa.faithfulness_results import DEFAULT_RANDOMISATION_IMAGES
 
@@ -94,10 +95,6 @@ def run(args: argparse.Namespace) -> int:
         log=lambda line: print(line, flush=True),
     )
     written = write_results(results, args.out, figure=not args.no_figure)
-    for key in ("json", "csv", "curves", "markdown", "html"):
-        if key in written:
-            print(f"wrote {written[key]}")
-    if "note" in written:
-        print(f"note: {written['note']}", file=sys.stderr)
+    print_written(written)
     print(results_markdown(results), end="")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ltpa.commands import print_written
 from ltpa.attacks import ATTACKS, DEFAULT_STEPS
 
 
@@ -77,10 +78,6 @@ def run(args: argparse.Namespace) -> int:
         if existing is not None:
             results = merge_results(existing, results)
     written = write_results(results, args.out, figure=not args.no_figure)
-    for key in ("json", "csv", "html"):
-        if key in written:
-            print(f"wrote {written[key]}")
-    if "note" in written:
-        print(f"note: {written['note']}", file=sys.stderr)
+    print_written(written)
     print(results_markdown(results), end="")
     return 0
