@@ -188,10 +188,11 @@ def test_lesson_steps_open_their_pages_and_a_shared_link_reopens_a_view(app_url,
         _wait_idle(page)
     assert step == 5
     # Back to step 3 and follow its first preset: the Masks page opens in the preset's state.
-    for _ in range(2):
+    for previous in (4, 3):
+        # Wait for each step to be drawn before the next click: a click during a rerun is lost.
         main.get_by_role("button", name="← Previous step").click()
         _wait_idle(page)
-    expect(main.locator("h2").first).to_contain_text("Step 3 of", timeout=RUN_TIMEOUT_MS)
+        expect(main.locator("h2").first).to_contain_text(f"Step {previous} of", timeout=RUN_TIMEOUT_MS)
     main.locator("[data-testid=stPageLink]").first.click()
     page.wait_for_url("**/Masks?**", timeout=RUN_TIMEOUT_MS)
     page.wait_for_timeout(500)
