@@ -16,7 +16,10 @@ key, and for how long.
   10-step attack took minutes instead of seconds.
 
 Results of the pages: ``analysis_for``, ``posthoc_for``, ``overlay_for`` (below), the Masks
-page's in ``pages/ui/mask_compute.py``, the Adversarial page's in ``pages/4_Adversarial.py``.
+page's in ``pages/ui/mask_compute.py``, the Adversarial page's in ``pages/4_Adversarial.py``;
+decoded uploads, display copies and thumbnails in ``pages/ui/widgets.py`` and figures in
+``pages/ui/views.py`` are kept in bounded caches too (so this module never imports widgets at
+load time).
 """
 from __future__ import annotations
 
@@ -30,15 +33,17 @@ import sys
 import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Callable, Hashable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator
 
 import numpy as np
 import torch
 
 from ltpa.inference import Analysis, StageMap, analyse, posthoc
 from ltpa.maps import overlay
-from ltpa.zoo import zoo_dir
-from pages.ui.widgets import ChosenImage, load_model
+from ltpa.zoo import LoadedModel, zoo_dir
+
+if TYPE_CHECKING:
+    from pages.ui.widgets import ChosenImage
 
 MiB = 1 << 20
 THREADS_ENV = "LTPA_APP_THREADS"
@@ -110,6 +115,13 @@ def digest(data: bytes) -> str:
     """The sha256 of some bytes (keys hold a digest, not the data: keys are not counted in a
     cache's byte budget)."""
     return hashlib.sha256(data).hexdigest()
+
+
+def load_model(model_id: str) -> LoadedModel:
+    """``pages.ui.widgets.load_model``, imported when called: widgets keeps its caches in
+    ``bounded_cache`` (below), so this module must not import widgets while it loads."""
+    from pages.ui.widgets import load_model as load_shared_model
+    return load_shared_model(model_id)
 
 
 def model_key(model_id: str) -> Key:

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import streamlit as st
 
+# Importing compute applies the app's torch thread cap; a deep link can open any page first.
+import pages.ui.compute  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[2]
 APP_TITLE = "Learn to Pay Attention"
 HOME = ("app.py", "Home", ":material/home:")

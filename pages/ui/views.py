@@ -17,7 +17,7 @@ from ltpa import figures, viz
 from ltpa.inference import Analysis, StageMap
 from ltpa.maps import COLORMAPS, MapStats
 from pages.ui import state
-from pages.ui.compute import overlay_for
+from pages.ui.compute import MiB, bounded_cache, cache_key, digest, overlay_for
 from pages.ui.widgets import ChosenImage, image_picker, model_picker
 
 
@@ -62,19 +62,27 @@ def scaling_control() -> str:
 
 
 # Building a Plotly figure costs 10-20 ms (validation), far more than drawing it, so figures are
-# cached. cache_resource hands back the object itself (no pickled copy); figures are never
-# mutated after they are built (st.plotly_chart only serialises them).
-@st.cache_resource(show_spinner=False, max_entries=256)
+# cached, in byte-bounded caches (``pages.ui.compute.bounded_cache``, a figure measured by its
+# JSON data: about 50-80 KiB each). The cache hands back the object itself (no copy); figures are
+# never mutated after they are built (st.plotly_chart only serialises them).
+@bounded_cache(max_bytes=4 * MiB)
 def _top_k_figure(top: tuple[tuple[str, float], ...], title: str):
     return viz.top_k_bar(list(top), title)
 
 
-@st.cache_resource(show_spinner=False, max_entries=256)
+@bounded_cache(max_bytes=8 * MiB)
+def _heatmap(map_key: tuple, title: str, colorscale: str, _native: np.ndarray):
+    return viz.map_heatmap(_native, title, colorscale=colorscale)
+
+
 def _heatmap_figure(native: np.ndarray, title: str, colorscale: str):
-    return viz.map_heatmap(native, title, colorscale=colorscale)
+    """A raw map's heatmap, cached on the map's shape, dtype and sha256 (not the array itself)."""
+    native = np.ascontiguousarray(native)
+    map_key = cache_key(native.shape, str(native.dtype), digest(native.tobytes()))
+    return _heatmap(map_key, title, colorscale, native)
 
 
-@st.cache_resource(show_spinner=False, max_entries=128)
+@bounded_cache(max_bytes=2 * MiB)
 def _stats_figure(stats: tuple[tuple[str, tuple[float, ...]], ...]):
     return viz.stage_stats_figure({stage: MapStats(*values) for stage, values in stats})
 
@@ -180,7 +188,8 @@ def colour_scale(colormap: str, scaling: str) -> None:
         "are labelled *near-uniform* on the picture: their colours show noise, not a place.")
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
+# A bar is 42x480x3 (59 KiB): 1 MiB holds every colormap and scaling (12 bars).
+@bounded_cache(max_bytes=1 * MiB)
 def _colour_bar(colormap: str, low: str, high: str) -> np.ndarray:
     return figures.colour_bar(colormap, 480, low=low, high=high)
 

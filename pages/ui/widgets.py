@@ -18,7 +18,7 @@ from ltpa.images import UPLOAD_EXTENSIONS, ImageError, LoadedImage, load_image
 from ltpa.registry import get_spec
 from ltpa.segmentation import DEFAULT_CAM_MODEL, DEFAULT_GRAD_CAM_MODEL
 from ltpa.zoo import MANIFEST_NAME, LoadedModel, ZooError, list_zoo, load_zoo_model, zoo_dir
-from pages.ui import state
+from pages.ui import compute, state
 from pages.ui.text import plain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,11 +46,11 @@ def display_copy(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndar
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
+# A display copy is at most DISPLAY_MAX_SIDE square (5.6 MiB): 24 MiB keeps those of about four
+# large images (with their 400 px previews), read-only and shared by every session.
+@compute.bounded_cache(max_bytes=24 * compute.MiB)
 def _shrunk(image_sha256: str, max_side: int, _image: np.ndarray) -> np.ndarray:
-    shrunk = display_copy(_image, max_side)
-    shrunk.flags.writeable = False
-    return shrunk
+    return display_copy(_image, max_side)
 
 
 # --- images ---------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ class ChosenImage:
         return _shrunk(self.sha256, max_side, self.array)
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_data(show_spinner=False)  # one entry (no arguments) of a few hundred bytes: no byte bound needed
 def gallery() -> list[Example]:
     """The shipped example images, in gallery order (empty if the gallery is missing)."""
     index = GALLERY_DIR / "gallery.json"
@@ -104,23 +104,28 @@ def gallery() -> list[Example]:
     return [e for e in examples if e.path.is_file()]
 
 
-@st.cache_resource(show_spinner=False, max_entries=4, ttl=3600)
-def decode_image(data: bytes) -> LoadedImage:
-    """``ltpa.images.load_image`` cached on the file's bytes (errors are not cached).
+# Decoded images, keyed by the sha256 of the file: 128 MiB keeps the latest image even at the
+# 40-megapixel limit (120 MB as RGB), or about three 12-megapixel photos.
+@compute.bounded_cache(max_bytes=128 * compute.MiB)
+def _decoded(file_sha256: str, _data: bytes) -> LoadedImage:
+    return load_image(_data)
 
-    cache_resource, not cache_data: a 40-megapixel image is 120 MB, and cache_data would unpickle
-    a fresh copy on every rerun. The shared array is made read-only so no page can alter it."""
-    loaded = load_image(data)
-    loaded.array.flags.writeable = False
-    return loaded
+
+def decode_image(data: bytes) -> LoadedImage:
+    """``ltpa.images.load_image`` cached on the sha256 of the file's bytes (errors are not cached).
+
+    The decoded image is shared, not copied (a 40-megapixel image is 120 MB): one object for every
+    session and rerun, its array read-only so no page can alter it."""
+    return _decoded(compute.digest(data), data)
 
 
 THUMBNAIL_SIDE = 96  # gallery thumbnails (CIFAR-10's 32x32 images are enlarged without smoothing)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+# A thumbnail is at most 96x96x3 (27 KiB): 2 MiB holds the whole gallery a few times over.
+@compute.bounded_cache(max_bytes=2 * compute.MiB)
 def thumbnail(file: str, modified: float) -> np.ndarray:
-    """A small copy of a gallery image (cached until the file changes)."""
+    """A small read-only copy of a gallery image (cached until the file changes)."""
     array = load_image((GALLERY_DIR / file).read_bytes()).array
     if max(array.shape[:2]) < THUMBNAIL_SIDE:
         scale = THUMBNAIL_SIDE // max(array.shape[:2])
@@ -283,6 +288,7 @@ class ModelChoice:
 BACKBONE_LABELS = {"vgg": "VGG", "resnet": "ResNet"}
 
 
+# A list of a few small ModelChoice records per manifest version: a count bound is enough.
 @st.cache_data(show_spinner=False, max_entries=8)
 def _zoo_choices(folder: str, manifest_mtime: float) -> list[ModelChoice]:
     choices = []
@@ -419,6 +425,9 @@ def model_picker(
     return current.id
 
 
+# Models are counted, not measured: the keys come from the zoo's manifest (load_model refuses any
+# other id), so users cannot grow this; 16 entries hold the shipped zoo (7 checkpoints, 28 MB on
+# disk) twice over, and a byte budget below the zoo's size would reload models on every page.
 @st.cache_resource(show_spinner="Loading the model…", max_entries=16)
 def _load(folder: str, model_id: str, sha256: str, device: str) -> LoadedModel:
     # folder and sha256 are part of the cache key so a replaced zoo or checkpoint is reloaded.
