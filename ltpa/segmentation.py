@@ -2,7 +2,10 @@
 truth over a folder of images, as ``ltpa segment-eval`` runs it.
 
 Models are named as everywhere in ltpa (``ltpa.inference.load_model_source``): a shipped id, a
-checkpoint file or a run folder holding ``model.pt``.
+checkpoint file or a run folder holding ``model.pt``. Trained checkpoints (``checkpoints`` of
+``evaluate_folders``) are sorted by what they hold: attention models are scored per stage, a GAP
+baseline (``vgg_gap``) by its CAM as the post-hoc comparison. Rows of a file or folder are labelled
+by its path and the model name its checkpoint records, e.g. ``runs/a [vgg_att3_concat_pc] / layer13``.
 
 Flow: ``pair_folders`` matches images and masks by file stem; ``load_samples`` decodes them and
 prepares the model inputs (``ltpa.preprocess.image_to_input``, the app's image path); ``native_maps`` runs batched
@@ -37,7 +40,7 @@ from ltpa.images import load_image
 from ltpa.inference import load_model_source
 from ltpa.preprocess import image_to_input
 from ltpa.report import markdown_table
-from ltpa.saliency import cam, centre_prior, grad_cam
+from ltpa.saliency import cam, centre_prior, grad_cam, has_cam
 from ltpa.zoo import LoadedModel, ZooError, list_zoo
 from ltpa.choices import check_choice
 
@@ -95,19 +98,22 @@ class Sample:
 
 @dataclass(frozen=True)
 class MapSource:
-    """Where a map comes from: a method, the zoo model (none for the prior) and the stage."""
+    """Where a map comes from: a method, the model (none for the prior) and the stage; ``name``,
+    when known, is the registry name of a model loaded from a checkpoint file or run folder."""
 
     method: str
     model: str
     stage: str
+    name: str = ""
 
     @property
     def label(self) -> str:
+        model = f"{self.model} [{self.name}]" if self.name else self.model
         if self.method == "attention":
-            return f"{self.model} / {self.stage}"
+            return f"{model} / {self.stage}"
         if self.method == "centre_prior":
             return METHOD_LABELS[self.method]
-        return f"{METHOD_LABELS[self.method]} ({self.model})"
+        return f"{METHOD_LABELS[self.method]} ({model})"
 
 
 # --------------------------------------------------------------------------------------- input
@@ -370,6 +376,8 @@ class SegmentationResult:
     sweep_counts: Counter = field(default_factory=Counter)
     skips: list[Skip] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # model id -> registry name, for models loaded from a checkpoint file or run folder (labels)
+    model_names: dict[str, str] = field(default_factory=dict)
     n_pairs: int = 0
     n_evaluated: int = 0
     seconds: float = 0.0
@@ -493,7 +501,7 @@ def _is_available(source: str) -> bool:
 def evaluate(
     samples: Sequence[Sample],
     attention_models: Sequence[LoadedModel],
-    cam_model: LoadedModel | None = None,
+    cam_model: LoadedModel | Sequence[LoadedModel] | None = None,
     grad_cam_model: LoadedModel | None = None,
     centre: bool = True,
     stages: Sequence[str] | None = None,
@@ -506,7 +514,7 @@ def evaluate(
     Args:
         samples: from :func:`load_samples`.
         attention_models: models whose attention stages are scored.
-        cam_model: the GAP model for CAM, or None.
+        cam_model: the GAP model for CAM (or several, one CAM row each), or None.
         grad_cam_model: the model for Grad-CAM, or None.
         centre: whether to score the centre prior.
         stages: stage names and/or ``combined`` (None: all).
@@ -522,7 +530,9 @@ def evaluate(
     result = SegmentationResult(settings)
     started = time.perf_counter()
     jobs: list[tuple[str, LoadedModel]] = [("attention", m) for m in attention_models]
-    jobs += [(name, m) for name, m in (("cam", cam_model), ("grad_cam", grad_cam_model)) if m is not None]
+    cam_models = [] if cam_model is None else [cam_model] if isinstance(cam_model, LoadedModel) else cam_model
+    jobs += [("cam", m) for m in cam_models]
+    jobs += [("grad_cam", grad_cam_model)] if grad_cam_model is not None else []
     # Forward passes first, batched per model: small native maps for every image.
     computed: list[tuple[str, str, dict[str, np.ndarray]]] = []
     for method, loaded in jobs:
@@ -570,8 +580,8 @@ def _write_csv(path: Path, rows: list[dict], columns: Sequence[str] | None = Non
     return path
 
 
-def _source_label(row: dict) -> str:
-    return MapSource(row["method"], row["model"], row["stage"]).label
+def _source_label(row: dict, names: dict[str, str]) -> str:
+    return MapSource(row["method"], row["model"], row["stage"], names.get(row["model"], "")).label
 
 
 def scores_by_map(result: SegmentationResult) -> dict[str, dict]:
@@ -584,11 +594,11 @@ def scores_by_map(result: SegmentationResult) -> dict[str, dict]:
     Returns:
         ``{label: {"method", "model", "stage", "images", "pointing_game", "jaccard": {rule: mean}}}``
         in evaluation order, e.g. ``"vgg_att3_concat_pc / layer13"``, ``"CAM (vgg_gap)"``,
-        ``"centre prior"``.
+        ``"runs/a [vgg_att3_concat_pc] / layer13"`` (a run folder), ``"centre prior"``.
     """
     scores: dict[str, dict] = {}
     for row in result.summary():
-        entry = scores.setdefault(_source_label(row), {
+        entry = scores.setdefault(_source_label(row, result.model_names), {
             "method": row["method"], "model": row["model"], "stage": row["stage"],
             "images": row["images"], "pointing_game": row["pointing_game"], "jaccard": {}})
         entry["jaccard"][row["rule"]] = row["mean_jaccard"]
@@ -611,8 +621,8 @@ def summary_markdown(result: SegmentationResult) -> str:
         return "(nothing evaluated)\n"
     by_source: dict[str, dict[str, dict]] = {}
     for row in summary:
-        by_source.setdefault(_source_label(row), {})[row["rule"]] = row
-    best = {(_source_label(r), r["rule"]): r for r in result.best_thresholds()}
+        by_source.setdefault(_source_label(row, result.model_names), {})[row["rule"]] = row
+    best = {(_source_label(r, result.model_names), r["rule"]): r for r in result.best_thresholds()}
     rules = list(settings.rules)
     rule_columns = {rule: f"{rule} {_display_threshold(rule, settings.thresholds[rule])}" for rule in rules}
     columns = ["map", *rule_columns.values(), "pointing game"]
@@ -738,13 +748,14 @@ def evaluate_folders(
     stages: Sequence[str] | None = None,
     settings: SegmentationSettings | None = None,
     compare: Sequence[str] = COMPARISONS,
-    cam_model_id: str = DEFAULT_CAM_MODEL,
+    cam_model_id: str | None = None,
     grad_cam_model_id: str = DEFAULT_GRAD_CAM_MODEL,
     mask_suffix: str = "",
     aspect_tolerance: float = 0.03,
     device: str | None = None,
     batch_size: int = 64,
     log: Callable[[str], None] = lambda message: None,
+    checkpoints: Sequence[str | Path] = (),
 ) -> SegmentationResult:
     """Pair, load and evaluate two folders.
 
@@ -752,25 +763,31 @@ def evaluate_folders(
         images_dir: folder of images.
         masks_dir: folder of ground-truth masks, matched by file stem.
         model_ids: attention models: shipped ids, checkpoint files or run folders (default: every
-            shipped attention model).
+            shipped attention model, or none when ``checkpoints`` are given).
         stages: stage names and/or ``combined`` to score (default: all).
         settings: how maps become masks.
         compare: comparison methods among ``COMPARISONS``.
         cam_model_id: the GAP model for CAM (id, file or run folder); left out with a note when
-            it is a shipped id that is not shipped.
+            it is a shipped id that is not shipped. Default: ``DEFAULT_CAM_MODEL``, unless
+            ``checkpoints`` hold a GAP model (then only theirs).
         grad_cam_model_id: the model for Grad-CAM, likewise.
         mask_suffix: suffix of mask stems.
         aspect_tolerance: largest relative aspect-ratio difference of image and mask.
         device: auto, cpu, cuda, cuda:N or mps.
         batch_size: forward-pass batch size.
         log: called with progress lines.
+        checkpoints: trained models as checkpoint files or run folders of ``ltpa train``: each
+            attention model is scored like ``model_ids``, each GAP model by its CAM (whatever
+            ``compare`` says).
 
     Returns:
         The SegmentationResult (rows, sweeps, skips, notes, timings).
 
     Raises:
         ValueError: unknown comparisons, models or stages, a model without attention among
-            ``model_ids``, or a masks folder of photos.
+            ``model_ids``, a checkpoint with neither attention nor GAP, a folder without
+            ``model.pt``, a file that is no ltpa checkpoint, or a masks folder of photos.
+        FileNotFoundError: a checkpoint path or a folder that does not exist.
     """
     settings = settings or SegmentationSettings()
     settings.check()
@@ -780,19 +797,40 @@ def evaluate_folders(
     if bad:
         raise ValueError(f"unknown comparison(s) {bad}; valid choices: {', '.join(COMPARISONS)}")
     notes: list[str] = []
+    checkpoints = list(dict.fromkeys(str(c) for c in checkpoints))
+    for path in checkpoints:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"--checkpoint {path}: no such file or folder")
     if model_ids is None:
-        model_ids = attention_model_ids()
-        if not model_ids:
+        model_ids = [] if checkpoints else attention_model_ids()
+        if not model_ids and not checkpoints:
             notes.append("no attention model in the zoo: only the comparison methods were evaluated")
-    posthoc_ids = {}
-    for method, model_id in (("cam", cam_model_id), ("grad_cam", grad_cam_model_id)):
-        if method in compare:
-            if _is_available(model_id):
-                posthoc_ids[method] = model_id
-            else:
-                notes.append(f"{METHOD_LABELS[method]} left out: no {model_id!r} in the zoo")
+    model_ids = list(model_ids)
     torch_device = get_device(device)
-    loaded = {mid: load_model_source(mid, torch_device) for mid in dict.fromkeys([*model_ids, *posthoc_ids.values()])}
+    loaded = {path: load_model_source(path, torch_device) for path in checkpoints}
+    cam_ids = []
+    for path in checkpoints:
+        if loaded[path].entry.card.get("stages"):
+            model_ids += [] if path in model_ids else [path]
+        elif has_cam(loaded[path].model):
+            cam_ids.append(path)
+        else:
+            raise ValueError(f"--checkpoint {path}: its model ({loaded[path].entry.card['registry_name']}) "
+                             "has neither attention stages nor global average pooling (for CAM); "
+                             "score its Grad-CAM with --grad-cam-model instead")
+    if cam_model_id is None and not cam_ids:
+        cam_model_id = DEFAULT_CAM_MODEL
+    posthoc_ids: dict[str, list[str]] = {"cam": cam_ids, "grad_cam": []}
+    for method, model_id in (("cam", cam_model_id), ("grad_cam", grad_cam_model_id)):
+        if method not in compare or model_id is None or model_id in posthoc_ids[method]:
+            continue
+        if _is_available(model_id):
+            posthoc_ids[method].insert(0, model_id)
+        else:
+            notes.append(f"{METHOD_LABELS[method]} left out: no {model_id!r} in the zoo")
+    for model_id in dict.fromkeys([*model_ids, *posthoc_ids["cam"], *posthoc_ids["grad_cam"]]):
+        if model_id not in loaded:
+            loaded[model_id] = load_model_source(model_id, torch_device)
     for model_id in model_ids:
         if not loaded[model_id].entry.card.get("stages"):
             raise ValueError(f"model {model_id!r} has no attention stages; use it through "
@@ -811,8 +849,8 @@ def evaluate_folders(
     result = evaluate(
         samples,
         [loaded[m] for m in model_ids],
-        loaded.get(posthoc_ids.get("cam", "")),
-        loaded.get(posthoc_ids.get("grad_cam", "")),
+        [loaded[m] for m in posthoc_ids["cam"]],
+        loaded[posthoc_ids["grad_cam"][0]] if posthoc_ids["grad_cam"] else None,
         centre="centre_prior" in compare,
         stages=stages,
         settings=settings,
@@ -823,4 +861,6 @@ def evaluate_folders(
     result.n_pairs = len(pairs)
     result.skips = skips + load_skips
     result.notes = notes + result.notes
+    result.model_names = {mid: str(m.entry.card.get("registry_name", "")) for mid, m in loaded.items()
+                          if Path(mid).exists()}
     return result

@@ -20,6 +20,7 @@ files are rewritten atomically after every epoch, so an interrupted run loses at
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -525,7 +526,8 @@ class Trainer:
         tmp.replace(self.out / STATE_FILE)
         meta = self.metadata(epoch, result)
         save_checkpoint(self.out / MODEL_FILE, self.evaluated_model, meta)
-        _atomic_json(self.out / LOG_FILE, {"config": asdict(self.config), "epochs": self.log})
+        _atomic_json(self.out / LOG_FILE, {"config": asdict(self.config), "epochs": self.log,
+                                           "setup_s": getattr(self, "setup_s", None)})
 
     def metadata(self, epoch: int, result: ClassificationResult | None) -> dict[str, Any]:
         """Checkpoint metadata: classes, normalisation, input size, dataset, metrics, recipe."""
@@ -569,11 +571,14 @@ class Trainer:
     def _evaluate(self, epoch: int, loader: DeviceLoader) -> ClassificationResult:
         # Under quantisation-aware training the metrics are those of the stored weights.
         model = self.evaluated_model
+        # A compiled model is scored eagerly: evaluation mode and the evaluation batch size would
+        # each compile the model again (seconds to tens of seconds) for a small share of the work.
+        stance = (torch.compiler.set_stance("force_eager") if self.config.compile
+                  else contextlib.nullcontext())
         # The unwrapped model: a data-parallel rank scores its share without collectives.
-        with storage_rounded_weights(model, self._storage_precision(epoch)):
+        with stance, storage_rounded_weights(model, self._storage_precision(epoch)):
             result = evaluate(model, loader, len(self.class_names), amp=self.config.amp,
-                              cuda_graphs=self.cuda_graphs and self.average is None,
-                              flip=self.config.flip)
+                              cuda_graphs=False, flip=self.config.flip)
         return result if self.distributed is None else self.distributed.reduce_result(result)
 
     def train_step(self, x: Tensor, y: Tensor, rounding: str = "") -> tuple[Tensor, Tensor]:
@@ -624,7 +629,10 @@ class Trainer:
 
     def run(self) -> list[dict[str, Any]]:
         """Train (resuming from ``out`` when it holds a state) and return the per-epoch log."""
+        started_setup = time.perf_counter()
         self.prepare()
+        # Reading and decoding the data, building the model and the loaders (logged as setup_s).
+        self.setup_s = round(time.perf_counter() - started_setup, 2)
         self._resume()
         config = self.config
         if self.start_epoch >= config.epochs:
@@ -641,8 +649,11 @@ class Trainer:
                     torch.cuda.synchronize()
                 epoch_time = time.perf_counter() - started
                 self.elapsed += epoch_time
+                started_scoring = time.perf_counter()
+                scores = self._scores(epoch)
                 row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                       "lr": lr, "epoch_time_s": round(epoch_time, 3), **self._scores(epoch)}
+                       "lr": lr, "epoch_time_s": round(epoch_time, 3),
+                       "eval_time_s": round(time.perf_counter() - started_scoring, 3), **scores}
                 self.log.append(row)
                 self._save(epoch, self._final_result)
                 if self.on_epoch:

@@ -49,7 +49,8 @@ def recipe(data: Path, out: Path, **changes) -> TrainConfig:
 
 
 def cli_args(config: TrainConfig) -> list[str]:
-    return ["train", config.model, "--data", config.data, "--out", config.out, "--width",
+    # --recipe none: the run is the TrainConfig above, not the fast recipe's settings.
+    return ["train", config.model, "--recipe", "none", "--data", config.data, "--out", config.out, "--width",
             str(config.width), "--set", "dropout=0.0", "--epochs", str(config.epochs),
             "--batch-size", str(config.batch_size), "--lr", str(config.lr), "--device", "cpu",
             "--cutout", str(config.cutout)]

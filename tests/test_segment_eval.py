@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+import ltpa
 from ltpa import masks, segmentation
 from ltpa.cli import main
+from ltpa.preprocess import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
 from ltpa.zoo import load_zoo_model
 
 ATTENTION_IDS = ("vgg_att3_concat_pc", "vgg_att3_concat_dp", "resnet_att2_concat_pc")
@@ -259,9 +261,10 @@ def test_checkpoint_files_and_run_folders_with_json_scores(tiny_zoo: Path, folde
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((out / "summary.json").read_text())["scores"]
-    expected = {f"{run} / {s}" for s in ("layer7", "layer10", "layer13", "combined")}
-    expected |= {f"{checkpoint} / {s}" for s in ("stage2", "stage3", "combined")}
-    expected |= {f"CAM ({tiny_zoo / 'vgg_gap.pt'})", "centre prior"}
+    # Files and folders are labelled by their path and the model name their checkpoint records.
+    expected = {f"{run} [vgg_att3_concat_pc] / {s}" for s in ("layer7", "layer10", "layer13", "combined")}
+    expected |= {f"{checkpoint} [resnet_att2_concat_pc] / {s}" for s in ("stage2", "stage3", "combined")}
+    expected |= {f"CAM ({tiny_zoo / 'vgg_gap.pt'} [vgg_gap])", "centre prior"}
     assert set(printed) == expected
     for label, scores in printed.items():
         assert set(scores["jaccard"]) == set(masks.RULES) and scores["images"] == 4
@@ -272,4 +275,136 @@ def test_checkpoint_files_and_run_folders_with_json_scores(tiny_zoo: Path, folde
     assert main(["segment-eval", "--images", str(images), "--masks", str(masks_dir), "--out", str(zoo_out),
                  "--models", "vgg_att3_concat_pc", "--compare", "none", "--json"]) == 0
     by_id = json.loads(capsys.readouterr().out)
-    assert by_id["vgg_att3_concat_pc / layer13"]["jaccard"] == printed[f"{run} / layer13"]["jaccard"]
+    assert (by_id["vgg_att3_concat_pc / layer13"]["jaccard"]
+            == printed[f"{run} [vgg_att3_concat_pc] / layer13"]["jaccard"])
+
+
+# ------------------------------------------------------------------ --checkpoint: trained models
+VGG_STAGES = ("layer7", "layer10", "layer13", "combined")
+
+
+def save_tiny(path: Path, name: str, seed: int) -> Path:
+    """A small untrained model saved as ``ltpa train`` saves its model.pt (same metadata keys)."""
+    torch.manual_seed(seed)
+    model = ltpa.create_model(name, width=0.125).eval()
+    meta = {"class_names": list(CIFAR10_CLASSES), "mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD),
+            "input_size": 32, "dataset": "untrained test fixture"}
+    return ltpa.save_checkpoint(path, model, meta)
+
+
+def make_run(folder: Path, name: str, seed: int) -> Path:
+    """A run folder as ``ltpa train`` leaves it: model.pt and log.json."""
+    save_tiny(folder / "model.pt", name, seed)
+    (folder / "log.json").write_text(json.dumps({"config": {"model": name}, "epochs": []}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("trained")
+    return {
+        "run": make_run(root / "att_run", "vgg_att3_concat_pc", 1),
+        "file": save_tiny(root / "att_dp.pt", "vgg_att3_concat_dp", 2),
+        "gap": make_run(root / "gap_run", "vgg_gap", 3),
+        "baseline": save_tiny(root / "vgg.pt", "vgg", 4),
+    }
+
+
+def segment_eval(images: Path, masks_dir: Path, out: Path, *argv: str) -> int:
+    return main(["segment-eval", "--images", str(images), "--masks", str(masks_dir), "--out", str(out), *argv])
+
+
+def test_checkpoints_are_scored_per_stage_with_the_gap_run_as_cam(
+        tiny_zoo: Path, folder: tuple[Path, Path], trained: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    images, masks_dir = folder
+    run, file, gap = trained["run"], trained["file"], trained["gap"]
+    out = tmp_path / "out"
+    code = segment_eval(images, masks_dir, out, "--checkpoint", str(run), "--checkpoint", str(file),
+                        "--checkpoint", str(gap), "--json")
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    # Only the checkpoints (no zoo attention model); the GAP run's CAM replaces the zoo's vgg_gap.
+    expected = {f"{run} [vgg_att3_concat_pc] / {s}" for s in VGG_STAGES}
+    expected |= {f"{file} [vgg_att3_concat_dp] / {s}" for s in VGG_STAGES}
+    expected |= {f"CAM ({gap} [vgg_gap])", "Grad-CAM (vgg)", "centre prior"}
+    assert set(printed) == expected
+    for scores in printed.values():
+        assert set(scores["jaccard"]) == set(masks.RULES) and scores["images"] == 4
+        assert all(0.0 <= v <= 1.0 for v in scores["jaccard"].values())
+        assert 0.0 <= scores["pointing_game"] <= 1.0
+    assert printed[f"{run} [vgg_att3_concat_pc] / layer13"]["model"] == str(run)
+    assert printed[f"CAM ({gap} [vgg_gap])"]["method"] == "cam"
+    assert printed["centre prior"]["pointing_game"] == 1.0
+    # The tables and CSVs carry the same rows: the default thresholds, the path as the model.
+    summary = read_csv(out / "summary.csv")
+    assert {r["model"] for r in summary} == {str(run), str(file), str(gap), "vgg", ""}
+    assert {r["threshold"] for r in summary if r["rule"] == "top"} == {f"{masks.DEFAULT_THRESHOLDS['top']:g}"}
+    assert len(read_csv(out / "per_image.csv")) == 4 * len(expected) * len(masks.RULES)
+    assert f"| {run} [vgg_att3_concat_pc] / layer10 |" in (out / "results.md").read_text()
+
+
+def test_checkpoints_combine_with_zoo_models(tiny_zoo: Path, folder: tuple[Path, Path],
+                                             trained: dict[str, Path], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    images, masks_dir = folder
+    run, gap = trained["run"], trained["gap"]
+    code = segment_eval(images, masks_dir, tmp_path / "out", "--models", "vgg_att3_concat_pc",
+                        "--checkpoint", str(run), "--checkpoint", str(run), "--checkpoint", str(gap),
+                        "--cam-model", "vgg_gap", "--compare", "cam,centre_prior", "--stages", "layer13",
+                        "--json")
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    # An explicit --cam-model is scored beside the GAP run; a repeated path counts once.
+    assert list(printed) == ["vgg_att3_concat_pc / layer13", f"{run} [vgg_att3_concat_pc] / layer13",
+                             "CAM (vgg_gap)", f"CAM ({gap} [vgg_gap])", "centre prior"]
+
+
+def test_checkpoints_without_a_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   folder: tuple[Path, Path], trained: dict[str, Path],
+                                   capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("LTPA_ZOO", str(tmp_path / "empty_zoo"))
+    images, masks_dir = folder
+    out = tmp_path / "out"
+    assert segment_eval(images, masks_dir, out, "--checkpoint", str(trained["run"])) == 0
+    printed = capsys.readouterr().out
+    assert "CAM left out" in printed and "Grad-CAM left out" in printed
+    assert "no attention model in the zoo" not in printed
+    scores = json.loads((out / "summary.json").read_text())["scores"]
+    assert set(scores) == {f"{trained['run']} [vgg_att3_concat_pc] / {s}" for s in VGG_STAGES} | {"centre prior"}
+
+
+def bad_checkpoint(kind: str, root: Path, trained: dict[str, Path]) -> Path:
+    """A --checkpoint argument that must be refused."""
+    if kind == "missing":
+        return root / "missing_run"
+    if kind == "log_only":
+        (root / "log.json").write_text("{}")  # a run folder without its model.pt
+    if kind == "not_a_checkpoint":
+        (root / "notes.pt").write_text("not a checkpoint")
+        return root / "notes.pt"
+    if kind == "baseline":
+        return trained["baseline"]
+    return root
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", r"--checkpoint \S*missing_run: no such file or folder"),
+    ("empty_folder", r"is a folder without model\.pt"),
+    ("log_only", r"is a folder without model\.pt"),
+    ("not_a_checkpoint", r"notes\.pt is not a readable PyTorch checkpoint"),
+    ("baseline", r"\(vgg\) has neither attention stages nor global average pooling"),
+])
+def test_bad_checkpoints_are_refused_in_one_line(tiny_zoo: Path, folder: tuple[Path, Path],
+                                                 trained: dict[str, Path], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture, kind: str, message: str) -> None:
+    images, masks_dir = folder
+    root = tmp_path / "bad"
+    root.mkdir()
+    code = segment_eval(images, masks_dir, tmp_path / "out", "--checkpoint", str(trained["run"]),
+                        "--checkpoint", str(bad_checkpoint(kind, root, trained)))
+    error = capsys.readouterr().err
+    assert code == 2
+    assert error.count("\n") == 1 and error.startswith("ltpa segment-eval: error:")  # no traceback
+    assert re.search(message, error)
+    assert not (tmp_path / "out").exists()  # refused before any evaluation

@@ -372,22 +372,34 @@ def test_cuda_graph_modes_on_cuda_only() -> None:
     assert not replays_cuda_graphs(False, "reduce-overhead", cuda)
 
 
-def test_cuda_graph_runs_mark_every_training_and_evaluation_batch(
+def test_cuda_graph_runs_mark_every_training_batch_and_score_eagerly(
         tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A graph replay overwrites the previous replay's outputs: each batch must start a new step.
-    marks = []
+    # A graph replay overwrites the previous replay's outputs: each training batch must start a
+    # new step. Evaluation runs the compiled model eagerly (no recompilation for eval mode).
+    marks, stances, scored_under = [], [], []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: None)
     monkeypatch.setattr(training, "replays_cuda_graphs", lambda *args: True)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    real_stance, real_evaluate = torch.compiler.set_stance, training.evaluate
+
+    def recording_stance(stance, **kwargs):
+        stances.append(stance)
+        return real_stance(stance, **kwargs)
+
+    def recording_evaluate(*args, **kwargs):
+        scored_under.append(stances[-1] if stances else None)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(torch.compiler, "set_stance", recording_stance)
+    monkeypatch.setattr(training, "evaluate", recording_evaluate)
     config = TrainConfig(model="vgg", data=str(tiny_data), out=str(tmp_path / "run"), width=0.125,
                          epochs=2, batch_size=12, device="cpu", compile=True,
                          compile_mode="reduce-overhead")
     trainer = Trainer(config)
     trainer.run()
-    # Every epoch: each training batch, and each validation batch twice (plain and mirrored);
-    # the test set once, after the last epoch, also twice per batch.
-    per_epoch = len(trainer.train_loader) + 2 * len(trainer.validation_loader)
-    assert per_epoch > 2 and len(marks) == 2 * per_epoch + 2 * len(trainer.test_loader)
+    assert len(trainer.train_loader) > 1 and len(marks) == 2 * len(trainer.train_loader)
+    # Two validation passes and the test pass, each under the eager stance.
+    assert scored_under == ["force_eager"] * 3
 
 
 def test_one_cycle_schedule_warms_up_then_decays_to_zero() -> None:

@@ -3,10 +3,11 @@
 Per map source (every attention stage and their combination, CAM of the GAP baseline, Grad-CAM,
 the centre prior): mean Jaccard under each mask rule and the pointing game, written as CSV,
 Markdown and ``summary.json`` (``scores``). Models are shipped ids, checkpoint files or run
-folders. Example (Weizmann Horse)::
+folders; ``--checkpoint`` (repeatable) takes trained models, an attention model scored per stage,
+a GAP baseline by its CAM. Example (Weizmann Horse)::
 
     ltpa segment-eval --images weizmann_horse_db/rgb --masks weizmann_horse_db/figure_ground --out results/horse
-    ltpa segment-eval --models runs/my_vgg_att3 --images ... --masks ... --json
+    ltpa segment-eval --checkpoint runs/vgg_att3 --checkpoint runs/vgg_gap --images ... --masks ... --json
 """
 from __future__ import annotations
 
@@ -43,7 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="suffix of mask stems, e.g. '_mask' for horse001_mask.png (default: none)")
     parser.add_argument("--models", type=_names, default=None,
                         help="comma-separated attention models: shipped ids, checkpoint files or run "
-                             "folders holding model.pt (default: every shipped attention model)")
+                             "folders holding model.pt (default: every shipped attention model, "
+                             "none when --checkpoint is given)")
+    parser.add_argument("--checkpoint", action="append", default=None, metavar="PATH",
+                        help="a trained model: an ltpa checkpoint file or a run folder of `ltpa train` "
+                             "(holding model.pt); repeatable. An attention model is scored per stage, "
+                             "a GAP baseline (vgg_gap) by its CAM in place of --cam-model's default")
     parser.add_argument("--stages", type=_names, default=None,
                         help="comma-separated stage names and/or 'combined' (default: every stage and combined)")
     parser.add_argument("--rules", type=_names, default=list(masks.RULES),
@@ -62,9 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep only the largest connected component of each mask")
     parser.add_argument("--compare", type=_names, default=list(COMPARISONS),
                         help=f"comparison methods among {', '.join(COMPARISONS)} (default: all; 'none' for none)")
-    parser.add_argument("--cam-model", default=DEFAULT_CAM_MODEL,
+    parser.add_argument("--cam-model", default=None,
                         help="the GAP model for CAM: shipped id, checkpoint file or run folder "
-                             "(default %(default)s)")
+                             f"(default {DEFAULT_CAM_MODEL}, unless a GAP --checkpoint is given)")
     parser.add_argument("--grad-cam-model", default=DEFAULT_GRAD_CAM_MODEL,
                         help="the model for Grad-CAM: shipped id, checkpoint file or run folder "
                              "(default %(default)s)")
@@ -113,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         compare=compare, cam_model_id=args.cam_model, grad_cam_model_id=args.grad_cam_model,
         mask_suffix=args.mask_suffix, aspect_tolerance=args.aspect_tolerance, device=args.device,
         batch_size=args.batch_size, log=lambda message: print(message, file=sys.stderr),
+        checkpoints=args.checkpoint or (),
     )
     paths = write_results(result, args.out)
     if args.json:

@@ -16,6 +16,7 @@ from ltpa.distributed import (DEFAULT_TIMEOUT_S, DataParallelOptions, check_proc
                               launched_by_torchrun, per_rank_batch, train_data_parallel)
 from ltpa.device import get_device
 from ltpa.cli import show_library_messages
+from ltpa.recipe import RECIPE_NAMES, recipe_for
 from ltpa.registry import read_argument_value
 from ltpa.training import (COMPILE_MODES, QAT_PRECISIONS, STATE_FILE, TrainConfig, Trainer,
                            error_percent, load_state)
@@ -45,8 +46,13 @@ def _override(text: str) -> tuple[str, object]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Settings left unset (None) come from the recipe (``--recipe``), then TrainConfig.
     defaults = TrainConfig()
     parser.add_argument("model", nargs="?", help="registered model name (see `ltpa models`)")
+    parser.add_argument("--recipe", default="fast", choices=RECIPE_NAMES,
+                        help="settings the run starts from: fast (default; per family, "
+                             "docs/training.md) or none (the plain TrainConfig defaults); "
+                             "the flags below override them")
     parser.add_argument("--data", default=defaults.data,
                         help="cifar10, cifar100, svhn, or an ImageFolder tree with train/ and test/")
     parser.add_argument("--data-root", default=None, help="folder holding torchvision dataset files")
@@ -55,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="run folder (default runs/<model>)")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
                         help="continue an interrupted run from its folder (its saved config is used)")
-    parser.add_argument("--width", type=float, default=defaults.width, help="channel width multiplier")
+    parser.add_argument("--width", type=float, default=None, help="channel width multiplier")
     parser.add_argument("--set", dest="overrides", action="append", type=_override, default=[],
                         metavar="KEY=VALUE", help="model override, e.g. --set match=project_g")
     for name, kind in (("epochs", int), ("batch_size", int), ("lr", float), ("momentum", float),
@@ -64,18 +70,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        ("image_size", int), ("qat_epochs", int), ("eval_every", int),
                        ("validation", float), ("validation_seed", int), ("ema", float),
                        ("aux_weight", float), ("entropy_weight", float)):
-        parser.add_argument("--" + name.replace("_", "-"), type=kind,
-                            default=getattr(defaults, name), help=f"default {getattr(defaults, name)}")
-    parser.add_argument("--qat", default=defaults.qat, choices=[p for p in QAT_PRECISIONS if p],
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                            help=f"default: the recipe's (plain: {getattr(defaults, name)})")
+    parser.add_argument("--qat", default=None, choices=[p for p in QAT_PRECISIONS if p],
                         help="quantisation-aware training for this storage precision over the "
                              "last --qat-epochs epochs")
     parser.add_argument("--device", default=defaults.device, help="auto, cuda, cuda:N, mps or cpu")
-    parser.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast")
-    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    parser.add_argument("--compile", action="store_true", help="model.compile() (CUDA; slower start)")
-    parser.add_argument("--compile-mode", default=defaults.compile_mode, choices=COMPILE_MODES,
+    parser.add_argument("--no-amp", dest="amp", action="store_false", default=None,
+                        help="disable bf16 autocast")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                        default=None)
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="model.compile() (the fast recipe compiles on CUDA by default)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="run the model eagerly (faster start, slower epochs)")
+    parser.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
                         help="torch.compile mode with --compile (reduce-overhead: CUDA graphs)")
-    parser.add_argument("--no-flip", dest="flip", action="store_false",
+    parser.add_argument("--no-flip", dest="flip", action="store_false", default=None,
                         help="do not also score mirror-image test-time augmentation")
     parser.add_argument("--nproc", type=int, default=None, metavar="N",
                         help="data-parallel over N processes on this machine (one per GPU; "
@@ -92,11 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def extends_run(args: argparse.Namespace) -> bool:
     """Whether a resumed run is asked for another number of epochs than it was started with
     (``--epochs`` given with ``--resume``): the one setting a resumed run may change."""
-    return bool(args.resume) and args.epochs != TrainConfig().epochs
+    return bool(args.resume) and getattr(args, "epochs", None) is not None
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The run configuration: from the run folder when resuming, else from the arguments."""
+    """The run configuration: from the run folder when resuming, else the recipe's settings for
+    the model with the flags given on top."""
     if args.resume:
         state = Path(args.resume) / STATE_FILE
         if not state.is_file():
@@ -108,8 +120,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         return config
     if not args.model:
         raise ValueError("name a model to train (see `ltpa models`) or pass --resume RUN_DIR")
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    values["overrides"] = dict(args.overrides)
+    values = asdict(TrainConfig())
+    if getattr(args, "recipe", "fast") == "fast":
+        cuda = get_device(args.device).type == "cuda"
+        values.update(recipe_for(args.model, cuda=cuda))
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if getattr(args, f.name, None) is not None and f.name != "overrides"}
+    values.update(given)
+    values["model"] = args.model
+    values["overrides"] = {**values.get("overrides", {}), **dict(args.overrides)}
     values["out"] = args.out or f"runs/{args.model}"
     return TrainConfig(**values)
 

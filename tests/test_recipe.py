@@ -1,0 +1,82 @@
+"""The fast recipe: what `ltpa train` runs when only a model is named, and how flags change it."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from sample_images import make_folder
+from ltpa.cli import main as cli
+from ltpa.commands import train
+from ltpa.recipe import ATTENTION_LEVERS, FAMILY_RECIPES, recipe_for
+from ltpa.training import TrainConfig
+
+
+def config_of(*argv: str) -> TrainConfig:
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    return train.config_from_args(parser.parse_args([*argv, "--device", "cpu"]))
+
+
+def test_ltpa_train_defaults_are_the_recipe_for_an_attention_vgg() -> None:
+    config = config_of("vgg_att3_concat_pc")
+    recipe = FAMILY_RECIPES["vgg"]
+    assert {key: getattr(config, key) for key in recipe} == recipe
+    assert config.aux_weight == ATTENTION_LEVERS["aux_weight"] > 0
+    assert config.entropy_weight == ATTENTION_LEVERS["entropy_weight"] > 0
+    assert config.overrides == {"stage_classifiers": True}
+    assert config.validation > 0 and config.flip
+    assert not config.compile  # the recipe compiles on CUDA only
+    assert config.out == "runs/vgg_att3_concat_pc"
+
+
+def test_baselines_get_the_schedule_but_no_attention_levers() -> None:
+    config = config_of("vgg")
+    assert config.width == FAMILY_RECIPES["vgg"]["width"]
+    assert config.epochs == FAMILY_RECIPES["vgg"]["epochs"]
+    assert config.aux_weight == 0 and config.entropy_weight == 0 and config.overrides == {}
+
+
+def test_resnets_replay_cuda_graphs_and_indep_heads_need_no_extra_classifiers() -> None:
+    resnet = config_of("resnet_att2_concat_pc")
+    assert resnet.compile_mode == "reduce-overhead"
+    assert resnet.epochs == FAMILY_RECIPES["resnet"]["epochs"]
+    assert resnet.overrides == {"stage_classifiers": True}
+    indep = recipe_for("vgg_att3_indep_pc")
+    assert indep["overrides"] == {} and indep["aux_weight"] > 0
+    assert recipe_for("vgg", cuda=True)["compile"] and not recipe_for("vgg", cuda=False)["compile"]
+
+
+def test_flags_override_the_recipe_and_recipe_none_gives_the_plain_defaults() -> None:
+    config = config_of("vgg_att3_concat_pc", "--epochs", "7", "--aux-weight", "0",
+                       "--set", "stage_classifiers=false", "--no-flip", "--width", "0.25")
+    assert (config.epochs, config.aux_weight, config.width, config.flip) == (7, 0.0, 0.25, False)
+    assert config.overrides == {"stage_classifiers": False}
+    assert config.entropy_weight == ATTENTION_LEVERS["entropy_weight"]  # not given: the recipe's
+    plain = config_of("vgg_att3_concat_pc", "--recipe", "none")
+    expected = {**asdict(TrainConfig()), "model": "vgg_att3_concat_pc",
+                "out": "runs/vgg_att3_concat_pc", "device": "cpu"}
+    assert asdict(plain) == expected
+
+
+def test_an_unknown_model_is_refused_with_the_valid_names() -> None:
+    with pytest.raises(ValueError, match="registered models: .*vgg_att3_concat_pc"):
+        config_of("vgg_att9")
+
+
+def test_a_default_run_trains_with_the_levers_and_logs_where_its_time_went(
+        tmp_path: Path) -> None:
+    data = make_folder(tmp_path / "data", {"train": 12, "test": 4})
+    out = tmp_path / "run"
+    assert cli(["train", "vgg_att3_concat_pc", "--data", str(data), "--out", str(out), "--width",
+                "0.125", "--epochs", "2", "--batch-size", "12", "--device", "cpu"]) == 0
+    log = json.loads((out / "log.json").read_text())
+    assert log["config"]["aux_weight"] > 0 and log["config"]["overrides"]["stage_classifiers"]
+    assert log["setup_s"] > 0
+    assert all(row["eval_time_s"] > 0 for row in log["epochs"])
+    # Extending a resumed run: --epochs is the one setting it may change.
+    assert cli(["train", "--resume", str(out), "--epochs", "3", "--device", "cpu"]) == 0
+    assert [row["epoch"] for row in json.loads((out / "log.json").read_text())["epochs"]] == [1, 2, 3]
