@@ -3,8 +3,11 @@
 Usage:
     python3 bench/attention_ablation.py --data DIR --horses DIR --out RESULTS_DIR
         [--variants base,ema,...] [--seeds 0,1] [--epochs 20] [--width 0.5] [--parallel 9]
+        [--schedule short|recipe] [--jobs variant:seed,...] [--also RUN_DIR ...]
 
-Every variant is ``ltpa train`` with the short schedule below plus its own flags; all runs share
+Every variant is ``ltpa train`` with the short schedule below plus its own flags
+(``--schedule recipe``: with ``ltpa train``'s own defaults, the fast recipe of ``ltpa.recipe``,
+plus the variant's flags; ``--epochs`` and ``--width`` then apply only when given); all runs share
 one validation split (``--validation-seed 0``), so variants are compared on validation error,
 never on the test set. Each run's log and the attention-quality rows
 (``bench/attention_quality.py``: per-stage horse Jaccard and pointing, entropy) are written to
@@ -41,15 +44,27 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "aux_entropy0.05": ("vgg_att3_concat_pc", ["--set", "stage_classifiers=true", "--aux-weight",
                                                "0.5", "--entropy-weight", "0.05"]),
     "vgg": ("vgg", []),
+    "vgg_gap": ("vgg_gap", []),
+    "no_levers": ("vgg_att3_concat_pc", ["--aux-weight", "0", "--entropy-weight", "0",
+                                         "--set", "stage_classifiers=false"]),
+    "resnet_att2": ("resnet_att2_concat_pc", []),
+    "resnet164": ("resnet164", []),
 }
 
 
 def command(variant: str, seed: int, args: argparse.Namespace, runs: Path) -> list[str]:
     """The ``ltpa train`` command line of one variant and seed."""
     model, extra = VARIANTS[variant]
+    compile_flag = "--compile" if os.environ.get("ABLATION_COMPILE", "1") == "1" else "--no-compile"
+    if args.schedule == "recipe":
+        schedule = [*(["--epochs", str(args.epochs)] if args.epochs else []),
+                    *(["--width", str(args.width)] if args.width else [])]
+    else:
+        schedule = ["--epochs", str(args.epochs or 20), "--width", str(args.width or 0.5),
+                    "--recipe", "none", *SCHEDULE]
     return [sys.executable, "-c", TRAIN, model, "--data", str(args.data),
-            "--out", str(runs / f"{variant}_s{seed}"), "--epochs", str(args.epochs),
-            "--width", str(args.width), "--seed", str(seed), *(["--compile"] if os.environ.get("ABLATION_COMPILE", "1") == "1" else []), *SCHEDULE, *extra]
+            "--out", str(runs / f"{variant}_s{seed}"), "--seed", str(seed), compile_flag,
+            *schedule, *extra]
 
 
 def main() -> int:
@@ -60,15 +75,22 @@ def main() -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--width", type=float, default=0.5)
+    parser.add_argument("--epochs", type=int, default=None, help="short schedule: default 20")
+    parser.add_argument("--width", type=float, default=None, help="short schedule: default 0.5")
     parser.add_argument("--parallel", type=int, default=9)
+    parser.add_argument("--schedule", choices=("short", "recipe"), default="short")
+    parser.add_argument("--jobs", default="", help="variant:seed pairs instead of variants x seeds")
+    parser.add_argument("--also", type=Path, nargs="*", default=[],
+                        help="finished run folders to score with the new runs")
     args = parser.parse_args()
-    variants = [v for v in args.variants.split(",") if v]
-    unknown = [v for v in variants if v not in VARIANTS]
+    if args.jobs:
+        jobs = [(pair.split(":")[0], int(pair.split(":")[1])) for pair in args.jobs.split(",") if pair]
+    else:
+        jobs = [(v, int(s)) for s in args.seeds.split(",")
+                for v in args.variants.split(",") if v]
+    unknown = sorted({v for v, _ in jobs if v not in VARIANTS})
     if unknown:
         parser.error(f"unknown variants {unknown}; valid: {', '.join(VARIANTS)}")
-    jobs = [(v, int(s)) for s in args.seeds.split(",") for v in variants]
     args.out.mkdir(parents=True, exist_ok=True)
     args.runs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -94,7 +116,8 @@ def main() -> int:
             print(f"{name}: rc {process.returncode} after {finished[name]['wall_s']} s", flush=True)
             (args.out / "finished.json").write_text(json.dumps(finished, indent=1))
     print(f"all runs: {time.perf_counter() - started_all:.0f} s", flush=True)
-    done = [args.runs / name for name, info in finished.items() if info["returncode"] == 0]
+    done = [*args.also,
+            *(args.runs / name for name, info in finished.items() if info["returncode"] == 0)]
     if not done:
         print("no run finished", flush=True)
         return 1

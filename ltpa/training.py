@@ -625,6 +625,7 @@ class Trainer:
         if not math.isfinite(float(loss_sum)):
             raise RuntimeError(f"training diverged at epoch {epoch} (loss is not finite); "
                                "lower --lr or check the data")
+        self.epoch_images = seen
         return float(loss_sum) / max(1, seen), float(correct) / max(1, seen)
 
     def run(self) -> list[dict[str, Any]]:
@@ -653,6 +654,7 @@ class Trainer:
                 scores = self._scores(epoch)
                 row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                        "lr": lr, "epoch_time_s": round(epoch_time, 3),
+                       "train_images": self.epoch_images,
                        "eval_time_s": round(time.perf_counter() - started_scoring, 3), **scores}
                 self.log.append(row)
                 self._save(epoch, self._final_result)
