@@ -8,9 +8,17 @@ resized by ``ltpa.preprocess.resize_image``, the same path the app and ``ltpa.in
 Small image datasets are decoded once into one uint8 tensor (N x 3 x H x W) that can live on the
 GPU, where augmentation runs batched (flip, reflect-pad crop, cutout): no per-image Python work in
 the training loop, so a CIFAR-sized epoch costs seconds.
+
+Decoding 60,000 small JPEGs takes longer than a short training run's compilation, so a decoded
+folder is kept in a cache (``$LTPA_CACHE_DIR``, default ~/.cache/ltpa, under ``decoded/``; set the
+variable to an empty string to turn it off). A cache entry is named by a digest of every file's
+path, size and modification time, its label and the decoding size: changing, adding or removing
+a file decodes the folder again.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +32,11 @@ from torch import Tensor
 from ltpa.images import ImageError, load_image
 from ltpa.preprocess import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, pixels_to_unit, resize_image
 
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "LTPA_CACHE_DIR"
+# Part of every cache entry's name: bump it when decoding or resizing changes what a file gives.
+DECODE_VERSION = 1
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 TORCHVISION_DATASETS = ("cifar10", "cifar100", "svhn")
 
@@ -129,6 +142,65 @@ def load_image_folder(
     if image_size is not None and (isinstance(image_size, bool) or int(image_size) < 1):
         raise DatasetError(f"the image size must be a positive number of pixels; got {image_size}")
     size = (int(image_size), int(image_size)) if image_size else None
+    cache = _cache_file(paths, labels, names, size)
+    cached = _read_cache(cache)
+    if cached is not None:
+        return cached
+    images = _decode_all(split_dir, paths, size)
+    decoded_set = ImageSet(images, torch.tensor(labels, dtype=torch.long), names)
+    _write_cache(cache, decoded_set)
+    return decoded_set
+
+
+def decoded_cache_dir() -> Path | None:
+    """Where decoded folders are cached (None when ``$LTPA_CACHE_DIR`` is set empty)."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None and not value.strip():
+        return None
+    return Path(value or Path.home() / ".cache" / "ltpa") / "decoded"
+
+
+def _cache_file(paths: list[Path], labels: list[int], names: list[str],
+                size: tuple[int, int] | None) -> Path | None:
+    folder = decoded_cache_dir()
+    if folder is None:
+        return None
+    digest = hashlib.sha256(f"v{DECODE_VERSION} size {size} classes {names}\n".encode())
+    for path, label in zip(paths, labels):
+        stat = path.stat()
+        digest.update(f"{path.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}\t{label}\n".encode())
+    return folder / f"{digest.hexdigest()[:32]}.pt"
+
+
+def _read_cache(cache: Path | None) -> ImageSet | None:
+    if cache is None or not cache.is_file():
+        return None
+    try:
+        saved = torch.load(cache, weights_only=True)
+        images, labels, names = saved["images"], saved["labels"], list(saved["class_names"])
+        if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
+            raise ValueError("unexpected contents")
+        return ImageSet(images, labels, names)
+    except Exception as error:  # a damaged entry is decoded again and rewritten
+        logger.warning("ignoring the damaged decoded-image cache %s (%s)", cache, error)
+        return None
+
+
+def _write_cache(cache: Path | None, images: ImageSet) -> None:
+    if cache is None:
+        return
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"images": images.images, "labels": images.labels,
+                    "class_names": list(images.class_names)}, tmp)
+        tmp.replace(cache)
+    except OSError as error:  # a read-only or full disk only costs the next run a decode
+        logger.warning("could not cache decoded images in %s (%s)", cache, error)
+
+
+def _decode_all(split_dir: Path, paths: list[Path], size: tuple[int, int] | None) -> Tensor:
+    """Every file decoded (threads) into one uint8 N x 3 x H x W tensor."""
     with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 2) * 2)) as pool:
         if size is None:
             first = _decode_or_error(paths[0], None)
@@ -144,8 +216,7 @@ def load_image_folder(
             f"{split_dir}: {count} of its {len(paths)} image files {verb} be decoded "
             f"(first: {path}: {reason})"
         )
-    images = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous()
-    return ImageSet(images, torch.tensor(labels, dtype=torch.long), names)
+    return torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous()
 
 
 def _torchvision_split(name: str, root: Path, train: bool, download: bool) -> ImageSet:

@@ -14,8 +14,9 @@ What the recipe holds, and why (measurements in docs/attention_levers.md):
   and an entropy term of 0.05. Together they are the only levers tried that made the first tapped
   stage (layer 7) point inside the object and brought every stage's entropy under 0.95, at no cost
   in validation error. Baselines have no attention, so no levers.
-- ResNets replay each step as a CUDA graph: their many narrow blocks otherwise leave the GPU
-  waiting on kernel launches.
+- Each step is replayed as a CUDA graph (``compile_mode="reduce-overhead"``): at these widths a
+  step is short enough that launching its kernels one by one leaves the GPU waiting (ResNets'
+  many narrow blocks most of all).
 - ``compile`` on CUDA only (it slows the start on the CPU and gains little there).
 """
 from __future__ import annotations
@@ -28,11 +29,11 @@ RECIPE_NAMES = ("fast", "none")
 
 _SHARED: dict[str, Any] = {"batch_size": 512, "lr": 0.2, "warmup": 0.15, "final_lr_fraction": 0.0,
                            "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
-                           "validation": 0.1, "validation_seed": 0, "flip": True}
+                           "validation": 0.1, "validation_seed": 0, "flip": True,
+                           "compile_mode": "reduce-overhead"}
 FAMILY_RECIPES: dict[str, dict[str, Any]] = {
     "vgg": {**_SHARED, "width": 0.5, "epochs": 60, "label_smoothing": 0.1, "cutout": 12},
-    "resnet": {**_SHARED, "width": 1.0, "epochs": 40, "label_smoothing": 0.0, "cutout": 16,
-               "compile_mode": "reduce-overhead"},
+    "resnet": {**_SHARED, "width": 1.0, "epochs": 40, "label_smoothing": 0.0, "cutout": 16},
 }
 # The attention levers of the recipe (ltpa.training.training_loss); stage classifiers are a model
 # setting of concat heads (an indep head has per-stage classifiers already).

@@ -22,6 +22,23 @@ TINY_MODELS = {
 }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def decoded_image_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The decoded-image cache of ltpa.data in a throwaway folder (never the user's home);
+    subprocesses inherit it."""
+    import os
+
+    from ltpa.data import CACHE_ENV
+
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("ltpa_cache"))
+    yield
+    if previous is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = previous
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """One intra-op thread per test: when other processes share the CPU (the browser test's
