@@ -441,12 +441,8 @@ class Trainer:
         if self.distributed is not None:  # SyncBatchNorm, per-rank batches and shares
             self.distributed.prepare(self)
         if config.compile:
-            # In place: state_dict keys keep their names (no _orig_mod.). A model that names its
-            # compile_regions (ResNets: the repeated blocks) is compiled region by region.
-            mode = None if config.compile_mode == "default" else config.compile_mode
-            regions = getattr(self.model, "compile_regions", None)
-            for module in (regions() if callable(regions) else [self.model]):
-                module.compile(mode=mode)
+            # In place: state_dict keys keep their names (no _orig_mod.).
+            self.model.compile(mode=None if config.compile_mode == "default" else config.compile_mode)
         self.forward = self.model if self.distributed is None else self.distributed.wrap(self.model)
         self.cuda_graphs = replays_cuda_graphs(config.compile, config.compile_mode, self.device)
         self.start_epoch, self.log, self.elapsed = 0, [], 0.0

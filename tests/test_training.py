@@ -543,24 +543,3 @@ def test_a_card_the_recipes_have_moved_past_gets_a_recreate_command(tmp_path: Pa
     assert recreate_command(json.loads((tmp_path / "cards" / "vgg_seed1.json").read_text())) is None
     with pytest.raises(ValueError, match="not an ltpa zoo train command"):
         command_config("ltpa train vgg --data x")
-
-
-def test_a_resnet_is_compiled_block_by_block_and_a_vgg_whole(
-        tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Compiling ResNet-164 whole took about two minutes on the GPU machine; its blocks share one
-    # graph when compiled as regions.
-    compiled: list[torch.nn.Module] = []
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: compiled.append(self))
-    resnet = TrainConfig(model="resnet_att2_concat_pc", data=str(tiny_data), out=str(tmp_path / "r"),
-                         width=0.25, overrides={"depth": 20}, epochs=1, batch_size=12,
-                         device="cpu", compile=True)
-    trainer = Trainer(resnet)
-    trainer.prepare()
-    blocks = [block for stage in trainer.model.stages for block in stage]
-    assert len(blocks) == 6 and compiled == blocks
-    compiled.clear()
-    vgg = TrainConfig(model="vgg", data=str(tiny_data), out=str(tmp_path / "v"), width=0.125,
-                      epochs=1, batch_size=12, device="cpu", compile=True)
-    trainer = Trainer(vgg)
-    trainer.prepare()
-    assert compiled == [trainer.model]

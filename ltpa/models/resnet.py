@@ -135,12 +135,6 @@ class ResNetAtt(nn.Module):
             stage_classifiers,
         )
 
-    def compile_regions(self) -> list[nn.Module]:
-        """The modules ``ltpa.training`` compiles one by one instead of the whole model: the
-        residual blocks. Identical blocks share one compiled graph, so compiling ResNet-164 takes
-        seconds where the whole model took about two minutes; the glue runs eagerly."""
-        return [block for stage in self.stages for block in stage]
-
     def forward(self, x: Tensor) -> ModelOutput:
         check_input(x)
         x = self.stem(x)
