@@ -100,6 +100,18 @@ def run_one(model_id: str, args: argparse.Namespace, extra: list[str]) -> dict:
     }
 
 
+def with_rates(row: dict, peak: float | None, sheet: float | None) -> dict:
+    """A finished run's row with its FLOPs per image, TFLOP/s and shares of the bf16 peak."""
+    if "error" in row:
+        return row
+    flops = training_flops_per_image(row.pop("config"))
+    achieved = flops * row["train_images_per_epoch"] / row["median_epoch_s"] / 1e12
+    row.update(gflop_per_train_image=round(flops / 1e9, 2), train_tflops=round(achieved, 1),
+               share_of_measured_bf16_peak=None if peak is None else round(achieved / peak, 3),
+               share_of_datasheet_bf16_peak=None if sheet is None else round(achieved / sheet, 3))
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -111,24 +123,21 @@ def main() -> int:
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    rows = [run_one(model_id, args, args.extra) for model_id in args.models.split(",") if model_id]
+    # The peak first, while nothing else runs; each run's row is printed and written as soon as
+    # it finishes (a later run cut short by a time limit loses only its own row).
     peak = bf16_matmul_tflops(device)
     sheet = next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in gpu), None)
-    for row in rows:
-        if "error" in row:
-            continue
-        flops = training_flops_per_image(row.pop("config"))
-        achieved = flops * row["train_images_per_epoch"] / row["median_epoch_s"] / 1e12
-        row.update(gflop_per_train_image=round(flops / 1e9, 2), train_tflops=round(achieved, 1),
-                   share_of_measured_bf16_peak=None if peak is None else round(achieved / peak, 3),
-                   share_of_datasheet_bf16_peak=None if sheet is None else round(achieved / sheet, 3))
     report = {"gpu": gpu, "measured_bf16_matmul_tflops": None if peak is None else round(peak, 1),
-              "datasheet_bf16_tflops": sheet, "runs": rows}
-    print(json.dumps(report, indent=1))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1))
-    return 0 if all("error" not in row for row in rows) else 1
+              "datasheet_bf16_tflops": sheet, "runs": []}
+    print(json.dumps({k: v for k, v in report.items() if k != "runs"}), flush=True)
+    for model_id in [m for m in args.models.split(",") if m]:
+        row = with_rates(run_one(model_id, args, args.extra), peak, sheet)
+        report["runs"].append(row)
+        print(json.dumps(row, indent=1), flush=True)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=1))
+    return 0 if all("error" not in row for row in report["runs"]) else 1
 
 
 if __name__ == "__main__":

@@ -102,3 +102,41 @@ def test_soak_reports_first_peak_and_final_memory(tmp_path: Path) -> None:
     downloads = next(line for line in result.stdout.splitlines() if "downloads (" in line)
     assert int(downloads.split(";")[1].split()[0]) >= 2 * 5  # at least the Adversarial page's five, per session
     assert result.stdout.strip().splitlines()[-1] in ("PASS", "FAIL")
+
+
+def test_recipe_speed_reports_whole_runs_with_their_flops(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "tests"))
+    from sample_images import make_folder
+
+    data = make_folder(tmp_path / "data", {"train": 10, "test": 2})
+    report = tmp_path / "speed.json"
+    subprocess.run(
+        [sys.executable, str(REPO / "bench" / "recipe_speed.py"), "--data", str(data), "--runs",
+         str(tmp_path / "runs"), "--models", "vgg_att3_concat_pc", "--json", str(report), "--",
+         "--epochs", "1", "--width", "0.125", "--batch-size", "8", "--device", "cpu"],
+        capture_output=True, text=True, check=True, timeout=300)
+    import json
+
+    (row,) = json.loads(report.read_text())["runs"]
+    # The whole process is longer than what the trainer logs; FLOPs are those of the run's
+    # own model (stage classifiers and loss terms of the recipe included).
+    assert row["wall_s"] > row["setup_s"] + row["epochs_s"] > 0
+    assert row["train_images_per_epoch"] > 0 and row["train_images_per_epoch"] % 8 == 0  # whole batches
+    assert row["gflop_per_train_image"] > 0
+    assert row["test_error"] is not None and set(row["test_entropy"]) == {"layer7", "layer10", "layer13"}
+    assert "--seed 0" in row["command"] and row["share_of_measured_bf16_peak"] is None
+
+
+def test_the_ablation_runs_the_recipe_or_the_short_schedule() -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    import argparse
+
+    import attention_ablation as ablation
+
+    recipe = argparse.Namespace(schedule="recipe", epochs=None, width=None, data="D")
+    line = ablation.command("base", 1, recipe, Path("runs"))
+    assert "--recipe" not in line and "--epochs" not in line and "--seed" in line
+    short = argparse.Namespace(schedule="short", epochs=None, width=None, data="D")
+    line = ablation.command("aux0.5", 0, short, Path("runs"))
+    assert line[line.index("--recipe") + 1] == "none" and line[line.index("--epochs") + 1] == "20"
+    assert "stage_classifiers=true" in line
