@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app_helpers import MODELS, decode_plotly, errors, figures_titled, start_app, start_with_empty_zoo
+from app_helpers import (MODELS, captions, decode_plotly, errors, figures_titled, start_app,
+                         start_with_empty_zoo)
+from ltpa.maintainer.paper import paper_comparison
+from ltpa.zoo import PAPER_CIFAR10_ERROR
 from pages.ui import state
 
 PAPER = {"vgg": 7.77, "vgg_gap": 9.87, "vgg_att3_concat_pc": 6.34}
@@ -64,6 +67,47 @@ def test_table_sets_our_errors_against_the_paper(rich_zoo):
     ours = figure["data"][0]
     np.testing.assert_allclose(decode_plotly(ours["y"]), [c["test_error"] for c in rich_zoo])
     assert any("JPEG" in m.value for m in at.markdown)
+
+
+def test_paper_table_sets_the_shipped_zoos_seed_means_against_table_1(monkeypatch):
+    monkeypatch.delenv("LTPA_ZOO", raising=False)  # the real shipped zoo and its reproduction cards
+    at = _models_page(start_app())
+    assert at.radio(key="models.accuracy_view").value == "files"  # the shipped files first
+    at.radio(key="models.accuracy_view").set_value("paper").run()
+    assert not at.exception and not errors(at)
+    expected = paper_comparison()
+    table = at.dataframe[0].value.set_index("paper model")
+    assert list(table.index) == [row.paper_name for row in expected]
+    for row in expected:
+        shown = table.loc[row.paper_name]
+        assert shown["paper error %"] == PAPER_CIFAR10_ERROR[row.registry_name]
+        if not row.shipped:
+            assert shown["shipped as"] == "not shipped" and shown["seeds"] == 0
+            assert np.isnan(shown["seed mean error %"])
+            continue
+        assert shown["shipped as"] == row.shipped_id
+        assert shown["shipped file error %"] == row.shipped_error
+        assert shown["seed mean error %"] == pytest.approx(round(row.mean_error, 2))
+        assert shown["seeds"] == row.seeds
+        assert shown["seed mean − paper"] == pytest.approx(round(row.mean_error - row.paper_error, 2))
+    assert table.loc["(VGG-att2)-concat-pc", "shipped as"] == "not shipped"
+    assert table.loc["(VGG-att3)-concat-pc", "seeds"] >= 3
+    assert any("JPEG" in c and "Table 1" in c and "quoted from the manifest" in c for c in captions(at))
+    # The gap table still follows; the files view comes back with its chart.
+    assert "attention model" in at.dataframe[1].value.columns
+    at.radio(key="models.accuracy_view").set_value("files").run()
+    assert "test error % (ours)" in at.dataframe[0].value.columns
+    assert figures_titled(at, "Test error: ours vs paper")
+
+
+def test_paper_table_of_a_zoo_without_measurements(tiny_zoo):
+    at = _models_page(start_app())
+    at.radio(key="models.accuracy_view").set_value("paper").run()
+    assert not at.exception and not errors(at)
+    table = at.dataframe[0].value.set_index("paper model")
+    assert table.loc["(VGG-att3)-concat-pc", "shipped as"] == "vgg_att3_concat_pc"
+    assert table.loc["(VGG-att3)-concat-pc", "seeds"] == 0
+    assert table.loc["ResNet-164", "shipped as"] == "not shipped"
 
 
 def test_attention_sits_beside_its_baseline_with_the_reproduction_runs(rich_zoo, tmp_path):
