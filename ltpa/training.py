@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltpa.checkpoint import load_state_file, save_checkpoint
+from ltpa.checkpoint import MAX_WIDTH, load_state_file, save_checkpoint
 from ltpa.quantisation import storage_rounded_weights
 from ltpa.data import DeviceLoader, ImageSet, dataset_normalisation, load_dataset
 from ltpa.device import get_device
@@ -67,7 +67,6 @@ RESUMABLE_CHANGES = ("out", "device", "data", "data_root", "download", "compile"
 # trained with this value (not today's default), e.g. on all training images.
 LEGACY_SETTINGS: dict[str, Any] = {"validation": 0.0, "validation_seed": 0, "ema": 0.0,
                                    "flip": False, "aux_weight": 0.0, "entropy_weight": 0.0}
-MAX_WIDTH = 4.0  # a wider VGG-att is ~300M parameters: a typo, not a model
 
 
 def _saved_value(saved: dict[str, Any], key: str, defaults: dict[str, Any]) -> Any:
