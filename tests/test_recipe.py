@@ -80,3 +80,13 @@ def test_a_default_run_trains_with_the_levers_and_logs_where_its_time_went(
     # Extending a resumed run: --epochs is the one setting it may change.
     assert cli(["train", "--resume", str(out), "--epochs", "3", "--device", "cpu"]) == 0
     assert [row["epoch"] for row in json.loads((out / "log.json").read_text())["epochs"]] == [1, 2, 3]
+
+
+def test_data_parallel_runs_are_eager_unless_compile_is_asked_for(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train, "get_device", lambda name: __import__("torch").device("cuda"))
+    assert config_of("vgg").compile  # the recipe compiles on CUDA
+    eager = config_of("vgg", "--nproc", "2")
+    assert not eager.compile and eager.compile_mode == "default"
+    asked = config_of("vgg", "--nproc", "2", "--compile", "--compile-mode", "reduce-overhead")
+    assert asked.compile and asked.compile_mode == "reduce-overhead"

@@ -124,6 +124,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if getattr(args, "recipe", "fast") == "fast":
         cuda = get_device(args.device).type == "cuda"
         values.update(recipe_for(args.model, cuda=cuda))
+        if getattr(args, "nproc", None) is not None or launched_by_torchrun():
+            # Data-parallel runs stay eager unless --compile is given: compiled CUDA-graph
+            # replays around DDP's gradient all-reduce are untested here (docs/distributed.md).
+            values.update(compile=False, compile_mode="default")
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if getattr(args, f.name, None) is not None and f.name != "overrides"}
     values.update(given)
