@@ -84,6 +84,7 @@ if not rows:
 
 # Columns are map resolutions, finest first, so stage k of every model sits in one column.
 sizes = sorted({m.native_size for _, _, maps in rows for m in maps}, key=lambda s: -s[0] * s[1])
+views.colour_scale(colormap, scaling)  # once, above the grid: every overlay uses the same scale
 header = st.columns([1.3] + [1] * len(sizes))
 header[0].markdown("**model · prediction**")
 for column, (height, width) in zip(header[1:], sizes):
@@ -98,8 +99,6 @@ for index, (title, analysis, maps) in enumerate(rows):
         with cells[1 + sizes.index(stage_map.native_size)]:
             views.stage_cell(chosen, stage_map, opacity, colormap, key=f"compare.{index}", downloads=False,
                             scaling=scaling)
-
-views.colour_scale(colormap, scaling)
 
 st.subheader("Figures per stage")
 table = [{"model": title, "prediction": a.predicted_class, "probability": round(float(a.top(1)[0][1]), 4),

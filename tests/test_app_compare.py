@@ -96,3 +96,32 @@ def test_compare_offers_the_all_stages_figure_and_a_colour_bar(tiny_zoo):
 
 def test_compare_with_an_empty_zoo_is_explained(tmp_path, monkeypatch):
     start_with_empty_zoo(tmp_path, monkeypatch, COMPARE)
+
+
+def _in_order(node):
+    """Every element under ``node`` in the order the page draws them."""
+    for child in getattr(node, "children", {}).values():
+        yield child
+        yield from _in_order(child)
+
+
+def test_compare_labels_near_uniform_maps_under_one_colour_bar_above_the_grid(tiny_zoo, monkeypatch):
+    import ltpa.figures as figures
+
+    drawn = []
+    real = figures.with_banner
+    monkeypatch.setattr(figures, "with_banner", lambda image, text: drawn.append(text) or real(image, text))
+    at = _compare_page(upload(start_app(), "coffee.jpg", COFFEE, "image/jpeg"))
+    assert not errors(at)
+    # The untrained tiny models spread attention evenly: every attention map in the grid says so
+    # on the picture, with the same label as on the Home page.
+    grid_maps = [m for model_id in at.multiselect[0].value for m in direct_analysis(model_id, COFFEE).maps]
+    expected = [figures.near_uniform_label(m.stats) for m in grid_maps]
+    assert all(expected) and all(label in drawn for label in expected)
+    # One colour bar (with the near-uniform rule in its caption), drawn before the grid's overlays.
+    elements = list(_in_order(at.main))
+    bars = [i for i, e in enumerate(elements) if e.type == "caption" and "Colour = attention" in e.value]
+    overlays = [i for i, e in enumerate(elements) if e.type == "image"
+                and any(" map)" in img.caption for img in e.proto.imgs)]
+    assert len(bars) == 1 and "near-uniform" in elements[bars[0]].value
+    assert overlays and bars[0] < min(overlays)

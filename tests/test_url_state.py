@@ -12,6 +12,7 @@ from pages.ui import state
 
 MASKS = "pages/3_Masks.py"
 COMPARE = "pages/1_Compare.py"
+FAITHFULNESS = "pages/6_Faithfulness.py"
 
 
 def open_with(query: dict[str, str | list[str]], page: str | None = None) -> AppTest:
@@ -64,6 +65,65 @@ def test_compare_models_travel_in_the_link(tiny_zoo):
     at = open_with({"models": "resnet_att2_concat_pc,vgg_att3_concat_dp"}, COMPARE)
     assert list(at.multiselect[0].value) == ["resnet_att2_concat_pc", "vgg_att3_concat_dp"]
     assert at.query_params["models"] == "resnet_att2_concat_pc,vgg_att3_concat_dp"
+
+
+def test_faithfulness_view_round_trips_through_its_link(tiny_zoo):
+    link = {"image": "cifar_cat_0000.jpg", "model": "vgg_att3_concat_pc", "cmap": "viridis", "opacity": "0.7",
+            "scaling": "minmax", "stage": "layer10", "posthoc": "grad_cam_pp", "fill": "mean", "steps": "8"}
+    at = open_with(link, FAITHFULNESS)
+    assert not warnings(at) and not errors(at)
+    assert at.selectbox(key=f"widget.{state.FAITH_STAGE}").value == "layer10"
+    assert at.selectbox(key=f"widget.{state.FAITH_POSTHOC}").value == "grad_cam_pp"
+    assert at.selectbox(key=f"widget.{state.FAITH_FILL}").value == "mean"
+    assert at.slider(key=f"widget.{state.FAITH_STEPS}").value == 8
+    assert at.session_state[state.IMAGE_NAME] == "cifar_cat_0000.jpg"
+    assert at.session_state[state.COLORMAP] == "viridis" and at.session_state[state.SCALING] == "minmax"
+    assert dict(at.query_params) == link
+    # A change by the user wins over the link it was opened with, and updates the address bar;
+    # that address reopens the changed view in a new session.
+    at.slider(key=f"widget.{state.FAITH_STEPS}").set_value(12).run()
+    at.selectbox(key=f"widget.{state.FAITH_STAGE}").select("attention").run()
+    assert at.query_params["steps"] == "12" and at.query_params["stage"] == "attention"
+    again = open_with(dict(at.query_params), FAITHFULNESS)
+    assert not warnings(again)
+    assert again.slider(key=f"widget.{state.FAITH_STEPS}").value == 12
+    assert again.selectbox(key=f"widget.{state.FAITH_STAGE}").value == "attention"
+    assert dict(again.query_params) == dict(at.query_params)
+
+
+def test_faithfulness_defaults_are_in_the_address_bar(tiny_zoo):
+    at = open_with({}, FAITHFULNESS)
+    assert {k: at.query_params[k] for k in ("stage", "posthoc", "fill", "steps")} == {
+        "stage": "layer7", "posthoc": "grad_cam", "fill": "blur", "steps": "16"}
+
+
+@pytest.mark.parametrize("query, name, message", [
+    ({"stage": "layer99"}, "stage", "unknown attention stage 'layer99'"),
+    ({"stage": "../../etc/passwd"}, "stage", "unknown attention stage"),
+    ({"model": "vgg", "stage": "layer7"}, "stage", "baseline without attention stages"),
+    ({"posthoc": "cam"}, "posthoc", "unknown post-hoc map 'cam'"),  # VGG-att3 has no CAM
+    ({"fill": "/etc/passwd"}, "fill", "unknown removed-pixel fill"),
+    ({"steps": "5"}, "steps", "multiple of 4"),
+    ({"steps": "1e9"}, "steps", "whole number from 4 to 32"),
+    ({"steps": "nan"}, "steps", "whole number from 4 to 32"),
+    ({"steps": "99999999999999"}, "steps", "whole number from 4 to 32"),
+    ({"steps": ["8", "16"]}, "steps", "given 2 times"),
+    ({"fill": "x" * 5000}, "fill", "longer than 200 characters"),
+])
+def test_hostile_faithfulness_values_warn_and_keep_the_default(tiny_zoo, query, name, message):
+    at = open_with(query, FAITHFULNESS)
+    shown = warnings(at)
+    assert any(f"setting **{name}** was ignored" in w and message in w for w in shown), shown
+    assert not errors(at)
+    if name != "stage" or "model" not in query:
+        assert at.selectbox(key=f"widget.{state.FAITH_STAGE}").value == "layer7"
+    assert at.selectbox(key=f"widget.{state.FAITH_POSTHOC}").value == "grad_cam"
+    assert at.selectbox(key=f"widget.{state.FAITH_FILL}").value == "blur"
+    assert at.slider(key=f"widget.{state.FAITH_STEPS}").value == 16
+    # The address bar is corrected to the view on screen, and the warning does not come back.
+    assert at.query_params["steps"] == "16" and at.query_params["fill"] == "blur"
+    at.run()
+    assert not warnings(at)
 
 
 HOSTILE = {

@@ -39,6 +39,12 @@ MASK_THRESHOLD = "ltpa.masks.threshold."  # + rule name
 # uploader's key generation (bumped to empty it when the image changes).
 TRUTH_OWNER = "ltpa.masks.truth_owner"
 TRUTH_GENERATION = "ltpa.masks.truth_generation"
+# The Faithfulness page: the attention stage scored, the post-hoc map beside it, what removed
+# pixels become (an ``ltpa.faithfulness.REPLACEMENTS`` name) and the number of curve steps.
+FAITH_STAGE = "ltpa.faith.stage"
+FAITH_POSTHOC = "ltpa.faith.posthoc"
+FAITH_FILL = "ltpa.faith.fill"
+FAITH_STEPS = "ltpa.faith.steps"
 # The Lesson page's current step (1-based).
 LESSON_STEP = "ltpa.lesson.step"
 

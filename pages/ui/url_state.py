@@ -31,7 +31,8 @@ validate through ``ltpa.choices``. ``to_state(key)`` stores under a ``pages.ui.s
 
 Parameter names (``NAMES``), shared by every page: image, model, models, cmap, opacity, scaling,
 stage, rule, t (threshold), combine, eps (epsilon in grey levels k/255), attack, steps, label
-(label mode), cls (class name), step (Lesson step). A page may add its own names.
+(label mode), cls (class name), step (Lesson step). A page may add its own names (the
+Faithfulness page: posthoc, the post-hoc map; fill, what removed pixels become).
 """
 from __future__ import annotations
 
