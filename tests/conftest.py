@@ -39,6 +39,18 @@ def decoded_image_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ[CACHE_ENV] = previous
 
 
+@pytest.fixture(autouse=True, scope="session")
+def background_work_finishes():
+    """Let the app's background attacks (pages.ui.compute) finish before the interpreter exits:
+    a torch op still running on that daemon thread at exit aborts the process (exit code 134)."""
+    yield
+    import sys
+
+    compute = sys.modules.get("pages.ui.compute")
+    if compute is not None:
+        compute.BACKGROUND.wait_idle(120)
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """One intra-op thread per test: when other processes share the CPU (the browser test's
