@@ -7,12 +7,14 @@ configuration, class names, normalisation, input size, dataset, measured test er
 accuracy, parameters, map sizes, the file's sha256, and how the model was trained.
 
 A missing or empty zoo, a manifest that cannot be read, or a card naming a missing file is a
-:class:`ZooError` that names the folder looked in.
+:class:`ZooError` that names the folder looked in. :func:`manifest_problems` lists, by card id,
+the cards the registry cannot build or whose file or sha256 is missing or malformed.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import torch
 
 from ltpa.checkpoint import file_sha256, load_checkpoint
 from ltpa.preprocess import PixelModel
+from ltpa.registry import create_model, get_spec
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # A clone has pyproject.toml beside the package and the assets at the top level; an installed
@@ -140,6 +143,77 @@ def list_zoo() -> list[ZooEntry]:
         ZooError: when the zoo is missing, empty or its manifest cannot be read.
     """
     return [ZooEntry(card["id"], card) for card in read_manifest()["models"]]
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def build_problem(card: dict[str, Any]) -> str | None:
+    """Why the registry cannot build the model a card describes, or None when it can.
+
+    The model is built on the meta device (no memory, no weights), so this is cheap.
+
+    Args:
+        card: a manifest card.
+
+    Returns:
+        One line naming what is wrong (without the card id), or None.
+    """
+    name = card.get("registry_name")
+    if not isinstance(name, str) or not name:
+        return "it has no registry_name"
+    try:
+        get_spec(name)
+    except ValueError as error:
+        return f"its registry_name: {error}"
+    kwargs = card.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        return f"its kwargs must be a mapping of arguments, not {kwargs!r}"
+    try:
+        with torch.device("meta"):
+            create_model(name, **kwargs)
+    except (TypeError, ValueError) as error:
+        return f"the registry cannot build {name!r} with kwargs {kwargs!r}: {error}"
+    return None
+
+
+def manifest_problems(folder: Path | None = None) -> list[str]:
+    """What is wrong with the cards of a zoo manifest, one line per problem.
+
+    Checked for every card: the registry knows its ``registry_name`` and can build it with its
+    ``kwargs`` (see :func:`build_problem`), its ``file`` exists in the zoo folder, and its
+    ``sha256`` is 64 lowercase hex digits. A card may have several problems, except that an
+    unbuildable model is reported once (an unknown name is not also reported as bad kwargs).
+
+    Args:
+        folder: the zoo folder (default: :func:`zoo_dir`).
+
+    Returns:
+        Messages of the form ``zoo card 'ID': what is wrong``, in manifest order; empty when
+        every card is sound.
+
+    Raises:
+        ZooError: when the manifest itself is missing, unreadable or empty
+            (see :func:`read_manifest`).
+    """
+    folder = Path(folder or zoo_dir())
+    problems = []
+    for card in read_manifest(folder)["models"]:
+        where = f"zoo card {card['id']!r}"
+        built = build_problem(card)
+        if built:
+            problems.append(f"{where}: {built}")
+        file = card.get("file")
+        if not isinstance(file, str) or not file:
+            problems.append(f"{where}: it names no file")
+        elif not (folder / file).is_file():
+            problems.append(f"{where}: its file {file!r} does not exist in {folder}")
+        sha256 = card.get("sha256")
+        if sha256 is None:
+            problems.append(f"{where}: it has no sha256")
+        elif not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+            problems.append(f"{where}: its sha256 {sha256!r} is not 64 lowercase hex digits")
+    return problems
 
 
 def get_entry(model_id: str) -> ZooEntry:

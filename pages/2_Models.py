@@ -30,7 +30,8 @@ st.title("The model zoo")
 if not zoo_choices():  # a missing or empty zoo
     no_models_message()
     st.stop()
-entries = list_zoo()
+shown_ids = {c.id for c in zoo_choices()}  # cards the registry cannot build are left out (named above)
+entries = [e for e in list_zoo() if e.id in shown_ids]
 link.adopt([url.model()])
 
 st.markdown(

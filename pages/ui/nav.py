@@ -49,7 +49,11 @@ def sidebar_nav() -> None:
 
 def page_setup(title: str | None = None) -> None:
     """``st.set_page_config`` (wide layout; tab title ``title · Learn to Pay Attention``) and the
-    sidebar's page list. Call it first on every page."""
+    sidebar's page list, then a warning for each zoo card the app skips. Call it first on every
+    page."""
+    from pages.ui.widgets import zoo_problems_warning  # widgets is the heavier module; load it late
+
     st.set_page_config(page_title=f"{title} · {APP_TITLE}" if title else APP_TITLE, page_icon="🔎",
                        layout="wide")
     sidebar_nav()
+    zoo_problems_warning()

@@ -17,7 +17,8 @@ from ltpa.device import get_device
 from ltpa.images import UPLOAD_EXTENSIONS, ImageError, LoadedImage, load_image
 from ltpa.registry import get_spec
 from ltpa.segmentation import DEFAULT_CAM_MODEL, DEFAULT_GRAD_CAM_MODEL
-from ltpa.zoo import MANIFEST_NAME, LoadedModel, ZooError, list_zoo, load_zoo_model, zoo_dir
+from ltpa.zoo import (MANIFEST_NAME, LoadedModel, ZooError, build_problem, list_zoo, load_zoo_model,
+                      zoo_dir)
 from pages.ui import compute, state
 from pages.ui.text import plain
 
@@ -288,16 +289,22 @@ class ModelChoice:
 BACKBONE_LABELS = {"vgg": "VGG", "resnet": "ResNet"}
 
 
-# A list of a few small ModelChoice records per manifest version: a count bound is enough.
+# A few small ModelChoice records and problem lines per manifest version: a count bound is enough.
 @st.cache_data(show_spinner=False, max_entries=8)
-def _zoo_choices(folder: str, manifest_mtime: float) -> list[ModelChoice]:
-    choices = []
+def _zoo_choices(folder: str, manifest_mtime: float) -> tuple[list[ModelChoice], list[str]]:
+    """The describable zoo models, and one warning per card the registry cannot build (left out).
+    A card whose file is missing stays a choice: loading it says so (model_or_error)."""
+    choices, problems = [], []
     try:
         entries = list_zoo()
     except ZooError:  # a missing or empty zoo: the pages say so (no_models_message)
-        return []
+        return [], []
     for entry in entries:
         card = entry.card
+        problem = build_problem(card)
+        if problem:
+            problems.append(f"Zoo entry **{plain(entry.id)}** is skipped: {plain(problem, 2000)}.")
+            continue
         spec = get_spec(entry.registry_name)
         error = card.get("test_error")
         choices.append(ModelChoice(
@@ -311,14 +318,26 @@ def _zoo_choices(folder: str, manifest_mtime: float) -> list[ModelChoice]:
             gap=bool(spec.fixed.get("gap", False)),
             test_error=float(error) if error is not None else None,
         ))
-    return choices
+    return choices, problems
 
 
-def zoo_choices() -> list[ModelChoice]:
-    """Every shipped model (of the zoo ``LTPA_ZOO`` points to now), in manifest order."""
+def _zoo_choices_and_problems() -> tuple[list[ModelChoice], list[str]]:
     manifest = zoo_dir() / MANIFEST_NAME
     # The manifest's mtime is part of the key: a zoo that lands while the app runs shows up.
     return _zoo_choices(str(zoo_dir()), manifest.stat().st_mtime if manifest.is_file() else 0.0)
+
+
+def zoo_choices() -> list[ModelChoice]:
+    """Every shipped model (of the zoo ``LTPA_ZOO`` points to now) the registry can build, in
+    manifest order (:func:`zoo_problems_warning` names the others)."""
+    return _zoo_choices_and_problems()[0]
+
+
+def zoo_problems_warning() -> None:
+    """One warning per zoo card the registry cannot build (such cards are not choices); called
+    once per page run, by ``page_setup``."""
+    for problem in _zoo_choices_and_problems()[1]:
+        st.warning(problem)
 
 
 def choice_of(model_id: str) -> ModelChoice | None:
