@@ -175,6 +175,7 @@ def test_every_page_at_1280x720_with_home_in_the_sidebar(app_url, browser):
 
 
 def test_lesson_steps_open_their_pages_and_a_shared_link_reopens_a_view(app_url, browser):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
     from playwright.sync_api import expect
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -183,6 +184,7 @@ def test_lesson_steps_open_their_pages_and_a_shared_link_reopens_a_view(app_url,
     step = 1
     while True:
         expect(main.locator("h2").first).to_contain_text(f"Step {step} of", timeout=RUN_TIMEOUT_MS)
+        _wait_idle(page)  # the step's buttons are drawn after its heading
         assert f"step={step}" in page.url
         page.screenshot(path=str(ARTIFACTS / f"lesson_step{step}.png"))
         next_button = main.get_by_role("button", name="Next step →")
@@ -198,8 +200,18 @@ def test_lesson_steps_open_their_pages_and_a_shared_link_reopens_a_view(app_url,
         main.get_by_role("button", name="← Previous step").click()
         _wait_idle(page)
         expect(main.locator("h2").first).to_contain_text(f"Step {previous} of", timeout=RUN_TIMEOUT_MS)
-    main.locator("[data-testid=stPageLink]").first.click()
-    page.wait_for_url("**/Masks?**", timeout=RUN_TIMEOUT_MS)
+    _wait_idle(page)
+    # A click that lands while the page reruns is lost (Streamlit redraws the link): click again,
+    # at most three times, until the preset's page opens.
+    for attempt in range(3):
+        main.locator("[data-testid=stPageLink]").first.click()
+        try:
+            page.wait_for_url("**/Masks?**", timeout=RUN_TIMEOUT_MS // 3)
+            break
+        except PlaywrightTimeoutError:
+            if attempt == 2:
+                raise
+            _wait_idle(page)
     page.wait_for_timeout(500)
     _wait_idle(page)
     assert "rule=top" in page.url and "t=25" in page.url, page.url
