@@ -23,11 +23,10 @@ st.markdown(
     "These maps are part of how the model decides, not an explanation added afterwards. New here? "
     "The **Lesson** page walks through the ideas step by step."
 )
-link.adopt([url.image(), url.model(), *url.display()])
+link.adopt(url.single_model_view())
 
 chosen, model_id, opacity, colormap, scaling = views.sidebar_inputs()
-url.publish({"image": url.image_value(chosen), "model": model_id, "cmap": colormap, "opacity": opacity,
-             "scaling": scaling})
+url.publish(url.single_model_values(chosen, model_id, colormap, opacity, scaling))
 
 loaded = require_image_and_model(chosen, model_id, "Choose an image and a model in the sidebar to see the attention maps.")
 

@@ -87,7 +87,7 @@ with st.expander("What the attention-shift figures mean"):
         "k − 1 does not."
     )
 
-link.adopt([url.image(), url.model(), *url.display()])
+link.adopt(url.single_model_view())
 chosen, model_id, opacity, colormap, scaling = views.sidebar_inputs()
 
 
@@ -191,8 +191,8 @@ with right:
         chosen_class = class_names.index(name)
 label = chosen_class if label_mode == "true" else None
 target = chosen_class if label_mode == "target" else None
-url.publish({"image": url.image_value(chosen), "model": model_id, "cmap": colormap, "opacity": opacity,
-             "scaling": scaling, "attack": method, "eps": levels,
+url.publish({**url.single_model_values(chosen, model_id, colormap, opacity, scaling),
+             "attack": method, "eps": levels,
              "steps": steps if method == "ifgsm" else None, "label": label_mode,
              "cls": class_names[chosen_class] if chosen_class is not None else None})
 

@@ -66,7 +66,7 @@ st.markdown(
     "not explain *this* model."
 )
 
-link.adopt([url.image(), url.model(), *url.display()])
+link.adopt(url.single_model_view())
 chosen, model_id, opacity, colormap, scaling = views.sidebar_inputs()
 loaded = require_image_and_model(chosen, model_id, "Choose an image and a model in the sidebar.")
 model = loaded.model
@@ -108,8 +108,8 @@ with right:
     steps = int(state.persisted(st.slider, "Curve steps", state.FAITH_STEPS, DEFAULT_STEPS, min_value=low,
                                 max_value=high, step=step))
 methods = [m for m in (stage, posthoc, "random") if m]
-url.publish({"image": url.image_value(chosen), "model": model_id, "cmap": colormap, "opacity": opacity,
-             "scaling": scaling, "stage": stage, "posthoc": posthoc, "fill": replacement, "steps": steps})
+url.publish({**url.single_model_values(chosen, model_id, colormap, opacity, scaling),
+             "stage": stage, "posthoc": posthoc, "fill": replacement, "steps": steps})
 
 
 @compute.bounded_cache(max_bytes=16 * compute.MiB, name="faithfulness.card")

@@ -164,6 +164,18 @@ def display() -> list[Setting]:
     ]
 
 
+def single_model_view() -> list[Setting]:
+    """The settings of every single-model page: ``image``, ``model`` and the display ones."""
+    return [image(), model(), *display()]
+
+
+def single_model_values(chosen: ChosenImage | None, model_id: str | None, colormap: str,
+                        opacity: float, scaling: str) -> dict[str, Any]:
+    """The link values of those settings (``publish`` takes them with the page's own)."""
+    return {"image": image_value(chosen), "model": model_id, "cmap": colormap, "opacity": opacity,
+            "scaling": scaling}
+
+
 def image_value(chosen: ChosenImage | None) -> str | None:
     """The ``image`` value for a link: the gallery file name, None for an upload."""
     return chosen.name if chosen is not None and chosen.source == "example" else None
