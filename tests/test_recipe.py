@@ -40,9 +40,13 @@ def test_baselines_get_the_schedule_but_no_attention_levers() -> None:
     assert config.aux_weight == 0 and config.entropy_weight == 0 and config.overrides == {}
 
 
-def test_resnets_replay_cuda_graphs_and_indep_heads_need_no_extra_classifiers() -> None:
+def test_resnets_compile_block_by_block_and_indep_heads_need_no_extra_classifiers() -> None:
     resnet = config_of("resnet_att2_concat_pc")
-    assert resnet.compile_mode == "reduce-overhead"
+    assert resnet.compile_scope == "blocks" and resnet.compile_mode == "default"
+    assert not resnet.compile and not resnet.step_graph  # CPU: no compilation, no graphs
+    on_cuda = recipe_for("resnet_att2_concat_pc", cuda=True)
+    assert on_cuda["compile"] and on_cuda["step_graph"] and on_cuda["compile_scope"] == "blocks"
+    assert TrainConfig(**{k: v for k, v in on_cuda.items()})  # a valid combination
     assert resnet.epochs == FAMILY_RECIPES["resnet"]["epochs"]
     assert resnet.overrides == {"stage_classifiers": True}
     indep = recipe_for("vgg_att3_indep_pc")
@@ -76,7 +80,9 @@ def test_a_default_run_trains_with_the_levers_and_logs_where_its_time_went(
     log = json.loads((out / "log.json").read_text())
     assert log["config"]["aux_weight"] > 0 and log["config"]["overrides"]["stage_classifiers"]
     assert log["setup_s"] > 0
-    assert all(row["eval_time_s"] > 0 for row in log["epochs"])
+    # The recipe validates every 5 epochs and after the last: epoch 1 is not scored, epoch 2 is.
+    first, last = log["epochs"]
+    assert "val_acc" not in first and last["val_acc"] is not None and last["eval_time_s"] > 0
     # Extending a resumed run: --epochs is the one setting it may change.
     assert cli(["train", "--resume", str(out), "--epochs", "3", "--device", "cpu"]) == 0
     assert [row["epoch"] for row in json.loads((out / "log.json").read_text())["epochs"]] == [1, 2, 3]
@@ -86,7 +92,8 @@ def test_data_parallel_runs_are_eager_unless_compile_is_asked_for(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(train, "get_device", lambda name: __import__("torch").device("cuda"))
     assert config_of("vgg").compile  # the recipe compiles on CUDA
+    assert config_of("vgg").step_graph  # and captures the step
     eager = config_of("vgg", "--nproc", "2")
-    assert not eager.compile and eager.compile_mode == "default"
+    assert not eager.compile and eager.compile_mode == "default" and not eager.step_graph
     asked = config_of("vgg", "--nproc", "2", "--compile", "--compile-mode", "reduce-overhead")
     assert asked.compile and asked.compile_mode == "reduce-overhead"

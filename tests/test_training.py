@@ -47,8 +47,11 @@ def test_train_cli_then_eval_loads_the_checkpoint(tiny_data: Path, tmp_path: Pat
     assert [row["epoch"] for row in log["epochs"]] == [1, 2]
     for row in log["epochs"]:
         assert set(row) >= {"train_loss", "train_acc", "test_acc", "lr", "epoch_time_s", "entropy"}
-        assert set(row["entropy"]) == {"layer7", "layer10", "layer13"}
-        assert all(0.0 <= v <= 1.0 for v in row["entropy"].values())
+    # The recipe scores every 5 epochs and after the last: epoch 1 has no held-out scores.
+    first, last = log["epochs"]
+    assert first["entropy"] == {} and first["test_acc"] is None
+    assert set(last["entropy"]) == {"layer7", "layer10", "layer13"}
+    assert all(0.0 <= v <= 1.0 for v in last["entropy"].values())
     model, meta = ltpa.load_checkpoint(out / "model.pt")
     assert meta["class_names"] == sorted(COLOURS)
     assert meta["training"]["epochs"] == 2
@@ -543,3 +546,35 @@ def test_a_card_the_recipes_have_moved_past_gets_a_recreate_command(tmp_path: Pa
     assert recreate_command(json.loads((tmp_path / "cards" / "vgg_seed1.json").read_text())) is None
     with pytest.raises(ValueError, match="not an ltpa zoo train command"):
         command_config("ltpa train vgg --data x")
+
+
+def test_save_interval_writes_the_state_after_the_first_and_last_epochs_and_the_log_every_epoch(
+        tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    seen = []
+
+    def written(row: dict) -> None:  # called after each epoch's files are written
+        state_epoch = training.load_state(out / STATE_FILE)["epoch"]
+        logged = len(json.loads((out / "log.json").read_text())["epochs"])
+        seen.append((row["epoch"], state_epoch, logged))
+
+    config = TrainConfig(model="vgg", data=str(tiny_data), out=str(out), width=0.125, epochs=3,
+                         batch_size=12, device="cpu", validation=0.0, save_interval_s=1e6)
+    Trainer(config, on_epoch=written).run()
+    assert seen == [(1, 1, 1), (2, 1, 2), (3, 3, 3)]
+    with pytest.raises(ValueError, match="--save-interval-s must be"):
+        TrainConfig(save_interval_s=-1.0)
+
+
+def test_compile_scope_blocks_compiles_repeated_blocks_and_is_refused_without_them(
+        tiny_data: Path, tmp_path: Path) -> None:
+    with torch.device("meta"):
+        resnet = training.create_model("resnet164", num_classes=10)
+    assert len(training._repeated_blocks(resnet)) == 54  # 3 stages of 18 bottlenecks
+    config = TrainConfig(model="vgg", data=str(tiny_data), out=str(tmp_path / "run"), width=0.125,
+                         epochs=1, batch_size=12, device="cpu", compile=True, compile_scope="blocks")
+    with pytest.raises(ValueError, match="vgg has no repeated blocks"):
+        Trainer(config).run()
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="compile_scope must be one of model, blocks"):
+        TrainConfig(compile_scope="regions")

@@ -18,8 +18,8 @@ from ltpa.device import get_device
 from ltpa.cli import show_library_messages
 from ltpa.recipe import RECIPE_NAMES, recipe_for
 from ltpa.registry import read_argument_value
-from ltpa.training import (COMPILE_MODES, QAT_PRECISIONS, STATE_FILE, TrainConfig, Trainer,
-                           error_percent, load_state)
+from ltpa.training import (COMPILE_MODES, COMPILE_SCOPES, QAT_PRECISIONS, STATE_FILE, TrainConfig,
+                           Trainer, error_percent, load_state)
 
 
 def progress_bar(epoch: int, epochs: int, done: int, total: int, started: float,
@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        ("final_lr_fraction", float), ("pad", int), ("cutout", int), ("seed", int),
                        ("image_size", int), ("qat_epochs", int), ("eval_every", int),
                        ("validation", float), ("validation_seed", int), ("ema", float),
-                       ("aux_weight", float), ("entropy_weight", float)):
+                       ("aux_weight", float), ("entropy_weight", float),
+                       ("save_interval_s", float)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
                             help=f"default: the recipe's (plain: {getattr(defaults, name)})")
     parser.add_argument("--qat", default=None, choices=[p for p in QAT_PRECISIONS if p],
@@ -86,6 +87,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the model eagerly (faster start, slower epochs)")
     parser.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
                         help="torch.compile mode with --compile (reduce-overhead: CUDA graphs)")
+    parser.add_argument("--compile-scope", default=None, choices=COMPILE_SCOPES,
+                        help="with --compile: the whole model, or each repeated block on its own")
+    parser.add_argument("--step-graph", action="store_true", default=None,
+                        help="capture the whole training step as one CUDA graph and replay it "
+                             "(CUDA only; no compilation needed)")
+    parser.add_argument("--no-step-graph", dest="step_graph", action="store_false",
+                        help="launch each step's kernels one by one")
+    parser.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
+                        default=None, help="do not let cuDNN time its convolution algorithms")
     parser.add_argument("--no-flip", dest="flip", action="store_false", default=None,
                         help="do not also score mirror-image test-time augmentation")
     parser.add_argument("--nproc", type=int, default=None, metavar="N",
@@ -126,8 +136,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         values.update(recipe_for(args.model, cuda=cuda))
         if getattr(args, "nproc", None) is not None or launched_by_torchrun():
             # Data-parallel runs stay eager unless --compile is given: compiled CUDA-graph
-            # replays around DDP's gradient all-reduce are untested here (docs/distributed.md).
-            values.update(compile=False, compile_mode="default")
+            # replays around DDP's gradient all-reduce are untested here (docs/distributed.md),
+            # and one captured step cannot hold the all-reduce (ltpa.step_graph).
+            values.update(compile=False, compile_mode="default", step_graph=False)
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if getattr(args, f.name, None) is not None and f.name != "overrides"}
     values.update(given)

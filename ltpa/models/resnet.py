@@ -30,6 +30,10 @@ DEFAULT_TAP_FEATURES = "activated"
 class PreActBottleneck(nn.Module):
     """BN-ReLU-conv1x1, BN-ReLU-conv3x3 (stride), BN-ReLU-conv1x1 (x4), plus the shortcut."""
 
+    # compile_scope="blocks" compiles each block on its own (ltpa.training): the 54 blocks of a
+    # ResNet-164 then share a few compilations instead of one very large graph.
+    repeated_block = True
+
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         mid = out_channels // 4
