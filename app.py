@@ -32,7 +32,7 @@ loaded = require_image_and_model(chosen, model_id, "Choose an image and a model 
 
 analysis = analysis_for(model_id, chosen)
 choice = choice_of(model_id)
-paper_name = choice.paper_name if choice else model_id
+paper_name = choice.label if choice else model_id
 _, probability = analysis.top(1)[0]
 st.subheader(f"Prediction: {analysis.predicted_class}")
 st.caption(f"{probability:.1%} · {paper_name} · `{model_id}` · on {analysis.device} · the models only "
@@ -65,6 +65,10 @@ with st.expander("How to read this page"):
         "- Early stages (32×32 maps) see fine detail, late stages (8×8) see whole objects.\n"
         "- **Compatibility** *pc* learns a vector u and scores ⟨u, l + g⟩; *dp* scores the plain "
         "dot product ⟨l, g⟩. **Head** *concat* classifies all stages together.\n"
+        "- **Normalisation** *softmax* (the paper's) makes the positions of a map compete; "
+        "*sigmoid_sum*, a deviation from the paper, scores each position on its own and divides by "
+        "the sum. A combination the zoo does not ship is named in the sidebar, beside the nearest "
+        "shipped model shown instead.\n"
         "- Per-stage figures: entropy / log(N) is 1 for attention spread evenly and falls as it "
         "concentrates; *peak × N* is 1 for uniform; *mass in top 10%* is 0.1 for uniform."
     )

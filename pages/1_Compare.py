@@ -41,7 +41,7 @@ if chosen is None:
     st.stop()
 
 attention_ids = [c.id for c in choices if c.attention]
-labels = {c.id: c.paper_name for c in choices}
+labels = {c.id: c.label for c in choices}  # paper names; a deviating normalisation is named
 home_model = state.get(state.MODEL_ID)
 default_ids = [i for i in [home_model] if i in attention_ids]
 default_ids += [i for i in attention_ids if i not in default_ids][: max(0, 2 - len(default_ids))]

@@ -18,7 +18,7 @@ from ltpa.zoo import PAPER_CIFAR10_ERROR, list_zoo, zoo_dir
 from pages.ui import url_state as url
 from pages.ui import views
 from pages.ui.nav import page_setup
-from pages.ui.widgets import choice_of, model_picker, no_models_message, zoo_choices
+from pages.ui.widgets import PAPER_NORMALISATION, choice_of, model_picker, no_models_message, zoo_choices
 
 # Card fields too bulky for the card view (they get their own figures).
 BULKY_FIELDS = ("confusion", "per_class_accuracy", "fixture")
@@ -49,6 +49,9 @@ def _hours(seconds: Any) -> str:
 
 
 def _paper_error(card: dict[str, Any]) -> float | None:
+    # The paper's figure is for its softmax model: a deviating normalisation has none to meet.
+    if (card.get("kwargs") or {}).get("normalisation", PAPER_NORMALISATION) != PAPER_NORMALISATION:
+        return None
     return PAPER_CIFAR10_ERROR.get(card.get("registry_name", ""))
 
 
@@ -60,7 +63,7 @@ for entry in entries:
     ours, paper = card.get("test_error"), _paper_error(card)
     rows.append({
         "id": entry.id,
-        "paper name": choice.paper_name if choice else entry.id,
+        "paper name": choice.label if choice else entry.id,
         "attention stages": ", ".join(card.get("stages") or []) or "none",
         "parameters (M)": round(card["params"] / 1e6, 2) if card.get("params") else None,
         "test error % (ours)": ours,
@@ -115,7 +118,7 @@ if gap_table:
 else:
     st.info("No attention model in the zoo has a measured error beside a baseline.")
 
-per_class = {choice_of(e.id).paper_name if choice_of(e.id) else e.id: e.card["per_class_accuracy"]
+per_class = {choice_of(e.id).label if choice_of(e.id) else e.id: e.card["per_class_accuracy"]
              for e in entries if e.card.get("per_class_accuracy")}
 if per_class:
     st.subheader("Per-class accuracy of every model")
@@ -137,7 +140,7 @@ if model_id is None:
 url.publish({"model": model_id})
 card = next(e.card for e in entries if e.id == model_id)
 choice = choice_of(model_id)
-title = choice.paper_name if choice else model_id
+title = choice.label if choice else model_id
 st.markdown(f"### {title} (`{model_id}`)")
 
 left, middle, right = st.columns(3)

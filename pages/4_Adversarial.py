@@ -235,7 +235,7 @@ attack_name = ATTACK_NAMES[report.method]
 
 # ----------------------------------------------------------------------------- background sweeps
 ids = [c.id for c in choices]
-labels = {c.id: c.paper_name for c in choices}
+labels = {c.id: c.label for c in choices}
 baseline = next((c.id for c in choices if not c.attention and not c.gap), None)
 settings = (result["image_sha"], result["method"], result["steps"], result["label"], result["target"])
 

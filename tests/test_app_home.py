@@ -185,8 +185,9 @@ def test_sidebar_lists_home_and_every_page(tiny_zoo):
 def test_compatibility_is_its_own_control_and_near_uniform_maps_are_labelled(tiny_zoo):
     at = upload(start_app(), "coffee.jpg", COFFEE, "image/jpeg")
     labels = {w.key: w.label for w in list(at.selectbox) + list(at.radio) if w.key and w.key.startswith("model.")}
-    assert labels == {"model.backbone": "Model: backbone", "model.attention_kind": "Model: attention",
-                      "model.head": "Model: head", "model.compatibility": "Model: compatibility"}
+    assert labels == {"model.backbone": "Model: backbone", "model.attention_kind": "Model: tapped stages",
+                      "model.head": "Model: head", "model.compatibility": "Model: compatibility",
+                      "model.normalisation": "Model: normalisation"}
     assert at.radio(key="model.compatibility").options == ["pc", "dp"]
     # The untrained tiny models spread attention evenly: every map is near-uniform and says so
     # on the picture (a dark band across its top) and in the colour-bar caption.

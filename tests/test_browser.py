@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -234,3 +235,68 @@ def test_lesson_steps_open_their_pages_and_a_shared_link_reopens_a_view(app_url,
     expect(warnings.first).to_contain_text("was ignored")
     hostile.screenshot(path=str(ARTIFACTS / "hostile_link.png"))
     _no_exception(hostile)
+
+
+def test_picking_a_model_by_its_axes_changes_the_caption(app_url, browser, tiny_zoo_dir):
+    """The Home page's picker in Chromium: the tapped-stages box and the compatibility radio
+    switch the model the caption names; a combination the zoo lacks says so."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+    from playwright.sync_api import expect
+
+    cards = json.loads((_zoo_for_browser(tiny_zoo_dir) / "manifest.json").read_text())["models"]
+    shipped = {c["registry_name"]: c["id"] for c in cards if c["kwargs"].get("normalisation", "softmax") == "softmax"}
+    assert {"vgg_att3_concat_pc", "vgg_att3_concat_dp", "vgg"} <= set(shipped), "the zoo lacks a model this test picks"
+    page = _open(browser, app_url)
+    sidebar = page.locator("[data-testid=stSidebar]")
+    caption = sidebar.locator("[data-testid=stCaptionContainer]:has(code)")  # `name · id`: the picker's
+    expect(caption).to_contain_text(shipped["vgg_att3_concat_pc"], timeout=RUN_TIMEOUT_MS)
+
+    def choose_stages(label: str) -> None:
+        # The box's arrow opens its list (a click on the text field only focuses it for typing).
+        arrow = sidebar.locator("[data-testid=stSelectbox]").filter(has_text="Model: tapped stages").locator(
+            "button[aria-haspopup=listbox]")
+        option = page.locator("[role=listbox] [role=option]").filter(has_text=re.compile(f"^{re.escape(label)}$"))
+        # A rerun redraws the box and closes a list it had just opened: open it again, at most
+        # three times, until the option shows.
+        for attempt in range(3):
+            arrow.click()
+            try:
+                option.wait_for(state="visible", timeout=5_000)
+                break
+            except PlaywrightTimeoutError:
+                if attempt == 2:
+                    raise
+                _wait_idle(page)
+        option.click()
+        _wait_idle(page)
+
+    def choose_radio(axis: str, value: str) -> None:
+        sidebar.locator("[data-testid=stRadio]").filter(has_text=f"Model: {axis}").get_by_text(
+            value, exact=True).click()
+        _wait_idle(page)
+
+    choose_stages("none (baseline)")
+    expect(caption).to_contain_text(f"VGG · {shipped['vgg']}", timeout=RUN_TIMEOUT_MS)
+    expect(sidebar.locator("[data-testid=stRadio]").filter(has_text="Model: compatibility")).to_have_count(0)
+    choose_stages("3 stages: layers 7, 10, 13 (att3)")
+    expect(caption).to_contain_text(shipped["vgg_att3_concat_pc"], timeout=RUN_TIMEOUT_MS)
+    choose_radio("compatibility", "dp")
+    expect(caption).to_contain_text(f"(VGG-att3)-concat-dp · {shipped['vgg_att3_concat_dp']}",
+                                    timeout=RUN_TIMEOUT_MS)
+    if "vgg_att3_indep_dp" not in shipped:
+        # Not shipped: the notice names it, and the picker shows the nearest shipped model.
+        head = sidebar.locator("[data-testid=stRadio]").filter(has_text="Model: head")
+        head.get_by_text("indep", exact=False).click()
+        _wait_idle(page)
+        expect(sidebar.locator("[data-testid=stAlertContentInfo]").filter(has_text="is not shipped")
+               ).to_contain_text("(VGG-att3)-indep-dp is not shipped", timeout=RUN_TIMEOUT_MS)
+        nearest = shipped.get("vgg_att3_indep_pc", shipped["vgg_att3_concat_dp"])
+        expect(caption).to_contain_text(f"· {nearest}", timeout=RUN_TIMEOUT_MS)
+        assert f"model={nearest}" in page.url, page.url
+        # The head radio shows the model shown (back on concat when no VGG-att3 indep is shipped).
+        indep = "indep" if "vgg_att3_indep_pc" in shipped else "indep (not shipped)"
+        expect(head.get_by_role("radio", name="concat" if nearest == shipped["vgg_att3_concat_dp"] else indep)
+               ).to_be_checked(timeout=RUN_TIMEOUT_MS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser_model_axes.png"), full_page=True)
+    _no_exception(page)
