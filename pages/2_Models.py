@@ -12,12 +12,14 @@ import streamlit as st
 from ltpa import viz
 from ltpa.maintainer.baselines import gap_rows, zoo_gaps
 from ltpa.maintainer.paper import paper_comparison, paper_table_rows
+from ltpa.maintainer.quality import QUALITY_KEY, quality_rows
 from ltpa.maintainer.runs import read_log_epochs, run_logs
 from ltpa.registry import get_spec
 from ltpa.zoo import PAPER_CIFAR10_ERROR, list_zoo, zoo_dir
 from pages.ui import url_state as url
 from pages.ui import views
 from pages.ui.nav import page_setup
+from pages.ui.text import plain
 from pages.ui.widgets import PAPER_NORMALISATION, choice_of, model_picker, no_models_message, zoo_choices
 
 # Card fields too bulky for the card view (they get their own figures).
@@ -163,6 +165,18 @@ if training.get("command"):
     st.code(training["command"], language="bash")
 st.markdown(" · ".join(f"**{k}**: {training[k]}" for k in ("epochs", "hardware", "images_per_s") if k in training)
             + (f" · **wall time**: {_hours(training['wall_time_s'])}" if "wall_time_s" in training else ""))
+
+quality = quality_rows(card)
+st.markdown("#### How well its maps find the object")
+if quality:
+    section = card[QUALITY_KEY]
+    st.dataframe(quality, hide_index=True, width="stretch", key="models.quality")
+    st.caption(f"On {plain(section['dataset'])} ({section['images']} images): mean Jaccard of each map's "
+               "mask under each rule at its fixed threshold, and the pointing game (the map's peak inside "
+               "the object). The centre prior, a blob in the middle of the image, is the floor a map must "
+               "beat. Test entropy: the map's normalised entropy on the test set (1 = uniform).")
+else:
+    st.info("This card records no attention quality: the model has no map to score.")
 
 log_path = zoo_dir() / card["log"] if card.get("log") else None
 if log_path is not None and log_path.is_file():

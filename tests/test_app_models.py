@@ -268,3 +268,25 @@ def test_log_axis_reads_as_numbers_and_confusion_labels_have_room(rich_zoo, tmp_
     assert confusion["layout"]["xaxis"]["automargin"] and confusion["layout"]["yaxis"]["automargin"]
     assert confusion["layout"]["margin"]["l"] >= 90 and confusion["layout"]["margin"]["b"] >= 90
     assert not at.exception
+
+
+def test_card_shows_its_attention_quality_beside_the_centre_prior(rich_zoo):
+    folder = Path(os.environ["LTPA_ZOO"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    first = manifest["models"][0]  # the model picker starts on the first model
+    scores = {"pointing": 0.75, "jaccard": {"fraction": 0.1, "top": 0.44, "mass": 0.3, "otsu": 0.43}}
+    prior = {"pointing": 0.96, "jaccard": {"fraction": 0.426, "top": 0.422, "mass": 0.42, "otsu": 0.428}}
+    first["attention_entropy"] = {"layer10": 0.87654}
+    first["attention_quality"] = {"dataset": "test horses", "images": 7, "thresholds": {},
+                                  "maps": {"layer10": scores}, "centre_prior": prior}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    at = _models_page(start_app())
+    table = next(d.value for d in at.dataframe if "pointing" in d.value.columns)
+    assert list(table["map"]) == ["layer10", "centre prior"]
+    assert list(table["pointing"]) == [0.75, 0.96]
+    assert table["test entropy"][0] == pytest.approx(0.877) and np.isnan(table["test entropy"][1])
+    assert list(table["J top"]) == [0.44, 0.422]
+    assert any("On test horses (7 images)" in c for c in captions(at))
+    # A card without the section says why there is no table.
+    at.selectbox(key="model.backbone").select("resnet").run()
+    assert "This card records no attention quality: the model has no map to score." in [i.value for i in at.info]

@@ -265,6 +265,12 @@ def _zoo_table(root: Path) -> str:
     return zoo_table_markdown(_shipped_cards(root), root / "assets" / "models")
 
 
+def _quality_table(root: Path) -> str:
+    from ltpa.maintainer.quality import quality_markdown
+
+    return quality_markdown(_shipped_cards(root))
+
+
 def _baselines_table(root: Path) -> str:
     from ltpa.maintainer.baselines import gaps_markdown, zoo_gaps  # (which imports this module)
 
@@ -301,6 +307,7 @@ GENERATED_SECTIONS = (
     GeneratedSection("README.md", "zoo-summary", lambda root: zoo_summary_markdown(_shipped_cards(root))),
     GeneratedSection("docs/models.md", "models", lambda root: models_section_markdown()),
     GeneratedSection("docs/zoo.md", "zoo", _zoo_table),
+    GeneratedSection("docs/zoo.md", "zoo-quality", _quality_table),
     GeneratedSection("docs/reproduction.md", "baselines", _baselines_table),
     GeneratedSection("docs/results.md", "robustness", _robustness_tables),
     GeneratedSection("docs/architecture.md", "modules", modules_markdown),

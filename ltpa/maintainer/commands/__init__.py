@@ -23,6 +23,8 @@ ZOO_SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "baselines": ("ltpa.maintainer.commands.baselines",
                   "attention models against their baselines, seed by seed"),
     "runs": ("ltpa.maintainer.commands.runs", "every run with a training log: errors, entropy, time"),
+    "quality": ("ltpa.maintainer.commands.quality",
+                "each shipped model's attention quality on images with masks, into its card"),
 }
 
 
