@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ltpa.checkpoint import file_sha256, load_checkpoint
+from ltpa.design_space import PAPER_NORMALISATION
 from ltpa.preprocess import PixelModel
 from ltpa.registry import create_model, get_spec
 
@@ -33,11 +34,32 @@ ASSETS_DIR = _PACKAGE_DIR.parent / "assets" if FROM_SOURCE_TREE else _PACKAGE_DI
 DEFAULT_ZOO_DIR = ASSETS_DIR / "models"
 MANIFEST_NAME = "manifest.json"
 ZOO_ENV = "LTPA_ZOO"
-# Top-1 CIFAR-10 test errors (%) reported by Jetley et al. (ICLR 2018), by registry name.
+# Top-1 CIFAR-10 test errors (%) reported by Jetley et al. (ICLR 2018), by registry name. They are
+# for the paper's softmax-normalised models: look them up with paper_cifar10_error, which knows
+# that a card deviating from the paper's normalisation has no figure here.
 PAPER_CIFAR10_ERROR = {
     "vgg": 7.77, "vgg_gap": 9.87, "vgg_att2_concat_pc": 5.23, "vgg_att3_concat_pc": 6.34,
     "resnet164": 5.46,
 }
+
+
+def paper_cifar10_error(registry_name: str, kwargs: Any = None) -> float | None:
+    """The paper's CIFAR-10 test error for a model, when the paper reports one for it.
+
+    Args:
+        registry_name: the model's registry name (a card's ``registry_name``).
+        kwargs: its model arguments (a card's ``kwargs``); a ``normalisation`` other than the
+            paper's softmax makes it a deviation from the paper's model.
+
+    Returns:
+        The figure from :data:`PAPER_CIFAR10_ERROR`, or None for a model the paper does not report
+        or a deviation from it (the paper's figure is not for that model, so nothing may be
+        compared with it).
+    """
+    # A card's kwargs that are not a mapping are reported by build_problem, not here.
+    normalisation = kwargs.get("normalisation", PAPER_NORMALISATION) if isinstance(kwargs, dict) \
+        else PAPER_NORMALISATION
+    return PAPER_CIFAR10_ERROR.get(registry_name) if normalisation == PAPER_NORMALISATION else None
 
 
 class ZooError(ValueError):

@@ -30,6 +30,18 @@ def start_app() -> AppTest:
     return at
 
 
+def open_with(query: dict[str, str | list[str]], page: str | None = None) -> AppTest:
+    """A new session opened on a link: ``page`` (or Home) with ``query`` as its query string."""
+    at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT_S)
+    if page is not None:
+        at.run()
+        at.switch_page(page)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def start_with_empty_zoo(zoo: Path, monkeypatch: Any, page: str | None = None) -> AppTest:
     """The app (home, or ``page`` after switching to it) on an empty zoo folder; checks that it
     runs without an exception and says the zoo is empty."""

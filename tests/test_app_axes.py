@@ -1,7 +1,9 @@
 """Choosing a model along the paper's axes (backbone, tapped stages, head, compatibility,
-normalisation): ``nearest_model`` and the notice on plain ``ModelChoice`` lists, and every page with
-the model picker through AppTest on a zoo of tiny models covering each axis, on the shipped zoo,
-and through ``model=<id>`` links."""
+normalisation) in the app: the picker's notice and option labels on plain ``ModelChoice`` lists,
+and every page with the model picker through AppTest on a zoo of tiny models covering each axis,
+on the shipped zoo, and through ``model=<id>`` links. The selection logic itself
+(``ltpa.design_space``: ``nearest_model``, ``requested_axes``, ``axis_options``) is tested without
+the app in ``test_design_space.py``."""
 from __future__ import annotations
 
 import json
@@ -14,12 +16,14 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import ltpa
-from app_helpers import COMPARE, HOME, MODELS, TIMEOUT_S, as_read, start_app, warnings
+from app_helpers import COMPARE, MODELS, as_read, open_with, start_app, warnings
+from ltpa.design_space import axis_options, design_name, requested_axes
 from ltpa.preprocess import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
 from ltpa.zoo import DEFAULT_ZOO_DIR, MANIFEST_NAME, make_card, write_manifest
 from pages.ui import state
-from pages.ui.widgets import (MODEL_FIELDS, ModelChoice, axis_options, design_name, nearest_model,
-                              not_shipped_notice, option_label, requested_axes)
+from pages.ui.widgets import not_shipped_notice, option_label
+# The plain ModelChoice lists of the selection logic's own tests: one planned zoo for both.
+from test_design_space import PLANNED, R2PC, V3DP, V3IPC, V3PC
 
 MASKS, ADVERSARIAL, FAITHFULNESS = "pages/3_Masks.py", "pages/4_Adversarial.py", "pages/6_Faithfulness.py"
 SIGMOID_SUM = "vgg_att3_concat_pc_sigmoid_sum"
@@ -73,79 +77,6 @@ def axes_zoo(axes_zoo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # ----------------------------------------------------------------------------- plain ModelChoice lists
 
-def choice(model_id: str, backbone: str, kind: str, head: str | None = None, compatibility: str | None = None,
-           normalisation: str | None = None) -> ModelChoice:
-    """A ModelChoice from its axes (``att3``, ``none`` or ``gap`` for the tapped stages)."""
-    attention = kind.startswith("att")
-    return ModelChoice(
-        id=model_id, paper_name=model_id, backbone=backbone, attention=attention,
-        levels=int(kind[3:]) if attention else 0, head=head, compatibility=compatibility,
-        normalisation=(normalisation or "softmax") if attention else None, gap=kind == "gap", test_error=None)
-
-
-V3PC = choice("v3pc", "vgg", "att3", "concat", "pc")
-V3DP = choice("v3dp", "vgg", "att3", "concat", "dp")
-V3IPC = choice("v3ipc", "vgg", "att3", "indep", "pc")
-V2PC = choice("v2pc", "vgg", "att2", "concat", "pc")
-V3SS = choice("v3ss", "vgg", "att3", "concat", "pc", "sigmoid_sum")
-R2PC = choice("r2pc", "resnet", "att2", "concat", "pc")
-R2DP = choice("r2dp", "resnet", "att2", "concat", "dp")
-R2IPC = choice("r2ipc", "resnet", "att2", "indep", "pc")
-PLAIN_VGG, GAP, RN164 = choice("vgg", "vgg", "none"), choice("gap", "vgg", "gap"), choice("rn164", "resnet", "none")
-PLANNED = [V3PC, V2PC, V3IPC, V3DP, V3SS, R2PC, R2DP, R2IPC, PLAIN_VGG, GAP, RN164]
-
-
-def test_changing_the_backbone_keeps_the_other_axes():
-    assert nearest_model(PLANNED, V3DP, "backbone", "resnet") == "r2dp"
-    assert nearest_model(PLANNED, V3PC, "backbone", "resnet") == "r2pc"
-    assert nearest_model(PLANNED, V3IPC, "backbone", "resnet") == "r2ipc"
-    # att3 cannot be built on ResNet: the closest it can (att2) is what was asked for.
-    assert requested_axes(V3DP, "backbone", "resnet")["attention_kind"] == "att2"
-    # (VGG-att2)-concat-dp is not shipped: att2 and dp are one shared axis each, and the
-    # earlier axis (the tapped stages) breaks the tie.
-    assert nearest_model(PLANNED, R2DP, "backbone", "vgg") == "v2pc"
-    assert nearest_model(PLANNED + [choice("v2dp", "vgg", "att2", "concat", "dp")], R2DP, "backbone", "vgg") == "v2dp"
-    # Baselines stay baselines, VGG-GAP turning into the ResNet baseline.
-    assert nearest_model(PLANNED, GAP, "backbone", "resnet") == "rn164"
-    assert nearest_model(PLANNED, RN164, "backbone", "vgg") == "vgg"
-
-
-def test_a_baseline_turned_attention_model_gets_the_papers_defaults_not_manifest_order():
-    choices = [PLAIN_VGG, V3DP, V3SS, V3PC]  # dp and sigmoid_sum come first in this manifest
-    assert requested_axes(PLAIN_VGG, "attention_kind", "att3") == {
-        "backbone": "vgg", "attention_kind": "att3", "head": "concat", "compatibility": "pc",
-        "normalisation": "softmax"}
-    assert nearest_model(choices, PLAIN_VGG, "attention_kind", "att3") == "v3pc"
-    assert requested_axes(V3DP, "attention_kind", "none") == {
-        "backbone": "vgg", "attention_kind": "none", "head": None, "compatibility": None, "normalisation": None}
-    assert nearest_model(choices, V3DP, "attention_kind", "none") == "vgg"
-
-
-def test_a_value_not_shipped_with_the_axes_above_keeps_those_axes():
-    # No VGG-att3 with indep and dp: the indep one is shown (the head asked for wins over dp).
-    assert nearest_model(PLANNED, V3DP, "head", "indep") == "v3ipc"
-    # No ResNet with sigmoid_sum: the picker stays on ResNet rather than jumping to VGG.
-    assert nearest_model(PLANNED, R2PC, "normalisation", "sigmoid_sum") == "r2pc"
-    # No VGG-att1 at all: the current model shares every other axis asked for.
-    assert nearest_model(PLANNED, V2PC, "attention_kind", "att1") == "v2pc"
-    assert nearest_model(PLANNED, V3SS, "attention_kind", "att2") == "v2pc"
-    # Nothing shipped on the backbone asked for: the closest model on the backbone there is.
-    assert nearest_model([V3PC, V3DP, PLAIN_VGG], V3DP, "backbone", "resnet") == "v3dp"
-    assert nearest_model([], V3DP, "backbone", "resnet") == "v3dp"
-
-
-def test_ties_go_to_the_earlier_axes_then_to_the_current_model():
-    sigmoid_dp = choice("v3dp_ss", "vgg", "att3", "concat", "dp", "sigmoid_sum")
-    indep_pc_ss = choice("v3ipc_ss", "vgg", "att3", "indep", "pc", "sigmoid_sum")
-    indep_dp = choice("v3idp", "vgg", "att3", "indep", "dp")
-    # Either indep model shares one of (dp, sigmoid_sum): the compatibility, asked first, wins.
-    assert nearest_model([sigmoid_dp, indep_pc_ss, indep_dp], sigmoid_dp, "head", "indep") == "v3idp"
-    assert nearest_model([indep_dp, indep_pc_ss, sigmoid_dp], sigmoid_dp, "head", "indep") == "v3idp"
-    # Two shipped models with the same axes (two seeds): the one on screen stays.
-    seed1 = choice("v3pc_seed1", "vgg", "att3", "concat", "pc")
-    assert nearest_model([V3PC, seed1, V2PC], seed1, "attention_kind", "att1") == "v3pc_seed1"
-
-
 def test_the_notice_names_what_was_asked_for_and_how_the_shown_model_differs():
     wanted = requested_axes(V3DP, "head", "indep")
     assert design_name(wanted) == "(VGG-att3)-indep-dp"
@@ -159,22 +90,10 @@ def test_the_notice_names_what_was_asked_for_and_how_the_shown_model_differs():
     notice = as_read(not_shipped_notice(PLANNED, wanted, R2PC, "normalisation"))
     assert "normalisation softmax instead of sigmoid_sum" in notice
     assert notice.endswith("Shipped with normalisation sigmoid_sum: v3ss, sigmoid_sum normalisation.")
-    assert design_name(requested_axes(V2PC, "compatibility", "dp") | {"head": "indep"}) == "(VGG-att2)-indep-dp"
 
 
-def test_every_axis_offers_what_the_registry_can_build():
+def test_the_options_are_labelled_in_the_papers_terms():
     vgg, resnet = {"backbone": "vgg"}, {"backbone": "resnet"}
-    assert axis_options("backbone", {}) == ["vgg", "resnet"]
-    assert axis_options("attention_kind", vgg) == ["att1", "att2", "att3", "none", "gap"]
-    assert axis_options("attention_kind", resnet) == ["att2", "none"]
-    assert axis_options("attention_kind", vgg, attention_only=True) == ["att1", "att2", "att3"]
-    for axes in (V2PC.axes(), R2PC.axes()):
-        assert axis_options("head", axes) == ["concat", "indep"]
-        assert axis_options("compatibility", axes) == ["pc", "dp"]
-        assert axis_options("normalisation", axes) == ["softmax", "sigmoid_sum"]
-    assert axis_options("normalisation", V3PC.axes(), {"sigmoid"}) == ["softmax", "sigmoid", "sigmoid_sum"]
-    for baseline in (PLAIN_VGG, GAP, RN164):
-        assert [axis_options(f, baseline.axes()) for f in MODEL_FIELDS[2:]] == [[], [], []]
     assert [option_label("attention_kind", k, vgg) for k in axis_options("attention_kind", vgg)] == [
         "1 stage: layer 13 (att1)", "2 stages: layers 10, 13 (att2)", "3 stages: layers 7, 10, 13 (att3)",
         "none (baseline)", "none, global average pooling (CAM)"]
@@ -325,24 +244,13 @@ def test_the_models_page_does_not_set_a_deviation_against_the_papers_figure(axes
     assert math.isnan(table.loc[SIGMOID_SUM, "test error % (paper)"])
 
 
-def open_link(query: dict[str, str], page: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT_S)
-    if page is not None:
-        at.run()
-        at.switch_page(page)
-    at.query_params.update(query)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
 @pytest.mark.parametrize("page", [None, MASKS])
 def test_a_model_link_sets_every_axis_and_a_hostile_one_warns(axes_zoo, page):
-    at = open_link({"model": SIGMOID_SUM}, page)
+    at = open_with({"model": SIGMOID_SUM}, page)
     assert not warnings(at)
     assert_shows(at, SIGMOID_SUM)
     assert at.query_params["model"] == SIGMOID_SUM
-    at = open_link({"model": "vgg_att3_concat_pc_sigmoid_sum/../../manifest.json"}, page)
+    at = open_with({"model": "vgg_att3_concat_pc_sigmoid_sum/../../manifest.json"}, page)
     assert any("setting **model** was ignored" in w for w in warnings(at)), warnings(at)
     assert_shows(at, "vgg_att3_concat_pc")
 

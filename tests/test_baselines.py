@@ -312,3 +312,27 @@ def test_any_changed_model_argument_makes_a_variant_of_its_own() -> None:
     assert variant_of("vgg", {"width": 0.7}) == ""
     assert variant_of("resnet_att2_concat_dp", {"tap_features": "residual", "dp_scale": "none"}) == (
         "unscaled dp, residual taps")
+
+
+def test_a_deviation_from_the_papers_normalisation_is_a_group_of_its_own() -> None:
+    cards = [card("vgg_att3_concat_pc", 7.0), card("vgg_att3_concat_pc", 6.6, seed=1),
+             card("vgg_att3_concat_pc", 6.9, seed=2, normalisation="softmax"),  # the paper's, said explicitly
+             card("vgg_att3_concat_pc", 6.0, normalisation="sigmoid_sum"),
+             card("vgg_att3_concat_pc", 6.2, seed=1, normalisation="sigmoid_sum"),
+             card("vgg", 7.2), card("vgg", 7.6, seed=1)]
+    assert variant_of("vgg_att3_concat_pc", {"normalisation": "sigmoid_sum"}) == "sigmoid_sum normalisation"
+    assert variant_of("vgg_att3_concat_pc", {"normalisation": "softmax"}) == ""
+    gaps = {(g.attention, g.variant): g for g in baseline_gaps(cards)}
+    assert set(gaps) == {("vgg_att3_concat_pc", ""), ("vgg_att3_concat_pc", "sigmoid_sum normalisation")}
+    paper = gaps["vgg_att3_concat_pc", ""]
+    assert paper.attention_errors == {0: 7.0, 1: 6.6, 2: 6.9}
+    # The deviation is set beside the same plain VGG (it has no maps to normalise), seed by seed.
+    deviation = gaps["vgg_att3_concat_pc", "sigmoid_sum normalisation"]
+    assert deviation.attention_errors == {0: 6.0, 1: 6.2} and deviation.baseline_errors == {0: 7.2, 1: 7.6}
+    assert deviation.baseline == "vgg" and deviation.baseline_variant == ""
+    assert deviation.mean_gap == pytest.approx(6.1 - 7.4)
+    # Listed after the paper's model, named as the app names it.
+    rows = gap_rows(baseline_gaps(cards))
+    assert [r["attention model"] for r in rows] == [
+        "(VGG-att3)-concat-pc", "(VGG-att3)-concat-pc (sigmoid_sum normalisation)"]
+    assert rows[1]["baseline"] == "VGG"

@@ -6,25 +6,13 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import HOME, TIMEOUT_S, as_read, errors, pick_model, start_app, warnings
+from app_helpers import HOME, as_read, errors, open_with, pick_model, start_app, warnings
 from ltpa.choices import check_choice, check_number
 from pages.ui import state
 
 MASKS = "pages/3_Masks.py"
 COMPARE = "pages/1_Compare.py"
 FAITHFULNESS = "pages/6_Faithfulness.py"
-
-
-def open_with(query: dict[str, str | list[str]], page: str | None = None) -> AppTest:
-    """A new session opened on a link: ``page`` (or Home) with ``query`` as its query string."""
-    at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT_S)
-    if page is not None:
-        at.run()
-        at.switch_page(page)
-    at.query_params.update(query)
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def test_home_view_round_trips_through_its_link(tiny_zoo):

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from ltpa.maintainer.baselines import read_cards, reproduction_dir
-from ltpa.maintainer.paper import NOT_SHIPPED, paper_comparison, paper_table_rows
+from ltpa.maintainer.paper import NOT_IN_PAPER, NOT_SHIPPED, paper_comparison, paper_table_rows
 from ltpa.registry import get_spec, recorded_defaults
-from ltpa.zoo import DEFAULT_ZOO_DIR, PAPER_CIFAR10_ERROR, read_manifest, write_manifest
+from ltpa.zoo import DEFAULT_ZOO_DIR, PAPER_CIFAR10_ERROR, paper_cifar10_error, read_manifest, write_manifest
 
 # Training settings that say where, how fast or from which seed a run was trained, not what it
 # learnt: two cards that differ only in these are the same model and recipe.
@@ -117,3 +117,60 @@ def test_seeds_pool_by_model_and_recipe_and_a_duplicate_keeps_the_shipped_error(
     assert table["VGG"]["errors by seed"] == "7.40 (seed 0), 7.20 (seed 1), 7.00 (seed 2)"
     assert table["VGG"]["seed spread (max − min)"] == 0.4 and table["VGG"]["seeds"] == 3
     assert table["ResNet-164"]["shipped as"] == NOT_SHIPPED and table["ResNet-164"]["our build"] is None
+
+
+def _sigmoid_sum(card: dict) -> dict:
+    """The card of the same network trained with sigmoid_sum, the zoo's deviation from the paper."""
+    return {**card, "kwargs": {**card["kwargs"], "normalisation": "sigmoid_sum"}}
+
+
+def test_the_papers_figure_is_for_its_softmax_models_only() -> None:
+    assert paper_cifar10_error("vgg_att3_concat_pc", {"width": 0.7}) == 6.34
+    assert paper_cifar10_error("vgg_att3_concat_pc", {"normalisation": "softmax"}) == 6.34
+    assert paper_cifar10_error("vgg_att3_concat_pc", {"normalisation": "sigmoid_sum"}) is None
+    assert paper_cifar10_error("vgg") == 7.77 and paper_cifar10_error("resnet_att2_concat_pc") is None
+
+
+def test_a_deviation_from_the_papers_normalisation_is_its_own_row_without_a_paper_figure(tmp_path: Path) -> None:
+    zoo = tmp_path / "models"
+    att3 = _card("vgg_att3_concat_pc", "vgg_att3_concat_pc", 6.8)
+    # Listed before the softmax model it deviates from: the paper's row still comes first.
+    write_manifest([_sigmoid_sum(_card("vgg_att3_concat_pc_sigmoid_sum", "vgg_att3_concat_pc", 6.0)), att3,
+                    _sigmoid_sum(_card("vgg_att2_concat_pc_sigmoid_sum", "vgg_att2_concat_pc", 5.0)),
+                    _card("vgg", "vgg", 7.0)], zoo)
+    cards = tmp_path / "reproduction" / "cards"
+    cards.mkdir(parents=True)
+    explicit = _card("vgg_att3_concat_pc_seed2", "vgg_att3_concat_pc", 7.2, seed=2)
+    explicit["kwargs"]["normalisation"] = "softmax"  # the paper's, said explicitly: the same model
+    for card in (_sigmoid_sum(_card("vgg_att3_concat_pc_sigmoid_sum_seed1", "vgg_att3_concat_pc", 6.2, seed=1)),
+                 _card("vgg_att3_concat_pc_seed1", "vgg_att3_concat_pc", 7.0, seed=1), explicit):
+        (cards / f"{card['id']}.json").write_text(json.dumps(card))
+    rows = paper_comparison(zoo)
+    assert [(row.registry_name, row.shipped_id) for row in rows] == [
+        ("vgg", "vgg"), ("vgg_gap", None),
+        ("vgg_att2_concat_pc", None), ("vgg_att2_concat_pc", "vgg_att2_concat_pc_sigmoid_sum"),
+        ("vgg_att3_concat_pc", "vgg_att3_concat_pc"), ("vgg_att3_concat_pc", "vgg_att3_concat_pc_sigmoid_sum"),
+        ("resnet164", None)]
+    # The paper's model pools its softmax seeds only, and only it is set against the paper.
+    paper = rows[4]
+    assert paper.deviation == "" and paper.paper_error == 6.34
+    assert paper.seed_cards == {0: "vgg_att3_concat_pc", 1: "vgg_att3_concat_pc_seed1", 2: "vgg_att3_concat_pc_seed2"}
+    assert paper.mean_minus_paper == pytest.approx(7.0 - 6.34)
+    # The deviation: its own seeds, no paper figure, nothing set against the paper's.
+    deviation = rows[5]
+    assert deviation.paper_name == "(VGG-att3)-concat-pc, sigmoid_sum normalisation"
+    assert deviation.deviation == "sigmoid_sum normalisation" and deviation.paper_error is None
+    assert deviation.seed_cards == {0: "vgg_att3_concat_pc_sigmoid_sum", 1: "vgg_att3_concat_pc_sigmoid_sum_seed1"}
+    assert deviation.mean_error == pytest.approx(6.1) and deviation.mean_minus_paper is None
+    # Only a deviation shipped: the paper's model is not shipped, and the deviation follows it.
+    assert not rows[2].shipped and rows[2].paper_error == 5.23
+    assert rows[3].paper_error is None and rows[3].seed_errors == {0: 5.0}
+    table = paper_table_rows(rows)
+    assert table[5]["paper model"] == f"(VGG-att3)-concat-pc, sigmoid_sum normalisation ({NOT_IN_PAPER})"
+    assert table[5]["paper error %"] is None and table[5]["seed mean − paper"] is None
+    assert table[5]["our build"] == "width 0.5, int8, sigmoid_sum normalisation"
+    assert table[5]["errors by seed"] == "6.00 (seed 0), 6.20 (seed 1)"
+    assert table[4]["paper model"] == "(VGG-att3)-concat-pc" and table[4]["our build"] == "width 0.5, int8"
+    assert table[4]["seed mean − paper"] == round(7.0 - 6.34, 2)
+    assert table[2]["shipped as"] == NOT_SHIPPED and table[2]["paper error %"] == 5.23
+    assert len({r["paper model"] for r in table}) == len(table)  # one name per row: the app indexes by it

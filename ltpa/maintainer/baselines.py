@@ -30,6 +30,8 @@ VARIANT_LABELS = {
     ("tap_features", "residual"): "residual taps",
     ("dp_scale", "none"): "unscaled dp",
     ("normalisation", "sigmoid"): "sigmoid",
+    # The deviation from the paper the zoo trains, in the words the app names such a model by.
+    ("normalisation", "sigmoid_sum"): "sigmoid_sum normalisation",
     ("match", "project_g"): "g projected",
 }
 # The TrainConfig settings that change what a run learns (not where, how fast or from which seed),
@@ -209,7 +211,12 @@ def baseline_gaps(cards: Iterable[dict[str, Any]]) -> list[BaselineGap]:
     """Each attention model and variant, for each recipe, beside its baseline's runs of that recipe
     built with the same shared model arguments (depth, dropout; attention-only ones such as
     tap_features do not apply to the baseline); ``baseline_errors`` is empty when there are none.
-    A run listed twice (same model, variant, recipe and seed) counts once."""
+    A run listed twice (same model, variant, recipe and seed) counts once.
+
+    The variant names every model argument off the registry default, the normalisation included,
+    so a deviation from the paper's softmax (sigmoid_sum) is a group of its own, never pooled with
+    the paper's model of the same registry name; its baseline is the same plain network (which
+    has no attention maps to normalise)."""
     groups: dict[tuple[str, str, Recipe], dict[int, float]] = {}
     baseline_variants: dict[tuple[str, str, Recipe], str] = {}
     for run in filter(None, map(run_of, cards)):

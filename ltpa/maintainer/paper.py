@@ -6,7 +6,8 @@ A shipped model is pooled with every card we have of the same model, variant and
 settings that change what is learnt, and the storage precision, as :mod:`ltpa.maintainer.baselines`
 reads them from the card's training configuration), one error per seed: the shipped card plus the
 repeats kept in ``reproduction/`` beside the zoo. A paper model the zoo does not ship is a row that
-says so.
+says so. A shipped card of a paper network that deviates from the paper's normalisation (softmax)
+is a row of its own right after that network's, named as a deviation and with no paper figure.
 """
 from __future__ import annotations
 
@@ -16,19 +17,22 @@ from pathlib import Path
 from typing import Any
 
 from ltpa.maintainer.baselines import Recipe, recipe_label, run_cards, run_of
+from ltpa.design_space import with_normalisation
 from ltpa.registry import get_spec
-from ltpa.zoo import PAPER_CIFAR10_ERROR, read_manifest, zoo_dir
+from ltpa.zoo import PAPER_CIFAR10_ERROR, paper_cifar10_error, read_manifest, zoo_dir
 
 NOT_SHIPPED = "not shipped"
+NOT_IN_PAPER = "not in the paper"
 
 
 @dataclass(frozen=True)
 class PaperRow:
-    """One model of the paper's Table 1 beside the zoo's equivalent (if the zoo ships one)."""
+    """One model of the paper's Table 1 beside the zoo's equivalent (if the zoo ships one), or a
+    shipped deviation from one of them (``deviation``), which has no paper figure."""
 
     registry_name: str
-    paper_name: str
-    paper_error: float
+    paper_name: str  # a deviation's names its normalisation, e.g. "..., sigmoid_sum normalisation"
+    paper_error: float | None  # None for a deviation: the paper reports no figure for it
     shipped_id: str | None = None  # None: the zoo does not ship this model
     shipped_error: float | None = None  # the shipped file's error (None: not measured)
     shipped_seed: int | None = None
@@ -37,6 +41,7 @@ class PaperRow:
     selection: str = ""  # how the shipped seed was chosen, from the manifest
     seed_errors: dict[int, float] = field(default_factory=dict)  # by seed, the shipped one included
     seed_cards: dict[int, str] = field(default_factory=dict)  # by seed, the id of the card it is from
+    deviation: str = ""  # how the shipped model deviates from the paper's ("" for none)
 
     @property
     def shipped(self) -> bool:
@@ -61,9 +66,10 @@ class PaperRow:
 
     @property
     def mean_minus_paper(self) -> float | None:
-        """Our seed mean minus the paper's error, in points (negative: ours is lower)."""
+        """Our seed mean minus the paper's error, in points (negative: ours is lower); None
+        without seeds or for a deviation (no paper figure)."""
         mean = self.mean_error
-        return None if mean is None else mean - self.paper_error
+        return None if mean is None or self.paper_error is None else mean - self.paper_error
 
     @property
     def recipe_label(self) -> str:
@@ -104,8 +110,10 @@ def paper_comparison(zoo: Path | None = None) -> list[PaperRow]:
     Returns:
         In the paper's order, one row per shipped card of each paper model (a registry name the
         zoo ships twice, as two variants, gives two rows), or one "not shipped" row for a paper
-        model the zoo lacks. A shipped row's ``seed_errors`` pools every card of the same model,
-        variant and recipe, one error per seed; the shipped card's error counts for its seed.
+        model the zoo lacks; then one row per shipped card of that network with a normalisation
+        other than the paper's softmax (``deviation`` set, ``paper_error`` None: never compared
+        with the paper's figure). A shipped row's ``seed_errors`` pools every card of the same
+        model, variant and recipe, one error per seed; the shipped card's error counts for its seed.
 
     Raises:
         ZooError: when the zoo is missing, empty or its manifest cannot be read.
@@ -116,6 +124,8 @@ def paper_comparison(zoo: Path | None = None) -> list[PaperRow]:
         identity, error = _identity(card), card.get("test_error")
         if identity is None or not isinstance(error, (int, float)):
             continue
+        # The variant names every model argument off the registry default, the normalisation
+        # included: a deviation's seeds never pool with the paper model's.
         name, variant, recipe, seed = identity
         pooled.setdefault((name, variant, recipe), {}).setdefault(seed, (float(error), str(card.get("id"))))
     shipped = read_manifest(zoo or zoo_dir())["models"]
@@ -123,23 +133,42 @@ def paper_comparison(zoo: Path | None = None) -> list[PaperRow]:
     for name, paper_error in PAPER_CIFAR10_ERROR.items():
         paper_name = get_spec(name).paper_name
         matches = [card for card in shipped if card.get("registry_name") == name]
-        if not matches:
-            rows.append(PaperRow(name, paper_name, paper_error))
-            continue
+        # The paper's figure is for its softmax model. A researcher reads each row as ours against
+        # the model that figure is for, so a card with another normalisation never fills (or is
+        # set against) the paper's row: that row says "not shipped" when only a deviation is.
+        # The deviation is still a shipped model of this network, so rather than vanish from the
+        # table it follows as a row of its own, named as a deviation, with no paper figure.
+        ours: list[dict[str, Any]] = []
+        deviations: list[dict[str, Any]] = []
         for card in matches:
-            # A damaged card (a list where the seed belongs, say) is shown unpooled.
-            _, variant, recipe, seed = _identity(card) or (name, "", (), None)
-            seeds = dict(sorted(pooled.get((name, variant, recipe), {}).items())) if recipe else {}
-            error = card.get("test_error")
-            rows.append(PaperRow(
-                registry_name=name, paper_name=paper_name, paper_error=paper_error,
-                shipped_id=str(card["id"]),
-                shipped_error=float(error) if isinstance(error, (int, float)) else None,
-                shipped_seed=seed, variant=variant, recipe=recipe, selection=selection_of(card),
-                seed_errors={s: e for s, (e, _) in seeds.items()},
-                seed_cards={s: i for s, (_, i) in seeds.items()},
-            ))
+            (ours if paper_cifar10_error(name, card.get("kwargs")) is not None else deviations).append(card)
+        if not ours:
+            rows.append(PaperRow(name, paper_name, paper_error))
+        rows += [_shipped_row(card, name, paper_name, paper_error, pooled) for card in ours]
+        for card in deviations:
+            normalisation = str(card["kwargs"].get("normalisation"))  # a mapping: a deviation has one
+            rows.append(_shipped_row(card, name, with_normalisation(paper_name, normalisation), None, pooled,
+                                     deviation=f"{normalisation} normalisation"))
     return rows
+
+
+def _shipped_row(card: dict[str, Any], name: str, paper_name: str, paper_error: float | None,
+                 pooled: dict[tuple[str, str, Recipe], dict[int, tuple[float, str]]],
+                 deviation: str = "") -> PaperRow:
+    """The row of a shipped card, its seeds pooled by model, variant and recipe."""
+    # A damaged card (a list where the seed belongs, say) is shown unpooled.
+    _, variant, recipe, seed = _identity(card) or (name, "", (), None)
+    seeds = dict(sorted(pooled.get((name, variant, recipe), {}).items())) if recipe else {}
+    error = card.get("test_error")
+    return PaperRow(
+        registry_name=name, paper_name=paper_name, paper_error=paper_error,
+        shipped_id=str(card["id"]),
+        shipped_error=float(error) if isinstance(error, (int, float)) else None,
+        shipped_seed=seed, variant=variant, recipe=recipe, selection=selection_of(card),
+        seed_errors={s: e for s, (e, _) in seeds.items()},
+        seed_cards={s: i for s, (_, i) in seeds.items()},
+        deviation=deviation,
+    )
 
 
 def _rounded(value: float | None) -> float | None:
@@ -152,7 +181,7 @@ def paper_table_rows(rows: list[PaperRow]) -> list[dict[str, Any]]:
     for row in rows:
         settings = dict(row.recipe)
         table.append({
-            "paper model": row.paper_name,
+            "paper model": row.paper_name + (f" ({NOT_IN_PAPER})" if row.deviation else ""),
             "paper error %": row.paper_error,
             "shipped as": row.shipped_id or NOT_SHIPPED,
             "our build": (f"width {settings.get('width', 1.0):g}, {settings.get('precision') or 'fp32'}"

@@ -9,16 +9,20 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import cv2
 import numpy as np
 import streamlit as st
 
+# The model picker's selection logic (the axes, what the registry can build, the nearest shipped
+# model) lives in the library, importable and testable without streamlit; this module keeps the
+# widgets and their wording. PAPER_NORMALISATION is also imported from here by pages/2_Models.py.
+from ltpa.design_space import (ATTENTION_FIELDS, MODEL_FIELDS, PAPER_NORMALISATION, ModelChoice, axis_options,
+                               design_name, design_space, model_choice, nearest_model, requested_axes,
+                               shipped_normalisations, shipped_with, short_value)
 from ltpa.device import get_device
 from ltpa.images import UPLOAD_EXTENSIONS, ImageError, LoadedImage, load_image
-from ltpa.layers.attention import NORMALISATIONS
-from ltpa.registry import get_spec, list_models
 from ltpa.segmentation import DEFAULT_CAM_MODEL, DEFAULT_GRAD_CAM_MODEL
 from ltpa.zoo import (MANIFEST_NAME, LoadedModel, ZooError, build_problem, list_zoo, load_zoo_model,
                       zoo_dir)
@@ -269,65 +273,6 @@ def show_missing_image(hint: str) -> None:
 
 # --- models ---------------------------------------------------------------------------------
 
-# The axes that tell models apart, in the order the model picker asks for them: the paper's
-# design space (backbone, the tapped stages, head, compatibility), then how the attention maps
-# are normalised, where the zoo also ships a deviation from the paper.
-MODEL_FIELDS = ("backbone", "attention_kind", "head", "compatibility", "normalisation")
-# The axes only attention models have (None for the baselines).
-ATTENTION_FIELDS = ("head", "compatibility", "normalisation")
-PAPER_NORMALISATION = "softmax"
-# The normalisations the picker always offers: the paper's and the deviation the zoo trains. The
-# layers know others (sigmoid, a popular port's): one is offered only when a shipped model has it,
-# so the picker does not advertise variants nobody trained here.
-OFFERED_NORMALISATIONS = ("softmax", "sigmoid_sum")
-
-
-def attention_kind_of(attention: bool, levels: int, gap: bool) -> str:
-    """``attN`` for an attention model with N tapped stages, ``gap`` for a global-average-pooling
-    baseline (VGG-GAP), ``none`` for a plain baseline."""
-    return f"att{levels}" if attention else ("gap" if gap else "none")
-
-
-def with_normalisation(name: str, normalisation: str | None) -> str:
-    """A model's paper name, with its normalisation named when it is not the paper's softmax."""
-    if normalisation in (None, PAPER_NORMALISATION) or normalisation in name:
-        return name
-    return f"{name}, {normalisation} normalisation"
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """A zoo model described by the choices that tell models apart."""
-
-    id: str
-    paper_name: str
-    backbone: str  # "vgg" or "resnet"
-    attention: bool
-    levels: int  # number of attention stages (0 for baselines)
-    head: str | None  # "concat" / "indep", None for baselines
-    compatibility: str | None  # "pc" / "dp", None for baselines
-    normalisation: str | None  # "softmax" (the paper's), "sigmoid_sum", ...; None for baselines
-    gap: bool  # global-average-pooling baseline (has CAM)
-    test_error: float | None
-
-    @property
-    def attention_kind(self) -> str:
-        """The tapped stages as one value: ``attN``, ``gap`` (VGG-GAP) or ``none``."""
-        return attention_kind_of(self.attention, self.levels, self.gap)
-
-    @property
-    def label(self) -> str:
-        """The paper name, naming the normalisation when it deviates from the paper's."""
-        return with_normalisation(self.paper_name, self.normalisation)
-
-    def axes(self) -> dict[str, str | None]:
-        """The model's value of every axis of ``MODEL_FIELDS``."""
-        return {field: getattr(self, field) for field in MODEL_FIELDS}
-
-
-BACKBONE_LABELS = {"vgg": "VGG", "resnet": "ResNet"}
-
-
 # A few small ModelChoice records and problem lines per manifest version: a count bound is enough.
 @st.cache_data(show_spinner=False, max_entries=8)
 def _zoo_choices(folder: str, manifest_mtime: float) -> tuple[list[ModelChoice], list[str]]:
@@ -344,21 +289,8 @@ def _zoo_choices(folder: str, manifest_mtime: float) -> tuple[list[ModelChoice],
         if problem:
             problems.append(f"Zoo entry **{plain(entry.id)}** is skipped: {plain(problem, 2000)}.")
             continue
-        spec = get_spec(entry.registry_name)
-        error = card.get("test_error")
-        kwargs = card.get("kwargs") or {}  # build_problem has checked it is a mapping
-        choices.append(ModelChoice(
-            id=entry.id,
-            paper_name=str(card.get("paper_name") or spec.paper_name),
-            backbone=spec.backbone,
-            attention=spec.attention,
-            levels=len(spec.fixed.get("taps", ())),
-            head=spec.fixed.get("head") if spec.attention else None,
-            compatibility=spec.fixed.get("compatibility") if spec.attention else None,
-            normalisation=str(kwargs.get("normalisation", PAPER_NORMALISATION)) if spec.attention else None,
-            gap=bool(spec.fixed.get("gap", False)),
-            test_error=float(error) if error is not None else None,
-        ))
+        choices.append(model_choice(entry.id, entry.registry_name, card.get("kwargs"), card.get("paper_name"),
+                                    card.get("test_error")))
     return choices, problems
 
 
@@ -403,135 +335,7 @@ def no_models_message() -> None:
     st.warning(NO_MODELS_MESSAGE.format(folder=zoo_dir()))
 
 
-# --- the design space: what the registry can build along the picker's axes -------------------
-
-@dataclass(frozen=True)
-class DesignPoint:
-    """One registered model along the picker's axes. Normalisation is not part of it: every
-    attention model can be built with any normalisation (a ``create_model`` argument)."""
-
-    registry_name: str
-    paper_name: str
-    backbone: str
-    attention_kind: str
-    head: str | None
-    compatibility: str | None
-    taps: tuple[int, ...]  # VGG layer numbers or ResNet stage numbers; empty for baselines
-
-
-@functools.cache
-def design_space() -> tuple[DesignPoint, ...]:
-    """Every model the registry can build, in registry order (the registry is fixed at import)."""
-    points = []
-    for name in list_models():
-        spec = get_spec(name)
-        taps = tuple(spec.fixed.get("taps", ()))
-        points.append(DesignPoint(
-            registry_name=name, paper_name=spec.paper_name, backbone=spec.backbone,
-            attention_kind=attention_kind_of(spec.attention, len(taps), bool(spec.fixed.get("gap"))),
-            head=spec.fixed.get("head") if spec.attention else None,
-            compatibility=spec.fixed.get("compatibility") if spec.attention else None,
-            taps=taps,
-        ))
-    return tuple(points)
-
-
-def axis_options(field: str, axes: Mapping[str, str | None], shipped_normalisations: Iterable[str] = (),
-                 attention_only: bool = False) -> list[str]:
-    """The values of ``field`` the registry can build together with the axes asked before it.
-
-    Args:
-        field: one of ``MODEL_FIELDS``.
-        axes: the chosen value of (at least) every axis before ``field``.
-        shipped_normalisations: normalisations of shipped models, offered besides
-            ``OFFERED_NORMALISATIONS``.
-        attention_only: leave the baselines out.
-
-    Returns:
-        The values in registry order (normalisations in ``NORMALISATIONS`` order); empty when the
-        axis does not apply (a baseline has no head, compatibility or normalisation).
-    """
-    above = MODEL_FIELDS[:MODEL_FIELDS.index(field)]
-    points = [p for p in design_space()
-              if all(getattr(p, f) == axes.get(f) for f in above) and (p.taps or not attention_only)]
-    if field == "normalisation":
-        if not any(p.taps for p in points):
-            return []
-        shipped = set(shipped_normalisations)
-        return [n for n in NORMALISATIONS if n in OFFERED_NORMALISATIONS or n in shipped]
-    return list(dict.fromkeys(getattr(p, field) for p in points if getattr(p, field) is not None))
-
-
-def _stage_count(kind: str | None) -> int:
-    return int(kind[3:]) if kind and kind.startswith("att") else 0
-
-
-def _closest_value(field: str, wanted: str | None, options: list[str]) -> str:
-    """The option to keep when ``wanted`` cannot be built with the axes above it."""
-    if field == "attention_kind" and wanted is not None:
-        # Stay an attention model (or a baseline), then keep the number of stages closest:
-        # att3 on ResNet becomes att2, VGG-GAP becomes ResNet-164.
-        return min(options, key=lambda kind: (kind.startswith("att") != wanted.startswith("att"),
-                                              abs(_stage_count(kind) - _stage_count(wanted)), kind != wanted))
-    return options[0]  # a baseline turned attention model: the registry's first (concat, pc, softmax)
-
-
-def _normalisations(choices: Iterable[ModelChoice]) -> set[str]:
-    return {c.normalisation for c in choices if c.normalisation}
-
-
-def requested_axes(current: ModelChoice, field: str, value: str,
-                   shipped_normalisations: Iterable[str] = ()) -> dict[str, str | None]:
-    """What the user asks for by setting ``field`` to ``value`` on ``current``: the current
-    model's other axes, each kept where the registry can build it with the new value and moved to
-    the closest value it can build otherwise (att3 becomes att2 on ResNet; a baseline turned
-    attention model gets concat, pc and softmax; an attention model turned baseline drops head,
-    compatibility and normalisation)."""
-    axes = current.axes() | {field: value}
-    for later in MODEL_FIELDS[MODEL_FIELDS.index(field) + 1:]:
-        options = axis_options(later, axes, shipped_normalisations)
-        if not options:
-            axes[later] = None
-        elif axes[later] not in options:
-            axes[later] = _closest_value(later, axes[later], options)
-    return axes
-
-
-def nearest_model(choices: list[ModelChoice], current: ModelChoice, field: str, value: str) -> str:
-    """The shipped model to show after the user set ``field`` to ``value`` on ``current``.
-
-    Among ``choices``, the one that keeps the axes asked before ``field`` (the earlier the axis,
-    the more it counts), then has ``value``, then shares as many of the other axes asked for
-    (:func:`requested_axes`) as possible, so pc stays pc when the backbone changes. Remaining ties
-    go to the earlier axes, then to ``current``, then to manifest order. When no shipped model has
-    ``value`` with the axes above, the result is the nearest model without it (often ``current``).
-
-    Returns:
-        Its id (``current.id`` when ``choices`` is empty).
-    """
-    if not choices:
-        return current.id
-    wanted = requested_axes(current, field, value, _normalisations(choices))
-    index = MODEL_FIELDS.index(field)
-    above, later = MODEL_FIELDS[:index], MODEL_FIELDS[index + 1:]
-
-    def closeness(choice: ModelChoice) -> tuple:
-        shared = tuple(getattr(choice, f) == wanted[f] for f in later)
-        return (tuple(getattr(choice, f) == wanted[f] for f in above), getattr(choice, field) == value,
-                sum(shared), shared, choice.id == current.id)
-
-    return max(choices, key=closeness).id
-
-
-def design_name(axes: Mapping[str, str | None]) -> str:
-    """The paper's name of a point of the design space, e.g. ``(VGG-att2)-indep-dp``, with a
-    normalisation other than softmax named after it."""
-    point = next((p for p in design_space()
-                  if all(getattr(p, f) == axes.get(f) for f in MODEL_FIELDS if f != "normalisation")), None)
-    if point is None:  # not buildable: name the values themselves
-        return " / ".join(_short_value(f, v) for f, v in axes.items() if v is not None)
-    return with_normalisation(point.paper_name, axes.get("normalisation"))
-
+# --- the model picker: its widgets and wording (the logic is ltpa.design_space) ------------
 
 FIELD_LABELS = {"backbone": "backbone", "attention_kind": "tapped stages", "head": "head",
                 "compatibility": "compatibility", "normalisation": "normalisation"}
@@ -551,15 +355,6 @@ FIELD_HELP = {
                      "but positions do not compete exponentially).",
 }
 NOT_SHIPPED = " (not shipped)"
-
-
-def _short_value(field: str, value: str | None) -> str:
-    """A value as the notices name it (``att3``, ``VGG``, ``pc``)."""
-    if field == "backbone":
-        return BACKBONE_LABELS.get(str(value), str(value))
-    if field == "attention_kind" and value in ("none", "gap"):
-        return "none (baseline)" if value == "none" else "global average pooling (VGG-GAP)"
-    return str(value)
 
 
 def _stages_label(backbone: str | None, kind: str) -> str:
@@ -586,13 +381,8 @@ def option_label(field: str, value: str, axes: Mapping[str, str | None], shipped
     elif field == "normalisation":
         text = f"{value}, the paper's" if value == PAPER_NORMALISATION else f"{value}, deviation from the paper"
     else:
-        text = _short_value(field, value)
+        text = short_value(field, value)
     return text if shipped else text + NOT_SHIPPED
-
-
-def _shipped_with(choices: Iterable[ModelChoice], axes: Mapping[str, str | None], field: str, value: str) -> bool:
-    above = MODEL_FIELDS[:MODEL_FIELDS.index(field)]
-    return any(getattr(c, field) == value and all(getattr(c, f) == axes.get(f) for f in above) for c in choices)
 
 
 def not_shipped_notice(choices: list[ModelChoice], wanted: Mapping[str, str | None], shown: ModelChoice,
@@ -602,7 +392,7 @@ def not_shipped_notice(choices: list[ModelChoice], wanted: Mapping[str, str | No
     if shown.axes() == dict(wanted):
         return None
     # An axis a baseline lacks is implied by the tapped stages: only name axes both sides have.
-    differences = [f"{FIELD_LABELS[f]} {_short_value(f, getattr(shown, f))} instead of {_short_value(f, wanted[f])}"
+    differences = [f"{FIELD_LABELS[f]} {short_value(f, getattr(shown, f))} instead of {short_value(f, wanted[f])}"
                    for f in MODEL_FIELDS if getattr(shown, f) != wanted[f]
                    and getattr(shown, f) is not None and wanted[f] is not None]
     message = (f"**{plain(design_name(wanted))} is not shipped.** Showing the nearest shipped model instead: "
@@ -612,7 +402,7 @@ def not_shipped_notice(choices: list[ModelChoice], wanted: Mapping[str, str | No
     if getattr(shown, field) != value:
         others = [c.label for c in choices if getattr(c, field) == value]
         if others:
-            message += (f" Shipped with {FIELD_LABELS[field]} {plain(_short_value(field, value))}: "
+            message += (f" Shipped with {FIELD_LABELS[field]} {plain(short_value(field, value))}: "
                         f"{plain(', '.join(others[:4]))}" + (" and others." if len(others) > 4 else "."))
     return message
 
@@ -631,7 +421,7 @@ def _on_field(widget_key: str, persist_key: str, field: str, choice_ids: tuple[s
     shown_id = nearest_model(choices, current, field, value)
     shown = next(c for c in choices if c.id == shown_id)
     state.put(persist_key, shown_id)
-    wanted = requested_axes(current, field, value, _normalisations(choices))
+    wanted = requested_axes(current, field, value, shipped_normalisations(choices))
     # Read (and dropped) by the next run of the picker: it shows once, after this change.
     state.put(_notice_key(persist_key), not_shipped_notice(choices, wanted, shown, field))
 
@@ -661,12 +451,12 @@ def model_picker(
     state.put(persist_key, current.id)
     ids = tuple(by_id)
     axes = current.axes()
-    shipped_normalisations = _normalisations(choices)
+    normalisations = shipped_normalisations(choices)
     for field in MODEL_FIELDS:
         if field in ATTENTION_FIELDS and not current.attention:
             continue
-        options = axis_options(field, axes, shipped_normalisations, attention_only)
-        shipped = {v: _shipped_with(choices, axes, field, v) for v in options}
+        options = axis_options(field, axes, normalisations, attention_only)
+        shipped = {v: shipped_with(choices, axes, field, v) for v in options}
         widget_key = f"{key}.{field}"
         # Every box shows the persisted model on every run (another page may have changed it); a
         # user's change goes back to the persisted model through the callback.
