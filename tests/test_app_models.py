@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app_helpers import (MODELS, captions, decode_plotly, errors, figures_titled, start_app,
+from app_helpers import (MODELS, as_read, captions, decode_plotly, errors, figures_titled, start_app,
                          start_with_empty_zoo)
 from ltpa.maintainer.paper import paper_comparison
 from ltpa.zoo import PAPER_CIFAR10_ERROR
@@ -290,3 +290,22 @@ def test_card_shows_its_attention_quality_beside_the_centre_prior(rich_zoo):
     # A card without the section says why there is no table.
     at.selectbox(key="model.backbone").select("resnet").run()
     assert "This card records no attention quality: the model has no map to score." in [i.value for i in at.info]
+
+
+def test_card_shows_how_its_seed_was_chosen_and_warns_when_that_cannot_be_checked(rich_zoo):
+    folder = Path(os.environ["LTPA_ZOO"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    first = manifest["models"][0]  # the model picker starts on the first model
+    run = f"{first['id']}_seed1"
+    first.update(trained_as=run, validation_error_flip=7.2)
+    first["selection"] = {"rule": "lowest_validation_error", "rule_text": "the seed with the lowest validation error",
+                          "chosen": run, "candidates": {run: 7.2, f"{first['id']}_seed2": 7.5}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    at = _models_page(start_app())
+    assert any("**How this seed was chosen**: the seed with the lowest validation error" in m.value
+               for m in at.markdown)
+    table = next(d.value for d in at.dataframe if "validation error %" in d.value.columns)
+    assert list(table["run"]) == [run, f"{first['id']}_seed2"] and list(table["shipped"]) == [True, False]
+    # The other seed's card is not in the reproduction folder: the choice cannot be confirmed.
+    assert any(f"the card of seed run '{first['id']}_seed2'" in as_read(w.value) and "is missing" in w.value
+               for w in at.warning)

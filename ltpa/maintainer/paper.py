@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ltpa.maintainer.baselines import Recipe, recipe_label, run_cards, run_of
 from ltpa.design_space import with_normalisation
+from ltpa.maintainer.baselines import Recipe, recipe_label, run_cards, run_of
+from ltpa.maintainer.selection import SELECTION_KEY
 from ltpa.registry import get_spec
 from ltpa.zoo import PAPER_CIFAR10_ERROR, paper_cifar10_error, read_manifest, zoo_dir
 
@@ -92,11 +93,15 @@ def selection_of(card: dict[str, Any]) -> str:
         card: a shipped model card.
 
     Returns:
-        Its ``promotion_note``, after the run it was ``trained_as``; or that the manifest records
-        no note.
+        Its selection rule (``ltpa.maintainer.selection``) or else its ``promotion_note``, after
+        the run it was ``trained_as``; or that the manifest records no note.
     """
     note, run = card.get("promotion_note"), card.get("trained_as")
     source = f"run {run}: " if run else ""
+    record = card.get(SELECTION_KEY)
+    if isinstance(record, dict) and record.get("rule_text"):
+        return (f"{source}{record['rule_text']}, on the validation split, among "
+                f"{len(record.get('candidates') or {})} seeds")
     return f"{source}{note}" if note else f"{source}no note in the manifest on how it was chosen"
 
 

@@ -20,6 +20,7 @@ from ltpa.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from ltpa.data import DeviceLoader, load_dataset, load_image_folder
 from ltpa.maintainer.recipes import (RECIPES, VARIANT_NAME, ZOO_RECIPES, recipe_config, run_id,
                                      settings_arguments)
+from ltpa.maintainer.selection import SELECTION_KEY
 from ltpa.registry import get_spec
 from ltpa.training import (MODEL_FILE, LOG_FILE, RESUMABLE_CHANGES, TrainConfig, Trainer,
                            config_differences, evaluate)
@@ -52,6 +53,7 @@ def ship_run(run_dir: Path, model_id: str, zoo: Path, precision: str = "int8",
         The card (also written to ``zoo/cards/<id>.json``).
     """
     model, meta = load_checkpoint(run_dir / MODEL_FILE)
+    metrics = meta.get("metrics") or {}
     meta = {**meta, "dataset": dataset}
     zoo.mkdir(parents=True, exist_ok=True)
     shipped = save_checkpoint(zoo / f"{model_id}.pt", model, meta, precision=precision)
@@ -72,6 +74,9 @@ def ship_run(run_dir: Path, model_id: str, zoo: Path, precision: str = "int8",
         confusion=result.confusion,
         attention_entropy=result.entropy,
         log=f"{LOGS_DIR}/{model_id}.json",
+        # What the seed is chosen on (ltpa.maintainer.selection), as the run logged it.
+        **{key: metrics[key] for key in ("validation_error", "validation_error_flip")
+           if metrics.get(key) is not None},
     )
     (zoo / CARDS_DIR).mkdir(exist_ok=True)
     (zoo / CARDS_DIR / f"{model_id}.json").write_text(json.dumps(card, indent=2))
@@ -206,7 +211,8 @@ def _renamed_card(card: dict[str, Any], new_id: str, **extra: Any) -> dict[str, 
 
 
 def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | None = None,
-                retire_as: str | None = None, note: str = "") -> dict[str, Any]:
+                retire_as: str | None = None, note: str = "",
+                selection: dict[str, Any] | None = None) -> dict[str, Any]:
     """Ship a trained run as zoo model ``model_id`` and rewrite the manifest; returns the new card.
 
     ``card_path`` is a card written by ``ltpa zoo train`` (``<folder>/cards/<run>.json``, its file
@@ -224,6 +230,9 @@ def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | Non
         retire_to: folder for the replaced card and log.
         retire_as: id for the replaced card.
         note: why this run ships (``promotion_note``).
+        selection: the rule that chose this run among its seeds and their validation errors
+            (``ltpa.maintainer.selection.selection_record``); it must choose this run, and the
+            other seeds' cards (beside this one) are kept in ``retire_to``.
 
     Returns:
         The new card, as the manifest now lists it.
@@ -234,6 +243,8 @@ def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | Non
     """
     card = json.loads(Path(card_path).read_text())
     source = Path(card_path).parent.parent
+    if selection is not None and selection.get("chosen") != card.get("id"):
+        raise ValueError(f"the selection chose {selection.get('chosen')!r}, not {card.get('id')!r}")
     if model_id not in ZOO_RECIPES:
         raise ValueError(f"no zoo recipe {model_id!r}; zoo recipes: {', '.join(ZOO_RECIPES)}")
     missing = [key for key in ("id", "file", "log", "sha256", "precision") if key not in card]
@@ -264,8 +275,23 @@ def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | Non
         (retire_to / CARDS_DIR / f"{retire_as}.json").write_text(json.dumps(old, indent=2) + "\n")
         (zoo / shipped[model_id]["file"]).unlink(missing_ok=True)
         (zoo / shipped[model_id]["log"]).unlink(missing_ok=True)
+    if selection:  # the other seeds' cards and logs are kept, so the choice can be checked
+        others = [run for run in selection.get("candidates", {}) if run != card["id"]]
+        missing = [run for run in others if not (source / CARDS_DIR / f"{run}.json").is_file()]
+        if missing:
+            raise ValueError(f"the selection's candidates {', '.join(missing)} have no card in "
+                             f"{source / CARDS_DIR}: they would not be kept")
+        if others and retire_to is None:
+            raise ValueError("give a folder for the other seeds' cards (retire_to)")
+        for run in others:
+            kept = json.loads((source / CARDS_DIR / f"{run}.json").read_text())
+            (retire_to / CARDS_DIR).mkdir(parents=True, exist_ok=True)
+            (retire_to / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / kept["log"], retire_to / kept["log"])
+            (retire_to / CARDS_DIR / f"{run}.json").write_text(json.dumps(kept, indent=2) + "\n")
     new = _renamed_card(card, model_id, trained_as=card["id"],
-                        **({"promotion_note": note} if note else {}))
+                        **({"promotion_note": note} if note else {}),
+                        **({SELECTION_KEY: selection} if selection else {}))
     (zoo / LOGS_DIR).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source / card["file"], zoo / new["file"])
     shutil.copyfile(source / card["log"], zoo / new["log"])
