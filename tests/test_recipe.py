@@ -97,3 +97,33 @@ def test_data_parallel_runs_are_eager_unless_compile_is_asked_for(
     assert not eager.compile and eager.compile_mode == "default" and not eager.step_graph
     asked = config_of("vgg", "--nproc", "2", "--compile", "--compile-mode", "reduce-overhead")
     assert asked.compile and asked.compile_mode == "reduce-overhead"
+
+
+def test_the_next_zoo_is_the_fast_recipe_with_int4_training_for_every_model_of_issue_18(
+        tmp_path: Path) -> None:
+    from ltpa.maintainer.recipes import FAST_ZOO_RECIPES, QAT_SHARE, recipe_config
+    from ltpa.maintainer.selection import validation_error
+
+    expected = {"vgg_att1_concat_pc", "vgg_att2_concat_pc", "vgg_att3_concat_pc", "vgg_att3_indep_pc",
+                "vgg_att3_concat_dp", "vgg_att3_concat_pc_sigmoid_sum", "vgg", "vgg_gap",
+                "resnet_att2_concat_pc", "resnet_att2_concat_dp", "resnet_att2_indep_pc", "resnet164"}
+    assert set(FAST_ZOO_RECIPES) == {f"{i}_fast" for i in expected}
+    for recipe_id, recipe in FAST_ZOO_RECIPES.items():
+        fast = recipe_for(recipe["model"], cuda=True)
+        # The recipe itself, unchanged, plus int4 over the last fifth of the epochs.
+        assert {k: recipe[k] for k in fast if k not in ("compile", "overrides")} == \
+            {k: v for k, v in fast.items() if k not in ("compile", "overrides")}, recipe_id
+        assert recipe["qat"] == "int4" and recipe["precision"] == "int4"
+        assert recipe["qat_epochs"] == round(recipe["epochs"] * QAT_SHARE)
+        config, _ = recipe_config(recipe_id, "cifar10", "runs/x", device="cpu")
+        assert not config.step_graph  # graphs on CUDA only
+        assert config.validation > 0  # the seed is chosen on the validation split
+    assert FAST_ZOO_RECIPES["vgg_att3_concat_pc_sigmoid_sum_fast"]["overrides"] == {
+        "stage_classifiers": True, "normalisation": "sigmoid_sum"}
+    # A (shortened) run ships a card that records what its seed is chosen on.
+    data = make_folder(tmp_path / "data", {"train": 20, "test": 4})
+    assert cli(["zoo", "train", "--ids", "vgg_fast", "--data", str(data), "--runs", str(tmp_path / "runs"),
+                "--zoo", str(tmp_path / "seeds"), "--epochs", "1", "--no-compile", "--device", "cpu"]) == 0
+    card = json.loads((tmp_path / "seeds" / "cards" / "vgg_fast.json").read_text())
+    assert card["precision"] == "int4" and validation_error(card) is not None
+    assert card["training"]["config"]["qat_epochs"] == 1 and card["training"]["config"]["width"] == 0.5

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from ltpa.checkpoint import PRECISIONS
-from ltpa.maintainer.recipes import BATCH_128_RECIPES, FULL_WIDTH_RECIPES, ZOO_RECIPES, parse_settings
+from ltpa.maintainer.recipes import (BATCH_128_RECIPES, FAST_ZOO_RECIPES, FULL_WIDTH_RECIPES, ZOO_RECIPES,
+                                     parse_settings)
 from ltpa.maintainer.shipping import train_zoo
 
 
@@ -14,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ids", default=",".join(ZOO_RECIPES),
                         help=f"comma-separated recipes (default the shipped zoo: "
                         f"{', '.join(ZOO_RECIPES)}; also "
-                        f"{', '.join([*FULL_WIDTH_RECIPES, *BATCH_128_RECIPES])})")
+                        f"{', '.join([*FULL_WIDTH_RECIPES, *BATCH_128_RECIPES])}; the next zoo, "
+                        f"the fast recipe with int4 training: {', '.join(FAST_ZOO_RECIPES)})")
     parser.add_argument("--data", required=True, help="dataset name or ImageFolder tree")
     parser.add_argument("--runs", default="runs/zoo", help="folder for the training runs")
     parser.add_argument("--zoo", default="assets/models", help="where shipped files and cards go")
