@@ -10,11 +10,11 @@ from typing import Any
 import streamlit as st
 
 from ltpa import viz
-from ltpa.maintainer.baselines import gap_rows, read_cards, reproduction_dir, zoo_gaps
+from ltpa.maintainer.baselines import gap_rows, zoo_gaps
 from ltpa.maintainer.paper import paper_comparison, paper_table_rows
 from ltpa.maintainer.quality import QUALITY_KEY, quality_rows
 from ltpa.maintainer.runs import read_log_epochs, run_logs
-from ltpa.maintainer.selection import SELECTION_KEY, selection_problems
+from ltpa.maintainer.selection import SELECTION_KEY
 from ltpa.registry import get_spec
 from ltpa.zoo import PAPER_CIFAR10_ERROR, list_zoo, zoo_dir
 from pages.ui import url_state as url
@@ -168,8 +168,6 @@ if isinstance(selection, dict):
     candidates = selection.get("candidates") if isinstance(selection.get("candidates"), dict) else {}
     st.dataframe([{"run": run, "validation error %": error, "shipped": run == card.get("trained_as")}
                   for run, error in candidates.items()], hide_index=True, key="models.selection")
-for problem in selection_problems(card, read_cards(reproduction_dir(zoo_dir()))):
-    st.warning(plain(problem, 2000))
 if training.get("command"):
     st.markdown("Trained with:")
     st.code(training["command"], language="bash")

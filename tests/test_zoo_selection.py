@@ -121,3 +121,33 @@ def test_select_names_a_path_that_is_no_run(tmp_path: Path, capsys: pytest.Captu
     (tmp_path / "empty").mkdir()
     assert cli(["zoo", "select", str(tmp_path / "empty")]) == 2
     assert "neither a run folder with log.json nor a card file" in capsys.readouterr().err
+
+
+def test_every_page_names_a_card_whose_seed_selection_cannot_be_confirmed(
+        tiny_zoo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from app_helpers import as_read, start_app
+    from pages.ui import state
+
+    zoo = tmp_path / "models"
+    shutil.copytree(tiny_zoo_dir, zoo)
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    card = manifest["models"][0]
+    card.update(trained_as=f"{card['id']}_seed1", validation_error_flip=7.2)
+    card[SELECTION_KEY] = selection_record({f"{card['id']}_seed1": 7.2, f"{card['id']}_seed2": 7.5},
+                                           "lowest_validation_error")
+    (zoo / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("LTPA_ZOO", str(zoo))
+    at = start_app()
+    lines = [as_read(w.value) for w in at.warning]
+    assert any(f"Zoo entry **{card['id']}**: how its seed was chosen cannot be confirmed" in line
+               and f"'{card['id']}_seed2'" in line and "is missing from the reproduction folder" in line
+               for line in lines), lines
+    assert at.session_state[state.MODEL_ID] == card["id"]  # still a choice
+    # Once the other seed's card is kept beside the zoo, the warning goes.
+    (tmp_path / "reproduction" / "cards").mkdir(parents=True)
+    (tmp_path / "reproduction" / "cards" / f"{card['id']}_seed2.json").write_text(
+        json.dumps({"id": f"{card['id']}_seed2", "validation_error_flip": 7.5}))
+    again = start_app()
+    assert not [w for w in again.warning if "cannot be confirmed" in w.value]

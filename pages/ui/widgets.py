@@ -23,6 +23,8 @@ from ltpa.design_space import (ATTENTION_FIELDS, MODEL_FIELDS, PAPER_NORMALISATI
                                shipped_normalisations, shipped_with, short_value)
 from ltpa.device import get_device
 from ltpa.images import UPLOAD_EXTENSIONS, ImageError, LoadedImage, load_image
+from ltpa.maintainer.baselines import read_cards, reproduction_dir
+from ltpa.maintainer.selection import SELECTION_KEY, selection_problems
 from ltpa.segmentation import DEFAULT_CAM_MODEL, DEFAULT_GRAD_CAM_MODEL
 from ltpa.zoo import (MANIFEST_NAME, LoadedModel, ZooError, build_problem, list_zoo, load_zoo_model,
                       zoo_dir)
@@ -275,20 +277,26 @@ def show_missing_image(hint: str) -> None:
 
 # A few small ModelChoice records and problem lines per manifest version: a count bound is enough.
 @st.cache_data(show_spinner=False, max_entries=8)
-def _zoo_choices(folder: str, manifest_mtime: float) -> tuple[list[ModelChoice], list[str]]:
-    """The describable zoo models, and one warning per card the registry cannot build (left out).
-    A card whose file is missing stays a choice: loading it says so (model_or_error)."""
+def _zoo_choices(folder: str, manifest_mtime: float, kept_mtime: float) -> tuple[list[ModelChoice], list[str]]:
+    """The describable zoo models, and one warning per card the registry cannot build (left out)
+    or whose recorded seed selection the kept seed cards do not confirm (still a choice). A card
+    whose file is missing stays a choice: loading it says so (model_or_error)."""
     choices, problems = [], []
     try:
         entries = list_zoo()
     except ZooError:  # a missing or empty zoo: the pages say so (no_models_message)
         return [], []
+    kept = None
     for entry in entries:
         card = entry.card
         problem = build_problem(card)
         if problem:
             problems.append(f"Zoo entry **{plain(entry.id)}** is skipped: {plain(problem, 2000)}.")
             continue
+        if card.get(SELECTION_KEY) is not None:
+            kept = read_cards(reproduction_dir(Path(folder))) if kept is None else kept
+            problems += [f"Zoo entry **{plain(entry.id)}**: how its seed was chosen cannot be confirmed: "
+                         f"{plain(line, 2000)}." for line in selection_problems(card, kept)]
         choices.append(model_choice(entry.id, entry.registry_name, card.get("kwargs"), card.get("paper_name"),
                                     card.get("test_error")))
     return choices, problems
@@ -296,8 +304,11 @@ def _zoo_choices(folder: str, manifest_mtime: float) -> tuple[list[ModelChoice],
 
 def _zoo_choices_and_problems() -> tuple[list[ModelChoice], list[str]]:
     manifest = zoo_dir() / MANIFEST_NAME
-    # The manifest's mtime is part of the key: a zoo that lands while the app runs shows up.
-    return _zoo_choices(str(zoo_dir()), manifest.stat().st_mtime if manifest.is_file() else 0.0)
+    kept = reproduction_dir(zoo_dir()) / "cards"
+    # The mtimes are part of the key: a zoo (or a kept seed card) that lands while the app runs
+    # shows up.
+    return _zoo_choices(str(zoo_dir()), manifest.stat().st_mtime if manifest.is_file() else 0.0,
+                        kept.stat().st_mtime if kept.is_dir() else 0.0)
 
 
 def zoo_choices() -> list[ModelChoice]:
