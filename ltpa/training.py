@@ -757,8 +757,10 @@ class Trainer:
                             config.epochs, train_loss, train_acc, _scores_text(row), lr, epoch_time)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(
-                f"interrupted; the last finished epoch is saved: resume with "
-                f"`ltpa train --resume {self.out}`") from None
+                f"interrupted; the last saved epoch"
+                + (f" (written at most {self.config.save_interval_s:g} s apart)"
+                   if self.config.save_interval_s and self.distributed is None else "")
+                + f" is in {self.out}: resume with `ltpa train --resume {self.out}`") from None
         return self.log
 
 

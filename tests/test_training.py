@@ -562,6 +562,15 @@ def test_save_interval_writes_the_state_after_the_first_and_last_epochs_and_the_
                          batch_size=12, device="cpu", validation=0.0, save_interval_s=1e6)
     Trainer(config, on_epoch=written).run()
     assert seen == [(1, 1, 1), (2, 1, 2), (3, 3, 3)]
+
+    def stop_at_2(row: dict) -> None:
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    other = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt, match="the last saved epoch \\(written at most 1e\\+06 s apart\\)"):
+        Trainer(TrainConfig(**{**asdict(config), "out": str(other)}), on_epoch=stop_at_2).run()
+    assert training.load_state(other / STATE_FILE)["epoch"] == 1  # resumes from epoch 1
     with pytest.raises(ValueError, match="--save-interval-s must be"):
         TrainConfig(save_interval_s=-1.0)
 
