@@ -643,45 +643,39 @@ class Trainer:
         storage rounds them, "" for none); returns the logits and the loss, not detached."""
         if self.config.step_graph:
             logits, loss = self._graph_step(x, y, rounding)
-            self.scheduler.step()
-            if self.average is not None:
-                self.average.update_parameters(self.model)
-            return logits, loss
-        if self.cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        # Forward and backward on the rounded weights; the optimiser step, after the block,
-        # updates the full-precision ones (straight-through).
-        with storage_rounded_weights(self.model, rounding):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                enabled=self.cuda and self.config.amp):
-                out = self.forward(x)
-            config = self.config
-            loss = training_loss(out, y, config.label_smoothing, config.aux_weight,
-                                 config.entropy_weight)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        self.optimizer.step()
+        else:
+            if self.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            logits, loss = self._forward_backward(x, y, rounding)
+            self.optimizer.step()
         self.scheduler.step()
         if self.average is not None:
             self.average.update_parameters(self.model)
+        return logits, loss
+
+    def _forward_backward(self, x: Tensor, y: Tensor, rounding: str,
+                          autocast_cache: bool = True) -> tuple[Tensor, Tensor]:
+        """Loss and gradients of one batch, on the weights as ``rounding`` storage rounds them;
+        the update that follows changes the full-precision ones (straight-through)."""
+        for param in self.model.parameters():
+            param.grad = None  # so that a captured backward pass writes the gradients
+        config = self.config
+        with storage_rounded_weights(self.model, rounding):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                enabled=self.cuda and config.amp, cache_enabled=autocast_cache):
+                out = self.forward(x)
+            loss = training_loss(out, y, config.label_smoothing, config.aux_weight,
+                                 config.entropy_weight)
+            loss.backward()
         return out.logits.float(), loss
 
     def _update_step(self, x: Tensor, y: Tensor, rounding: str = "") -> tuple[Tensor, Tensor]:
         """Forward, backward and the SGD update (``ltpa.step_graph.sgd_update_``) of one batch,
         with no host synchronisation: the step ``GraphedStep`` captures."""
-        for param in self.model.parameters():
-            param.grad = None  # so that a captured backward pass writes the gradients
-        config = self.config
-        with storage_rounded_weights(self.model, rounding):
-            # No autocast weight cache: a captured graph must cast the current weights each replay.
-            with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                enabled=self.cuda and config.amp, cache_enabled=False):
-                out = self.forward(x)
-            loss = training_loss(out, y, config.label_smoothing, config.aux_weight,
-                                 config.entropy_weight)
-            loss.backward()
+        # No autocast weight cache: a captured graph must cast the current weights each replay.
+        logits, loss = self._forward_backward(x, y, rounding, autocast_cache=False)
         sgd_update_(self.optimizer, self.learning_rates)
-        return out.logits.float(), loss
+        return logits, loss
 
     def _graph_step(self, x: Tensor, y: Tensor, rounding: str) -> tuple[Tensor, Tensor]:
         if not self.learning_rates:

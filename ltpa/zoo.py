@@ -12,12 +12,13 @@ the cards the registry cannot build or whose file or sha256 is missing or malfor
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -73,6 +74,28 @@ def zoo_dir() -> Path:
         ``$LTPA_ZOO`` when set, else the shipped zoo (source tree or installed package).
     """
     return Path(os.environ.get(ZOO_ENV) or DEFAULT_ZOO_DIR)
+
+
+@contextlib.contextmanager
+def using_zoo(folder: Path) -> Iterator[Path]:
+    """Within the block, :func:`zoo_dir` (and every loader of shipped ids) reads ``folder``;
+    ``$LTPA_ZOO`` is restored on exit.
+
+    Args:
+        folder: the zoo folder to use.
+
+    Returns:
+        A context manager yielding ``folder``.
+    """
+    previous = os.environ.get(ZOO_ENV)
+    os.environ[ZOO_ENV] = str(folder)
+    try:
+        yield Path(folder)
+    finally:
+        if previous is None:
+            os.environ.pop(ZOO_ENV, None)
+        else:
+            os.environ[ZOO_ENV] = previous
 
 
 def _where(folder: Path) -> str:

@@ -6,9 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import ltpa
-from ltpa.preprocess import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
-from ltpa.zoo import make_card, write_manifest
+from tiny_zoo import write_untrained_zoo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,22 +63,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A zoo folder with untrained small models and a manifest (built once per test session)."""
-    folder = tmp_path_factory.mktemp("tiny_zoo")
-    torch.manual_seed(0)
-    cards = []
-    for model_id, (name, overrides) in TINY_MODELS.items():
-        model = ltpa.create_model(name, **overrides).eval()
-        meta = {
-            "class_names": list(CIFAR10_CLASSES),
-            "mean": list(CIFAR10_MEAN),
-            "std": list(CIFAR10_STD),
-            "input_size": 32,
-            "dataset": "untrained test fixture",
-        }
-        path = ltpa.save_checkpoint(folder / f"{model_id}.pt", model, meta)
-        cards.append(make_card(model_id, path, meta, model, test_error=None))
-    write_manifest(cards, folder)
-    return folder
+    return write_untrained_zoo(tmp_path_factory.mktemp("tiny_zoo"), TINY_MODELS)
 
 
 @pytest.fixture()

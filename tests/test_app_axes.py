@@ -12,18 +12,17 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
 import ltpa
 from app_helpers import COMPARE, MODELS, as_read, open_with, start_app, warnings
 from ltpa.design_space import axis_options, design_name, requested_axes
-from ltpa.preprocess import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
-from ltpa.zoo import DEFAULT_ZOO_DIR, MANIFEST_NAME, make_card, write_manifest
+from ltpa.zoo import DEFAULT_ZOO_DIR, MANIFEST_NAME
 from pages.ui import state
 from pages.ui.widgets import not_shipped_notice, option_label
 # The plain ModelChoice lists of the selection logic's own tests: one planned zoo for both.
 from test_design_space import PLANNED, R2PC, V3DP, V3IPC, V3PC
+from tiny_zoo import write_untrained_zoo
 
 MASKS, ADVERSARIAL, FAITHFULNESS = "pages/3_Masks.py", "pages/4_Adversarial.py", "pages/6_Faithfulness.py"
 SIGMOID_SUM = "vgg_att3_concat_pc_sigmoid_sum"
@@ -56,17 +55,7 @@ LABELS = {
 @pytest.fixture(scope="module")
 def axes_zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A zoo folder of untrained tiny models, one or more for every value of every axis."""
-    folder = tmp_path_factory.mktemp("axes_zoo")
-    torch.manual_seed(0)
-    meta = {"class_names": list(CIFAR10_CLASSES), "mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD),
-            "input_size": 32, "dataset": "untrained test fixture"}
-    cards = []
-    for model_id, (name, overrides) in AXES_ZOO.items():
-        model = ltpa.create_model(name, **overrides).eval()
-        path = ltpa.save_checkpoint(folder / f"{model_id}.pt", model, meta)
-        cards.append(make_card(model_id, path, meta, model, test_error=None))
-    write_manifest(cards, folder)
-    return folder
+    return write_untrained_zoo(tmp_path_factory.mktemp("axes_zoo"), AXES_ZOO)
 
 
 @pytest.fixture()

@@ -10,12 +10,12 @@ images, the floor a map must beat. The per-stage test-set entropy is the card's
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from ltpa.report import markdown_table
 from ltpa.segmentation import METHOD_LABELS, SegmentationResult, evaluate_folders, scores_by_map
-from ltpa.zoo import read_manifest, write_manifest
+from ltpa.zoo import read_manifest, using_zoo, write_manifest
 
 QUALITY_KEY = "attention_quality"
 HORSES = ("the 328 Weizmann horses (images and figure-ground masks, resized and JPEG-encoded "
@@ -74,26 +74,18 @@ def measure_zoo_quality(zoo: Path, images_dir: Path, masks_dir: Path, dataset: s
     Returns:
         The updated cards and the evaluation they came from.
     """
-    previous = os.environ.get("LTPA_ZOO")
-    os.environ["LTPA_ZOO"] = str(zoo)  # the evaluation loads shipped ids from this zoo
-    try:
+    with using_zoo(zoo):  # the evaluation loads shipped ids from this zoo
         cards = read_manifest(zoo)["models"]
-        ids = {card["id"] for card in cards}
         cam = next((c["id"] for c in cards if c["registry_name"] == "vgg_gap"), None)
         grad_cam = next((c["id"] for c in cards if c["registry_name"] == "vgg"), None)
         compare = ["centre_prior"] + (["cam"] if cam else []) + (["grad_cam"] if grad_cam else [])
         result = evaluate_folders(images_dir, masks_dir, compare=compare, cam_model_id=cam,
                                   grad_cam_model_id=grad_cam or "vgg", device=device)
-    finally:
-        if previous is None:
-            os.environ.pop("LTPA_ZOO", None)
-        else:
-            os.environ["LTPA_ZOO"] = previous
     sections = quality_sections(scores_by_map(result), dataset, result.settings.thresholds)
     updated = []
     for card in cards:
         card = {k: v for k, v in card.items() if k != QUALITY_KEY}
-        if card["id"] in sections and card["id"] in ids:
+        if card["id"] in sections:
             card[QUALITY_KEY] = sections[card["id"]]
         updated.append(card)
     write_manifest(updated, zoo)
@@ -119,8 +111,6 @@ def quality_rows(card: dict[str, Any]) -> list[dict[str, Any]]:
 def quality_markdown(cards: list[dict[str, Any]]) -> str:
     """The attention-quality table of docs/zoo.md: one row per shipped model and map, then the
     centre prior once (every card's prior was scored on the same images)."""
-    from ltpa.report import markdown_table
-
     rows, prior = [], None
     for card in cards:
         for row in quality_rows(card):

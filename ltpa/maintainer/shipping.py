@@ -284,11 +284,12 @@ def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | Non
         if others and retire_to is None:
             raise ValueError("give a folder for the other seeds' cards (retire_to)")
         for run in others:
-            kept = json.loads((source / CARDS_DIR / f"{run}.json").read_text())
-            (retire_to / CARDS_DIR).mkdir(parents=True, exist_ok=True)
-            (retire_to / LOGS_DIR).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source / kept["log"], retire_to / kept["log"])
-            (retire_to / CARDS_DIR / f"{run}.json").write_text(json.dumps(kept, indent=2) + "\n")
+            card_file = source / CARDS_DIR / f"{run}.json"
+            log = json.loads(card_file.read_text())["log"]
+            for target in (retire_to / CARDS_DIR / card_file.name, retire_to / log):
+                target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / log, retire_to / log)
+            shutil.copyfile(card_file, retire_to / CARDS_DIR / card_file.name)
     new = _renamed_card(card, model_id, trained_as=card["id"],
                         **({"promotion_note": note} if note else {}),
                         **({SELECTION_KEY: selection} if selection else {}))
