@@ -254,7 +254,7 @@ def test_the_shipped_zoo_is_picked_by_its_axes(monkeypatch):
 
     at = open_page(None)
     assert at.session_state[state.MODEL_ID] == cards[0]["id"]
-    # Every VGG stage choice of the paper, those the zoo lacks marked (today: att1 and att2).
+    # Every VGG stage choice of the paper, any the zoo lacks marked (today: none).
     names = {c["registry_name"] for c in cards}
     vgg_stages = {"att1": "1 stage: layer 13 (att1)", "att2": "2 stages: layers 10, 13 (att2)",
                   "att3": "3 stages: layers 7, 10, 13 (att3)", "none": "none (baseline)",
@@ -264,11 +264,24 @@ def test_the_shipped_zoo_is_picked_by_its_axes(monkeypatch):
                                else any(n.startswith(f"vgg_{kind}_") for n in names)) else " (not shipped)")
                 for kind, text in vgg_stages.items()]
     assert at.selectbox(key="model.attention_kind").options == expected
-    at.radio(key="model.compatibility").set_value("dp").run()
+    for kind in ("att2", "att3"):
+        set_axis(at, "attention_kind", kind)
+        assert at.session_state[state.MODEL_ID] == shipped(f"vgg_{kind}_concat_pc")
+    # The normalisation axis reaches the shipped deviation, labelled as one.
+    set_axis(at, "normalisation", "sigmoid_sum")
+    sigmoid = next(c for c in cards if c["kwargs"].get("normalisation") == "sigmoid_sum")
+    assert at.session_state[state.MODEL_ID] == sigmoid["id"]
+    assert picker_caption(at).startswith(f"(VGG-att3)-concat-pc, sigmoid_sum normalisation · `{sigmoid['id']}` · ")
+    set_axis(at, "normalisation", "softmax")
+    # VGG-att3-dp is not shipped today: the nearest shipped model is shown, and says so.
+    set_axis(at, "compatibility", "dp")
     assert not at.exception
-    assert at.session_state[state.MODEL_ID] == shipped("vgg_att3_concat_dp")
-    assert picker_caption(at).startswith(f"(VGG-att3)-concat-dp · `{shipped('vgg_att3_concat_dp')}` · ")
+    assert at.session_state[state.MODEL_ID] == shipped("vgg_att3_concat_pc")
+    (notice,) = notices(at)
+    assert notice.startswith("**(VGG-att3)-concat-dp is not shipped.**")
     at.selectbox(key="model.backbone").set_value("resnet").run()
+    assert at.session_state[state.MODEL_ID] == shipped("resnet_att2_concat_pc")
+    set_axis(at, "compatibility", "dp")
     assert at.session_state[state.MODEL_ID] == shipped("resnet_att2_concat_dp")
     assert at.selectbox(key="model.attention_kind").value == "att2"
     assert at.subheader[0].value.startswith("Prediction:")

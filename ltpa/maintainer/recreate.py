@@ -27,6 +27,12 @@ EARLIER_RECIPE_VARIANT = "earlier-recipe"
 TRAIN_COMMAND_PREFIXES = (("ltpa", "zoo", "train"), ("ltpa", "train-zoo"))
 
 
+def is_train_command(command: str) -> bool:
+    """Whether ``command`` is an ``ltpa zoo train`` (or earlier ``ltpa train-zoo``) command line."""
+    words = shlex.split(command)
+    return any(tuple(words[:len(p)]) == p for p in TRAIN_COMMAND_PREFIXES)
+
+
 def command_config(command: str) -> tuple[TrainConfig, str, argparse.Namespace]:
     """The configuration and shipping precision a recorded train command trains today.
 
@@ -62,6 +68,13 @@ def recreate_command(card: dict[str, Any]) -> str | None:
         command still trains what it records.
     """
     command = card["training"]["command"]
+    if not is_train_command(command):
+        # A run trained by `ltpa train` directly is recreated by the zoo command it was given
+        # when it was kept, so that one is checked instead (and kept while it still holds).
+        if not card.get("recreate_command"):
+            raise ValueError(f"{card.get('id')}: trained by {command!r}, not an ltpa zoo train "
+                             f"command, and it has no recreate_command")
+        command = card["recreate_command"]
     config, precision, args = command_config(command)
     recorded = asdict(TrainConfig.from_dict(card["training"]["config"]))
     # Where and how fast a run went (data path, device, compilation) is not what it learnt.
@@ -78,7 +91,7 @@ def recreate_command(card: dict[str, Any]) -> str | None:
     if card.get("precision") and card["precision"] != precision:
         settings["precision"] = card["precision"]
     if not settings:
-        return None
+        return None if command == card["training"]["command"] else command
     variant = "" if args.variant else f" --variant {EARLIER_RECIPE_VARIANT}"
     return command + variant + settings_arguments(settings)
 

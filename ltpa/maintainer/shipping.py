@@ -10,6 +10,7 @@ variant) under a zoo id, keeping the card it replaces.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +22,7 @@ from ltpa.data import DeviceLoader, load_dataset, load_image_folder
 from ltpa.maintainer.recipes import (RECIPES, VARIANT_NAME, ZOO_RECIPES, recipe_config, run_id,
                                      settings_arguments)
 from ltpa.maintainer.selection import SELECTION_KEY
+from ltpa.design_space import with_normalisation
 from ltpa.registry import get_spec
 from ltpa.training import (MODEL_FILE, LOG_FILE, RESUMABLE_CHANGES, TrainConfig, Trainer,
                            config_differences, evaluate)
@@ -34,6 +36,7 @@ CIFAR10_JPEG_DATASET = (
 # a zoo is done from a clone.
 FIXTURE_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "cifar10_fixture"
 CARDS_DIR = "cards"
+KEPT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # it names the kept card's files
 LOGS_DIR = "logs"
 
 
@@ -66,7 +69,9 @@ def ship_run(run_dir: Path, model_id: str, zoo: Path, precision: str = "int8",
     shutil.copyfile(run_dir / LOG_FILE, zoo / LOGS_DIR / f"{model_id}.json")
     card = make_card(
         model_id, shipped, meta, model,
-        paper_name=get_spec(meta["training"]["config"]["model"]).paper_name,
+        # A normalisation other than the paper's softmax is named: the model is a deviation.
+        paper_name=with_normalisation(get_spec(meta["training"]["config"]["model"]).paper_name,
+                                      config.overrides.get("normalisation")),
         precision=precision,
         test_error=round(result.error, 2),
         test_images=len(test),
@@ -268,13 +273,7 @@ def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | Non
         if not (retire_to and retire_as):
             raise ValueError(f"{model_id} is shipped already: give an id for its card "
                              f"(--retire-as NAME) so its measurements are kept")
-        old = _renamed_card(shipped[model_id], retire_as)
-        (retire_to / CARDS_DIR).mkdir(parents=True, exist_ok=True)
-        (retire_to / LOGS_DIR).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(zoo / shipped[model_id]["log"], retire_to / old["log"])
-        (retire_to / CARDS_DIR / f"{retire_as}.json").write_text(json.dumps(old, indent=2) + "\n")
-        (zoo / shipped[model_id]["file"]).unlink(missing_ok=True)
-        (zoo / shipped[model_id]["log"]).unlink(missing_ok=True)
+        _keep_card(shipped.pop(model_id), zoo, retire_to, retire_as)
     if selection:  # the other seeds' cards and logs are kept, so the choice can be checked
         others = [run for run in selection.get("candidates", {}) if run != card["id"]]
         missing = [run for run in others if not (source / CARDS_DIR / f"{run}.json").is_file()]
@@ -300,6 +299,44 @@ def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | Non
     shipped[model_id] = new
     write_manifest(_in_zoo_order(shipped), zoo)
     return new
+
+
+def _keep_card(card: dict[str, Any], zoo: Path, retire_to: Path, retire_as: str) -> None:
+    """Move a shipped card and its log to ``retire_to`` as ``retire_as``; delete its file."""
+    kept = _renamed_card(card, retire_as)
+    (retire_to / CARDS_DIR).mkdir(parents=True, exist_ok=True)
+    (retire_to / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(zoo / card["log"], retire_to / kept["log"])
+    (retire_to / CARDS_DIR / f"{retire_as}.json").write_text(json.dumps(kept, indent=2) + "\n")
+    (zoo / card["file"]).unlink(missing_ok=True)
+    (zoo / card["log"]).unlink(missing_ok=True)
+
+
+def retire_model(model_id: str, zoo: Path, retire_to: Path, retire_as: str) -> dict[str, Any]:
+    """Take a model out of the zoo, keeping its card and log (not its weights) in ``retire_to``.
+
+    Args:
+        model_id: the shipped id.
+        zoo: the zoo folder (its manifest is rewritten).
+        retire_to: folder of kept runs (e.g. assets/reproduction).
+        retire_as: the id its card is kept under (its file name there).
+
+    Returns:
+        The kept card.
+
+    Raises:
+        ValueError: for an id the zoo does not ship, or a ``retire_as`` already kept.
+    """
+    shipped = {card["id"]: card for card in read_manifest(zoo)["models"]}
+    if model_id not in shipped:
+        raise ValueError(f"{model_id!r} is not shipped in {zoo}; shipped: {', '.join(shipped)}")
+    if not KEPT_ID.fullmatch(retire_as):
+        raise ValueError(f"a kept card's id takes letters, digits, '_', '.' and '-'; got {retire_as!r}")
+    if (retire_to / CARDS_DIR / f"{retire_as}.json").exists():
+        raise ValueError(f"{retire_to / CARDS_DIR / retire_as}.json exists: choose another id")
+    _keep_card(shipped.pop(model_id), zoo, retire_to, retire_as)
+    write_manifest(_in_zoo_order(shipped), zoo)
+    return json.loads((retire_to / CARDS_DIR / f"{retire_as}.json").read_text())
 
 
 def zoo_table_markdown(cards: list[dict[str, Any]], zoo: Path) -> str:

@@ -20,6 +20,8 @@ ZOO_SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "finalize": ("ltpa.maintainer.commands.finalize", "write the zoo manifest from shipped cards"),
     "promote": ("ltpa.maintainer.commands.promote",
                 "ship a trained run (a seed or a variant) as a zoo model"),
+    "retire": ("ltpa.maintainer.commands.retire",
+               "take a model out of the zoo, keeping its card and log"),
     "select": ("ltpa.maintainer.commands.select",
                "which seed ships: a rule applied to the seeds' validation errors"),
     "baselines": ("ltpa.maintainer.commands.baselines",
