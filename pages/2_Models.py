@@ -16,12 +16,12 @@ from ltpa.maintainer.quality import QUALITY_KEY, quality_rows
 from ltpa.maintainer.runs import read_log_epochs, run_logs
 from ltpa.maintainer.selection import SELECTION_KEY
 from ltpa.registry import get_spec
-from ltpa.zoo import PAPER_CIFAR10_ERROR, list_zoo, zoo_dir
+from ltpa.zoo import PAPER_CIFAR10_ERROR, list_zoo, paper_cifar10_error, zoo_dir
 from pages.ui import url_state as url
 from pages.ui import views
 from pages.ui.nav import page_setup
 from pages.ui.text import plain
-from pages.ui.widgets import PAPER_NORMALISATION, choice_of, model_picker, no_models_message, zoo_choices
+from pages.ui.widgets import choice_of, model_picker, no_models_message, zoo_choices
 
 # Card fields too bulky for the card view (they get their own figures).
 BULKY_FIELDS = ("confusion", "per_class_accuracy", "fixture")
@@ -53,9 +53,7 @@ def _hours(seconds: Any) -> str:
 
 def _paper_error(card: dict[str, Any]) -> float | None:
     # The paper's figure is for its softmax model: a deviating normalisation has none to meet.
-    if (card.get("kwargs") or {}).get("normalisation", PAPER_NORMALISATION) != PAPER_NORMALISATION:
-        return None
-    return PAPER_CIFAR10_ERROR.get(card.get("registry_name", ""))
+    return paper_cifar10_error(card.get("registry_name", ""), card.get("kwargs"))
 
 
 rows = []

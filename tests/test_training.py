@@ -272,6 +272,56 @@ def test_zoo_promote_ships_a_seed_under_the_zoo_id_and_keeps_the_replaced_card(
     assert sorted(p.name for p in zoo.glob("*.pt")) == ["vgg_gap.pt"]
 
 
+def test_zoo_retire_takes_a_model_out_and_keeps_its_card_and_log(
+        tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shipping, "FIXTURE_DIR", tiny_data / "test")
+    zoo, kept = tmp_path / "zoo", tmp_path / "reproduction"
+    common = ["--data", str(tiny_data), "--runs", str(tmp_path / "runs"), "--zoo", str(zoo),
+              "--epochs", "1", "--no-compile", "--device", "cpu"]
+    assert cli(["zoo", "train", "--ids", "vgg_gap", *common]) == 0
+    # A normalisation other than the paper's is named in the card: the model is a deviation.
+    assert cli(["zoo", "train", "--ids", "vgg_att3_concat_pc", *common, "--variant", "sig",
+                "--set", "normalisation=sigmoid_sum", "--set", "width=0.25"]) == 0
+    shipping.finalize_zoo(zoo)
+    cards = {c["id"]: c for c in read_manifest(zoo)["models"]}
+    assert cards["vgg_att3_concat_pc_sig"]["paper_name"] == "(VGG-att3)-concat-pc, sigmoid_sum normalisation"
+    assert cards["vgg_gap"]["paper_name"] == "VGG-GAP"
+
+    assert cli(["zoo", "retire", "vgg_gap", "--as", "vgg_gap_first", "--zoo", str(zoo),
+                "--retire-to", str(kept)]) == 0
+    assert [c["id"] for c in read_manifest(zoo)["models"]] == ["vgg_att3_concat_pc_sig"]
+    assert not (zoo / "vgg_gap.pt").exists() and not (zoo / "logs" / "vgg_gap.json").exists()
+    card = json.loads((kept / "cards" / "vgg_gap_first.json").read_text())
+    assert card["sha256"] == cards["vgg_gap"]["sha256"] and card["test_error"] == cards["vgg_gap"]["test_error"]
+    assert card["log"] == "logs/vgg_gap_first.json" and (kept / card["log"]).is_file() and "fixture" not in card
+    with pytest.raises(ValueError, match="'vgg_gap' is not shipped in .*shipped: vgg_att3_concat_pc_sig"):
+        shipping.retire_model("vgg_gap", zoo, kept, "again")
+    with pytest.raises(ValueError, match="vgg_gap_first.json exists"):
+        shipping.retire_model("vgg_att3_concat_pc_sig", zoo, kept, "vgg_gap_first")
+    with pytest.raises(ValueError, match="takes letters, digits"):
+        shipping.retire_model("vgg_att3_concat_pc_sig", zoo, kept, "../escape")
+    assert cli(["zoo", "retire", "nope", "--as", "x", "--zoo", str(zoo), "--retire-to", str(kept)]) == 2
+    assert [c["id"] for c in read_manifest(zoo)["models"]] == ["vgg_att3_concat_pc_sig"]
+
+
+def test_a_card_trained_by_ltpa_train_is_checked_by_its_recreate_command() -> None:
+    from ltpa.maintainer.recreate import recreate_command
+
+    config = asdict(recipe_config("vgg_fast", "/d", "/o", seed=1)[0])
+    card = {"id": "vgg_fast_seed1", "precision": "int4", "kwargs": {},
+            "training": {"command": "ltpa train vgg --data /d --seed 1 --qat int4 --qat-epochs 12",
+                         "config": config}}
+    with pytest.raises(ValueError, match="vgg_fast_seed1: trained by 'ltpa train vgg.*no recreate_command"):
+        recreate_command(card)
+    # The zoo command it was given still trains it: kept as it is.
+    card["recreate_command"] = "ltpa zoo train --ids vgg_fast --data /d --seed 1"
+    assert recreate_command(card) == card["recreate_command"]
+    # Once the recipe has moved on, the settings it needs are added to that command.
+    card["training"]["config"] = {**config, "epochs": 70}
+    assert recreate_command(card) == (
+        "ltpa zoo train --ids vgg_fast --data /d --seed 1 --variant earlier-recipe --set epochs=70")
+
+
 def test_zoo_promote_refuses_another_recipe_another_model_and_a_changed_file(
         tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(RECIPES["vgg_gap"], "epochs", 1)

@@ -26,7 +26,7 @@ from ltpa.design_space import with_normalisation
 from ltpa.registry import get_spec
 from ltpa.training import (MODEL_FILE, LOG_FILE, RESUMABLE_CHANGES, TrainConfig, Trainer,
                            config_differences, evaluate)
-from ltpa.zoo import MANIFEST_NAME, PAPER_CIFAR10_ERROR, make_card, read_manifest, write_manifest
+from ltpa.zoo import MANIFEST_NAME, make_card, paper_cifar10_error, read_manifest, write_manifest
 
 CIFAR10_JPEG_DATASET = (
     "CIFAR-10, JPEG (quality 75) re-encode of the official images (ltpa development copy): "
@@ -358,7 +358,7 @@ def zoo_table_markdown(cards: list[dict[str, Any]], zoo: Path) -> str:
         config = card["training"].get("config", {})
         maps = ", ".join(f"{h}x{w}" for h, w in card["map_sizes"]) or "none"
         size_mb = (zoo / card["file"]).stat().st_size / 1e6
-        paper = PAPER_CIFAR10_ERROR.get(card["registry_name"])
+        paper = paper_cifar10_error(card["registry_name"], card.get("kwargs"))  # none for a deviation
         rows.append(
             f"| `{card['id']}` | {card.get('paper_name', '')} | {config.get('width', 1.0)} | "
             f"{card['params']:,} | {maps} | {size_mb:.1f} MB ({card.get('precision', 'fp32')}) | "
