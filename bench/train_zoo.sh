@@ -12,6 +12,9 @@
 #   PRECISION=int8 (environment) ships every file in that precision instead of each recipe's own.
 #   VARIANT=NAME SETTINGS="KEY=VALUE ..." (environment) trains every recipe of this call changed
 #   by those settings, shipped as ID_NAME under OUT_DIR/reproduction (ltpa zoo train --variant).
+#   ROBUSTNESS=1 (environment) then measures the FGSM curves of every file trained, on GPU 0,
+#   into OUT_DIR/robustness/{zoo,seeds,reproduction}: whichever seed ships later, `ltpa zoo
+#   curves` finds its curve by sha256.
 set -euo pipefail
 data=$1; out=$2; shift 2
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/ltpa-inductor}
@@ -52,4 +55,13 @@ done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 echo "all recipes finished (status $status)"
+if [ -n "${ROBUSTNESS:-}" ]; then
+  for folder in zoo seeds reproduction; do
+    [ -d "$out/$folder/cards" ] || continue
+    python3 -m ltpa zoo finalize --zoo "$out/$folder" > /dev/null
+    LTPA_ZOO="$out/$folder" python3 -m ltpa robustness --data "$data" --device cuda:0 \
+      --out "$out/robustness/$folder" --no-figure > "$out/robustness_$folder.log" 2>&1 || status=1
+    echo "FGSM curves of $out/$folder in $out/robustness/$folder"
+  done
+fi
 exit $status

@@ -11,12 +11,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def stand_in_python(tmp_path: Path, **variables: str) -> dict[str, str]:
     """An environment whose python3 prints its arguments: each call's log then holds its command
-    line. ``variables`` are added; PRECISION, VARIANT and SETTINGS are unset unless given."""
+    line. ``variables`` are added; PRECISION, VARIANT, SETTINGS and ROBUSTNESS are unset unless given."""
     shim = tmp_path / "bin"
     shim.mkdir()
     (shim / "python3").write_text('#!/bin/sh\necho "$@"\n')
     (shim / "python3").chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("PRECISION", "VARIANT", "SETTINGS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PRECISION", "VARIANT", "SETTINGS", "ROBUSTNESS")}
     return {**env, "PATH": f"{shim}:{os.environ['PATH']}", **variables}
 
 
@@ -55,6 +55,22 @@ def test_train_zoo_variants_ship_to_reproduction(tmp_path: Path) -> None:
             str(out / "runs"), "--zoo", str(out / "reproduction"), "--device", "cuda:2"]
     assert calls == {"train_resnet164_wd1e-4.log": base + variant,
                      "train_resnet164_wd1e-4_seed1.log": base + ["--seed", "1"] + variant}
+
+
+def test_train_zoo_measures_the_curves_of_every_file_it_trained(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = stand_in_python(tmp_path, ROBUSTNESS="1")
+    (tmp_path / "bin" / "python3").write_text('#!/bin/sh\necho "zoo=$LTPA_ZOO $@"\n')
+    for folder in ("zoo", "seeds"):  # what the two calls below would have shipped
+        (out / folder / "cards").mkdir(parents=True)
+    result = subprocess.run(["bash", str(REPO / "bench" / "train_zoo.sh"), "DATA", str(out),
+                             "0=vgg_fast,vgg_fast:1"], env=env, capture_output=True, text=True, check=True)
+    for folder in ("zoo", "seeds"):
+        assert f"FGSM curves of {out / folder} in {out / 'robustness' / folder}" in result.stdout
+        assert (out / f"robustness_{folder}.log").read_text().split() == [
+            f"zoo={out / folder}", "-m", "ltpa", "robustness", "--data", "DATA", "--device", "cuda:0",
+            "--out", str(out / "robustness" / folder), "--no-figure"]
+    assert not (out / "robustness_reproduction.log").exists()  # nothing was trained there
 
 
 def test_train_speed_prints_per_step_loop_and_eval_throughput() -> None:

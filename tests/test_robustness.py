@@ -315,3 +315,55 @@ def test_perturbation_image():
     assert shown[0, 0, 1] == 0.5 and shown[0, 0, 0] < 0.5 < shown[0, 0, 2]
     with pytest.raises(ValueError, match="gain"):
         perturbation_image(delta, 0)
+
+
+def _measured(source: str, device: str, curves: dict[str, float]) -> dict:
+    """Results measured on files named by their run, one clean accuracy each."""
+    return {"format": "ltpa-robustness/1", "attack": "fgsm", "attack_name": "FGSM", "label": "true",
+            "levels": [0, 8], "dataset": {"source": source, "n_images": 10}, "device": device,
+            "precision": "fp32",
+            "models": [{"id": f"run_{sha}", "sha256": sha, "paper_name": "run", "attention": True,
+                        "accuracy": [accuracy, 0.1], "fooling_rate": [0.0, 0.8],
+                        "correct": [round(10 * accuracy), 1], "fooled": [0, 4], "n_images": 10,
+                        "n_clean_correct": round(10 * accuracy)}
+                       for sha, accuracy in curves.items()]}
+
+
+def test_zoo_curves_gathers_each_shipped_files_curve_by_sha256(tmp_path):
+    from ltpa.maintainer.curves import shipped_curves
+    from ltpa.zoo import write_manifest
+
+    zoo = tmp_path / "zoo"
+    write_manifest([{"id": name, "sha256": sha, "registry_name": "vgg", "paper_name": name.upper(),
+                     "test_error": 9.0} for name, sha in (("b", "s2"), ("a", "s1"))], zoo)
+    first = _measured("/old/test", "NVIDIA H200", {"s1": 0.5, "s9": 0.4})
+    first["models"][0]["device"] = "cpu"  # a curve merged in earlier names its own device
+    seeds = _measured("/new/test", "NVIDIA H200", {"s2": 0.7, "s1": 0.6})
+    results = shipped_curves(zoo, [first, seeds])
+    # In manifest order, under the shipped ids; a file measured twice takes the later curve.
+    assert [(m["id"], m["paper_name"], m["accuracy"][0]) for m in results["models"]] == [
+        ("b", "B", 0.7), ("a", "A", 0.6)]
+    assert results["dataset"]["source"] == "/old/test"
+    assert all(m["source"] == "/new/test" and "device" not in m for m in results["models"])
+    assert "`b`, `a` from /new/test" in results_markdown(results)
+    # The earlier curve, kept, keeps the device it names.
+    (kept,) = shipped_curves(zoo, [first, _measured("/new/test", "NVIDIA H200", {"s2": 0.7})])["models"][1:]
+    assert (kept["id"], kept["device"], kept.get("source")) == ("a", "cpu", None)
+    with pytest.raises(ValueError, match="no curve measured on the shipped file of b"):
+        shipped_curves(zoo, [first])
+    with pytest.raises(ValueError, match="differ in levels"):
+        shipped_curves(zoo, [first, {**seeds, "levels": [0, 4]}])
+    with pytest.raises(ValueError, match="differ in dataset n_images"):
+        shipped_curves(zoo, [first, {**seeds, "dataset": {"source": "/new/test", "n_images": 3}}])
+
+
+def test_zoo_curves_command_writes_the_shipped_results(tmp_path, capsys):
+    from ltpa.zoo import write_manifest
+
+    zoo, out = tmp_path / "zoo", tmp_path / "robustness"
+    write_manifest([{"id": "a", "sha256": "s1", "registry_name": "vgg", "paper_name": "A", "test_error": 9.0}], zoo)
+    (tmp_path / "measured.json").write_text(json.dumps(_measured("/d/test", "cpu", {"s1": 0.5})))
+    assert main(["zoo", "curves", str(tmp_path / "measured.json"), "--zoo", str(zoo), "--out", str(out)]) == 0
+    assert [m["id"] for m in load_results(out)["models"]] == ["a"]
+    assert "1 shipped curves written" in capsys.readouterr().out
+    assert main(["zoo", "curves", str(tmp_path / "none.json"), "--zoo", str(zoo), "--out", str(out)]) == 2

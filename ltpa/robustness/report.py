@@ -19,16 +19,20 @@ def measured_on(results: dict[str, Any]) -> str:
         results: a robustness results dict.
 
     Returns:
-        The results' device, then any curves merged in from another device or precision, e.g.
-        "NVIDIA H200; `resnet164` on cpu".
+        The results' device, then any curves merged in from another device, precision or image
+        folder, e.g. "NVIDIA H200; `resnet164` on cpu; `vgg` from /data/cifar10/test".
     """
     elsewhere: dict[str, list[str]] = {}
     for model in results["models"]:
-        if model.get("device") or model.get("precision"):
+        if model.get("device") or model.get("precision") or model.get("source"):
             where = ", ".join(str(model[k]) for k in ("device", "precision") if model.get(k))
+            if model.get("source"):  # the same images, unpacked elsewhere
+                where = " ".join(filter(None, [where and f"on {where},", f"from {model['source']}"]))
+            else:
+                where = f"on {where}"
             elsewhere.setdefault(where, []).append(f"`{model['id']}`")
     return str(results.get("device", "?")) + "".join(
-        f"; {', '.join(ids)} on {where}" for where, ids in elsewhere.items())
+        f"; {', '.join(ids)} {where}" for where, ids in elsewhere.items())
 
 
 def results_markdown(results: dict[str, Any]) -> str:

@@ -85,6 +85,42 @@ def check_results(results: Any) -> dict[str, Any]:
 _COMPARABLE = ("format", "attack", "steps", "label", "levels", "batch_size")
 
 
+def differences(base: dict[str, Any], other: dict[str, Any], same_source: bool = True) -> list[str]:
+    """What keeps the curves of two results files out of one table (empty: nothing).
+
+    Args:
+        base: results.
+        other: results to set beside them.
+        same_source: whether the image folder's path must match too (off when the same images
+            were unpacked elsewhere, e.g. on another machine).
+
+    Returns:
+        The settings and dataset fields that differ.
+    """
+    differing = [key for key in _COMPARABLE if base.get(key) != other.get(key)]
+    for key in ("source", "n_images", "limit", "class_names"):
+        if (key != "source" or same_source) and base["dataset"].get(key) != other["dataset"].get(key):
+            differing.append(f"dataset {key}")
+    return differing
+
+
+def curve_from(base: dict[str, Any], results: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """A curve of ``results`` as it sits among ``base``'s: a device, precision or image folder other
+    than ``base``'s is named in the curve itself."""
+    model = dict(model)
+    # A curve may already name its own (from an earlier merge); else it is its file's.
+    own = {key: model.get(key, results.get(key)) for key in ("device", "precision")}
+    own["source"] = model.get("source", results["dataset"].get("source"))
+    header = {"device": base.get("device"), "precision": base.get("precision"),
+              "source": base["dataset"].get("source")}
+    for key, value in own.items():
+        if value != header[key]:
+            model[key] = value
+        else:
+            model.pop(key, None)
+    return model
+
+
 def merge_results(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """``base`` with the curves of ``update`` added, a model measured in both taking ``update``'s
     (e.g. after retraining it).
@@ -104,21 +140,12 @@ def merge_results(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any
     """
     check_results(base)
     check_results(update)
-    differing = [key for key in _COMPARABLE if base.get(key) != update.get(key)]
-    for key in ("source", "n_images", "limit", "class_names"):
-        if base["dataset"].get(key) != update["dataset"].get(key):
-            differing.append(f"dataset {key}")
+    differing = differences(base, update)
     if differing:
         raise ValueError(f"these results cannot share a table: they differ in {', '.join(differing)}")
     curves = {model["id"]: model for model in base["models"]}
     for model in update["models"]:
-        model = dict(model)
-        for key in ("device", "precision"):
-            if update.get(key) != base.get(key):
-                model[key] = update.get(key)
-            else:
-                model.pop(key, None)
-        curves[model["id"]] = model
+        curves[model["id"]] = curve_from(base, update, model)
     return {**base, "models": list(curves.values())}
 
 

@@ -17,6 +17,8 @@ DESCRIPTION = (
 # subcommand -> (module, one-line help)
 ZOO_SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("ltpa.maintainer.commands.train", "train and ship the zoo recipes (seeds, variants)"),
+    "curves": ("ltpa.maintainer.commands.curves",
+               "the shipped FGSM curves, gathered by sha256 from curves measured per run"),
     "finalize": ("ltpa.maintainer.commands.finalize", "write the zoo manifest from shipped cards"),
     "promote": ("ltpa.maintainer.commands.promote",
                 "ship a trained run (a seed or a variant) as a zoo model"),
