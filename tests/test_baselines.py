@@ -351,3 +351,20 @@ def test_a_deviation_from_the_papers_normalisation_is_a_group_of_its_own() -> No
     assert [r["attention model"] for r in rows] == [
         "(VGG-att3)-concat-pc", "(VGG-att3)-concat-pc (sigmoid_sum normalisation)"]
     assert rows[1]["baseline"] == "VGG"
+
+
+def test_each_shipped_model_has_its_recipes_seed_errors(monkeypatch) -> None:
+    from ltpa.maintainer.baselines import shipped_seed_errors
+
+    monkeypatch.delenv("LTPA_ZOO", raising=False)
+    errors = shipped_seed_errors()
+    shipped = read_manifest(DEFAULT_ZOO_DIR)["models"]
+    assert set(errors) == {card["id"] for card in shipped}
+    kept = {card["id"]: card["test_error"] for card in read_cards(reproduction_dir())}
+    # VGG-att3-pc ships seed 1; its seeds 0 and 2 are kept; the first zoo's runs of that network
+    # (another recipe) and the sigmoid_sum deviation (another variant) stay out.
+    att3 = next(card for card in shipped if card["id"] == "vgg_att3_concat_pc")
+    assert errors["vgg_att3_concat_pc"] == {0: kept["vgg_att3_concat_pc_fast"], 1: att3["test_error"],
+                                            2: kept["vgg_att3_concat_pc_fast_seed2"]}
+    assert errors["vgg_att3_concat_pc_sigmoid_sum"][0] == kept["vgg_att3_concat_pc_sigmoid_sum_fast"]
+    assert all(len(errors[model_id]) == 3 for model_id in ("vgg_att1_concat_pc", "vgg_att2_concat_pc", "vgg"))

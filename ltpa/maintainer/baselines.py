@@ -274,6 +274,32 @@ def run_cards(zoo: Path | None = None) -> list[tuple[dict[str, Any], Path]]:
             + [(card, reproduction) for card in read_cards(reproduction)])
 
 
+def shipped_seed_errors(zoo: Path | None = None) -> dict[str, dict[int, float]]:
+    """Each shipped card's test error by seed, over every card of the same model, variant and
+    recipe (the shipped card's own error counts for its seed).
+
+    Args:
+        zoo: the zoo folder (default: the shipped zoo); ``reproduction/`` beside it is read too.
+
+    Returns:
+        ``{shipped id: {seed: test error}}``; a card without a measured error has none.
+    """
+    runs = [run for run in (run_of(card) for card, _ in run_cards(zoo)) if run is not None]
+    shipped = read_manifest(zoo or zoo_dir())["models"]
+    errors: dict[str, dict[int, float]] = {}
+    for card in shipped:
+        own = run_of(card)
+        if own is None:
+            continue
+        same = [run for run in runs if (run.registry_name, run.variant, run.recipe)
+                == (own.registry_name, own.variant, own.recipe)]
+        seeds = {own.seed: own.error}
+        for run in same:
+            seeds.setdefault(run.seed, run.error)
+        errors[card["id"]] = dict(sorted(seeds.items()))
+    return errors
+
+
 def zoo_gaps(zoo: Path | None = None) -> list[BaselineGap]:
     """The gaps over a zoo's shipped cards plus the cards in ``reproduction/`` beside it."""
     return baseline_gaps(card for card, _ in run_cards(zoo))

@@ -344,25 +344,34 @@ def zoo_table_markdown(cards: list[dict[str, Any]], zoo: Path) -> str:
 
     Args:
         cards: the manifest's cards.
-        zoo: the folder holding their files (their sizes are shown).
+        zoo: the folder holding their files (their sizes are shown) and ``reproduction/`` beside
+            it (the other seeds' cards).
 
     Returns:
-        A Markdown table.
+        A Markdown table: the shipped file's error beside the mean and range over its recipe's
+        seeds.
     """
+    from ltpa.maintainer.baselines import shipped_seed_errors  # (which imports this module)
+
+    seeds = shipped_seed_errors(zoo)
     rows = [
         "| id | paper notation | width | params | maps | file | epochs | train wall time | "
-        "our error (JPEG CIFAR-10) | paper error |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        "our error (JPEG CIFAR-10) | seeds | seed mean (range) | paper error |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for card in cards:
         config = card["training"].get("config", {})
         maps = ", ".join(f"{h}x{w}" for h, w in card["map_sizes"]) or "none"
         size_mb = (zoo / card["file"]).stat().st_size / 1e6
         paper = paper_cifar10_error(card["registry_name"], card.get("kwargs"))  # none for a deviation
+        errors = list(seeds.get(card["id"], {}).values())
+        pooled = (f"{sum(errors) / len(errors):.2f}% ({min(errors):.2f}-{max(errors):.2f})"
+                  if len(errors) > 1 else "—")
         rows.append(
             f"| `{card['id']}` | {card.get('paper_name', '')} | {config.get('width', 1.0)} | "
             f"{card['params']:,} | {maps} | {size_mb:.1f} MB ({card.get('precision', 'fp32')}) | "
             f"{card['training'].get('epochs')} | {card['training'].get('wall_time_s'):.0f} s | "
-            f"{card['test_error']:.2f}% | {'' if paper is None else f'{paper:.2f}%'} |"
+            f"{card['test_error']:.2f}% | {len(errors)} | {pooled} | "
+            f"{'—' if paper is None else f'{paper:.2f}%'} |"
         )
     return "\n".join(rows)
