@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ltpa.maintainer.baselines import (ZOO_RECIPE_LABEL, baseline_gaps,
+from ltpa.maintainer.baselines import (ZOO_RECIPE_LABEL, baseline_gaps, run_cards,
                                        gap_rows, gaps_markdown, read_cards, recipe_label,
                                        reproduction_dir, run_of, variant_of, zoo_recipe)
 from ltpa.maintainer.runs import read_log_epochs, run_logs, run_summary
@@ -368,3 +368,24 @@ def test_each_shipped_model_has_its_recipes_seed_errors(monkeypatch) -> None:
                                             2: kept["vgg_att3_concat_pc_fast_seed2"]}
     assert errors["vgg_att3_concat_pc_sigmoid_sum"][0] == kept["vgg_att3_concat_pc_sigmoid_sum_fast"]
     assert all(len(errors[model_id]) == 3 for model_id in ("vgg_att1_concat_pc", "vgg_att2_concat_pc", "vgg"))
+
+
+def test_kept_logs_are_gzipped_byte_for_byte_the_same_and_read_back(tmp_path) -> None:
+    from ltpa.maintainer.shipping import log_name, write_log
+
+    log = tmp_path / "log.json"
+    log.write_text(json.dumps({"epochs": [{"epoch": 1, "test_error": 50.0}]}))
+    first = write_log(log, tmp_path / "a" / log_name("x"))
+    second = write_log(log, tmp_path / "b" / log_name("x"))
+    assert first.name == "x.json.gz" and first.read_bytes() == second.read_bytes()  # no time stamp
+    assert len(first.read_bytes()) < len(log.read_bytes()) + 40
+    assert read_log_epochs(first) == read_log_epochs(log) == [{"epoch": 1, "test_error": 50.0}]
+    assert write_log(first, tmp_path / "plain.json").read_bytes() == log.read_bytes()
+    (tmp_path / "bad.json.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match="bad.json.gz: not a training log"):
+        read_log_epochs(tmp_path / "bad.json.gz")
+    # Every log the zoo ships or keeps is gzipped, and every card's log is there.
+    for folder in (DEFAULT_ZOO_DIR, reproduction_dir(DEFAULT_ZOO_DIR)):
+        assert not list((folder / "logs").glob("*.json")), folder
+    for card, folder in run_cards(DEFAULT_ZOO_DIR):
+        assert card["log"].endswith(".json.gz") and read_log_epochs(folder / card["log"]), card["id"]

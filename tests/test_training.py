@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import re
 import shlex
@@ -257,18 +258,18 @@ def test_zoo_promote_ships_a_seed_under_the_zoo_id_and_keeps_the_replaced_card(
 
     (card,) = read_manifest(zoo)["models"]
     trained = json.loads(seed_card.read_text())
-    assert (card["id"], card["file"], card["log"]) == ("vgg_gap", "vgg_gap.pt", "logs/vgg_gap.json")
+    assert (card["id"], card["file"], card["log"]) == ("vgg_gap", "vgg_gap.pt", "logs/vgg_gap.json.gz")
     assert card["trained_as"] == "vgg_gap_seed1" and card["training"]["config"]["seed"] == 1
     assert card["promotion_note"] == "the better of two seeds"
     assert card["sha256"] == trained["sha256"] == file_sha256(zoo / "vgg_gap.pt")
     assert card["test_error"] == trained["test_error"]
     assert card["fixture"]["predictions"] == fixture_predictions(zoo / "vgg_gap.pt", tiny_data / "test")
-    assert (zoo / "logs" / "vgg_gap.json").read_bytes() == (seeds / "logs" / "vgg_gap_seed1.json").read_bytes()
+    assert (zoo / "logs" / "vgg_gap.json.gz").read_bytes() == (seeds / "logs" / "vgg_gap_seed1.json.gz").read_bytes()
     # The replaced run keeps its card and log (no weights) under the new id.
     kept = json.loads((retired / "cards" / "vgg_gap_first.json").read_text())
     assert kept["sha256"] == old["sha256"] and kept["test_error"] == old["test_error"]
-    assert (kept["id"], kept["log"]) == ("vgg_gap_first", "logs/vgg_gap_first.json") and "fixture" not in kept
-    assert json.loads((retired / kept["log"]).read_text())["config"]["seed"] == 0
+    assert (kept["id"], kept["log"]) == ("vgg_gap_first", "logs/vgg_gap_first.json.gz") and "fixture" not in kept
+    assert json.loads(gzip.decompress((retired / kept["log"]).read_bytes()))["config"]["seed"] == 0
     assert sorted(p.name for p in zoo.glob("*.pt")) == ["vgg_gap.pt"]
 
 
@@ -290,10 +291,10 @@ def test_zoo_retire_takes_a_model_out_and_keeps_its_card_and_log(
     assert cli(["zoo", "retire", "vgg_gap", "--as", "vgg_gap_first", "--zoo", str(zoo),
                 "--retire-to", str(kept)]) == 0
     assert [c["id"] for c in read_manifest(zoo)["models"]] == ["vgg_att3_concat_pc_sig"]
-    assert not (zoo / "vgg_gap.pt").exists() and not (zoo / "logs" / "vgg_gap.json").exists()
+    assert not (zoo / "vgg_gap.pt").exists() and not (zoo / "logs" / "vgg_gap.json.gz").exists()
     card = json.loads((kept / "cards" / "vgg_gap_first.json").read_text())
     assert card["sha256"] == cards["vgg_gap"]["sha256"] and card["test_error"] == cards["vgg_gap"]["test_error"]
-    assert card["log"] == "logs/vgg_gap_first.json" and (kept / card["log"]).is_file() and "fixture" not in card
+    assert card["log"] == "logs/vgg_gap_first.json.gz" and (kept / card["log"]).is_file() and "fixture" not in card
     with pytest.raises(ValueError, match="'vgg_gap' is not shipped in .*shipped: vgg_att3_concat_pc_sig"):
         shipping.retire_model("vgg_gap", zoo, kept, "again")
     with pytest.raises(ValueError, match="vgg_gap_first.json exists"):

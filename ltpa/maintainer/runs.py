@@ -5,6 +5,7 @@ Models page draws their curves.
 """
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +52,14 @@ def run_logs(zoo: Path | None = None) -> list[RunLog]:
 
 
 def read_log_epochs(path: Path) -> list[dict[str, Any]]:
-    """The per-epoch rows of a training log (``log.json`` as ``ltpa train`` writes it); raises
+    """The per-epoch rows of a training log (``log.json`` as ``ltpa train`` writes it, or gzipped); raises
     ValueError naming the file when it cannot be read or is not such a log."""
     try:
-        epochs = json.loads(Path(path).read_text())["epochs"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        data = Path(path).read_bytes()
+        if Path(path).name.endswith(".gz"):  # how the zoo keeps its logs (ltpa.maintainer.shipping)
+            data = gzip.decompress(data)
+        epochs = json.loads(data)["epochs"]
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
         raise ValueError(f"{path}: not a training log ({error})") from None
     if not isinstance(epochs, list) or not all(isinstance(row, dict) for row in epochs):
         raise ValueError(f"{path}: not a training log (epochs is not a list of rows)")

@@ -9,6 +9,7 @@ variant) under a zoo id, keeping the card it replaces.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shutil
@@ -38,6 +39,36 @@ FIXTURE_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "cifar10_
 CARDS_DIR = "cards"
 KEPT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # it names the kept card's files
 LOGS_DIR = "logs"
+# Shipped and kept training logs are gzipped JSON: about a sixth of the size, which the 32 MB
+# asset budget needs once twelve models and their seeds' logs ship. Plain .json logs still read.
+LOG_SUFFIX = ".json.gz"
+
+
+def log_name(model_id: str) -> str:
+    """A card's ``log``: the path of its training log, relative to the card's folder."""
+    return f"{LOGS_DIR}/{model_id}{LOG_SUFFIX}"
+
+
+def write_log(source: Path, target: Path) -> Path:
+    """Copy a training log, gzipping it when ``target`` ends in ``.gz`` and ``source`` does not.
+
+    The gzip header carries no time stamp or name, so the same log always gives the same bytes.
+
+    Args:
+        source: a ``log.json`` (or an already gzipped log).
+        target: where it goes; its folder is made.
+
+    Returns:
+        ``target``.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = Path(source).read_bytes()
+    if target.name.endswith(".gz") and not Path(source).name.endswith(".gz"):
+        data = gzip.compress(data, compresslevel=9, mtime=0)
+    elif Path(source).name.endswith(".gz") and not target.name.endswith(".gz"):
+        data = gzip.decompress(data)
+    target.write_bytes(data)
+    return target
 
 
 def ship_run(run_dir: Path, model_id: str, zoo: Path, precision: str = "int8",
@@ -65,8 +96,7 @@ def ship_run(run_dir: Path, model_id: str, zoo: Path, precision: str = "int8",
     _, test = load_dataset(config.data, config.data_root, download=False)
     loader = DeviceLoader(test.to(device), 1000, meta["mean"], meta["std"], train=False)
     result = evaluate(model, loader, len(meta["class_names"]))
-    (zoo / LOGS_DIR).mkdir(exist_ok=True)
-    shutil.copyfile(run_dir / LOG_FILE, zoo / LOGS_DIR / f"{model_id}.json")
+    write_log(run_dir / LOG_FILE, zoo / log_name(model_id))
     card = make_card(
         model_id, shipped, meta, model,
         # A normalisation other than the paper's softmax is named: the model is a deviation.
@@ -78,7 +108,7 @@ def ship_run(run_dir: Path, model_id: str, zoo: Path, precision: str = "int8",
         per_class_accuracy=dict(zip(meta["class_names"], result.per_class_accuracy)),
         confusion=result.confusion,
         attention_entropy=result.entropy,
-        log=f"{LOGS_DIR}/{model_id}.json",
+        log=log_name(model_id),
         # What the seed is chosen on (ltpa.maintainer.selection), as the run logged it.
         **{key: metrics[key] for key in ("validation_error", "validation_error_flip")
            if metrics.get(key) is not None},
@@ -211,7 +241,7 @@ def _renamed_card(card: dict[str, Any], new_id: str, **extra: Any) -> dict[str, 
     """``card`` under another id: its file and log named after it, the fixture predictions dropped
     (they belong to the manifest of the zoo that ships the file)."""
     renamed = {key: value for key, value in card.items() if key != "fixture"}
-    renamed.update(id=new_id, file=f"{new_id}.pt", log=f"{LOGS_DIR}/{new_id}.json", **extra)
+    renamed.update(id=new_id, file=f"{new_id}.pt", log=log_name(new_id), **extra)
     return renamed
 
 
@@ -285,16 +315,15 @@ def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | Non
         for run in others:
             card_file = source / CARDS_DIR / f"{run}.json"
             log = json.loads(card_file.read_text())["log"]
-            for target in (retire_to / CARDS_DIR / card_file.name, retire_to / log):
-                target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source / log, retire_to / log)
+            (retire_to / CARDS_DIR).mkdir(parents=True, exist_ok=True)
+            write_log(source / log, retire_to / log)
             shutil.copyfile(card_file, retire_to / CARDS_DIR / card_file.name)
     new = _renamed_card(card, model_id, trained_as=card["id"],
                         **({"promotion_note": note} if note else {}),
                         **({SELECTION_KEY: selection} if selection else {}))
-    (zoo / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+    zoo.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source / card["file"], zoo / new["file"])
-    shutil.copyfile(source / card["log"], zoo / new["log"])
+    write_log(source / card["log"], zoo / new["log"])
     new["fixture"] = fixture_record(zoo / new["file"])
     shipped[model_id] = new
     write_manifest(_in_zoo_order(shipped), zoo)
@@ -305,8 +334,7 @@ def _keep_card(card: dict[str, Any], zoo: Path, retire_to: Path, retire_as: str)
     """Move a shipped card and its log to ``retire_to`` as ``retire_as``; delete its file."""
     kept = _renamed_card(card, retire_as)
     (retire_to / CARDS_DIR).mkdir(parents=True, exist_ok=True)
-    (retire_to / LOGS_DIR).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(zoo / card["log"], retire_to / kept["log"])
+    write_log(zoo / card["log"], retire_to / kept["log"])
     (retire_to / CARDS_DIR / f"{retire_as}.json").write_text(json.dumps(kept, indent=2) + "\n")
     (zoo / card["file"]).unlink(missing_ok=True)
     (zoo / card["log"]).unlink(missing_ok=True)
