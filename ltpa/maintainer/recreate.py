@@ -61,11 +61,15 @@ def recreate_command(card: dict[str, Any]) -> str | None:
     """A train command that trains the card's recorded configuration under today's recipes.
 
     Args:
-        card: a card written by ``ltpa zoo train``.
+        card: a card written by ``ltpa zoo train``, or by ``ltpa train`` with the zoo command that
+            recreates it as its ``recreate_command``.
 
     Returns:
-        The card's command with the settings it needs added, or None when the card's own
+        The card's zoo command with the settings it needs added; None when the card's own
         command still trains what it records.
+
+    Raises:
+        ValueError: for a card trained by another command that has no ``recreate_command``.
     """
     command = card["training"]["command"]
     if not is_train_command(command):
