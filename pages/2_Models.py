@@ -93,7 +93,8 @@ else:
     st.dataframe(rows, hide_index=True, width="stretch")
     figures = ", ".join(f"{get_spec(name).paper_name} {error:.2f}" for name, error in PAPER_CIFAR10_ERROR.items())
     st.caption(f"Paper figures (CIFAR-10 top-1 error): {figures}. The paper lists no figure for the "
-               "other variants shipped here; None means no comparison.")
+               "other variants shipped here, and a normalisation other than its softmax is a deviation "
+               "with no figure to meet: their paper column is empty (None).")
     compared = [{"model": r["paper name"], "ours": r["test error % (ours)"], "paper": r["test error % (paper)"]}
                 for r in rows if r["test error % (ours)"] is not None]
     if compared:
