@@ -35,15 +35,23 @@ def write_pair(images: Path, masks_dir: Path, stem: str, rng: np.random.Generato
     cv2.imwrite(str(masks_dir / f"{stem}.png"), mask)
 
 
+def write_pairs(root: Path, count: int, seed: int,
+                prefix: str = "good") -> tuple[Path, Path, np.random.Generator]:
+    """``count`` good image/mask pairs (``<prefix>0`` ...) under ``root/images`` and ``root/masks``;
+    the random generator is returned along with them for more pairs to follow."""
+    images, masks_dir = root / "images", root / "masks"
+    images.mkdir()
+    masks_dir.mkdir()
+    rng = np.random.default_rng(seed)
+    for k in range(count):
+        write_pair(images, masks_dir, f"{prefix}{k}", rng)
+    return images, masks_dir, rng
+
+
 @pytest.fixture()
 def folder(tmp_path: Path) -> tuple[Path, Path]:
     """Four good pairs (one mask at half size), plus every kind of bad input."""
-    images, masks_dir = tmp_path / "images", tmp_path / "masks"
-    images.mkdir()
-    masks_dir.mkdir()
-    rng = np.random.default_rng(0)
-    for k in range(3):
-        write_pair(images, masks_dir, f"good{k}", rng)
+    images, masks_dir, rng = write_pairs(tmp_path, 3, seed=0)
     write_pair(images, masks_dir, "halfmask", rng, size=(96, 128), mask_size=(48, 64))
     write_pair(images, masks_dir, "empty", rng, mask_kind="empty")
     write_pair(images, masks_dir, "full", rng, mask_kind="full")
@@ -226,12 +234,7 @@ def test_masks_folder_of_photos_is_refused(tiny_zoo: Path, folder: tuple[Path, P
 
 
 def test_one_photo_among_masks_is_skipped_and_jpeg_masks_pass(tmp_path: Path) -> None:
-    images, masks_dir = tmp_path / "images", tmp_path / "masks"
-    images.mkdir()
-    masks_dir.mkdir()
-    rng = np.random.default_rng(1)
-    for k in range(3):
-        write_pair(images, masks_dir, f"good{k}", rng)
+    images, masks_dir, rng = write_pairs(tmp_path, 3, seed=1)
     # A JPEG-compressed mask has grey ringing along its edges: still a mask.
     mask = cv2.imread(str(masks_dir / "good0.png"), cv2.IMREAD_GRAYSCALE)
     (masks_dir / "good0.png").unlink()

@@ -11,7 +11,7 @@ from ltpa.cli import main
 from ltpa.maintainer.quality import QUALITY_KEY, quality_rows, quality_sections
 from ltpa.masks import RULES
 from ltpa.zoo import DEFAULT_ZOO_DIR, read_manifest
-from test_segment_eval import write_pair
+from test_segment_eval import write_pairs
 
 
 def test_every_shipped_model_with_a_map_carries_its_quality_beside_the_centre_prior() -> None:
@@ -44,12 +44,7 @@ def test_zoo_quality_writes_the_sections_into_the_manifest(tiny_zoo_dir: Path, t
                                                           capsys: pytest.CaptureFixture) -> None:
     zoo = tmp_path / "zoo"
     shutil.copytree(tiny_zoo_dir, zoo)
-    images, masks_dir = tmp_path / "images", tmp_path / "masks"
-    images.mkdir()
-    masks_dir.mkdir()
-    rng = np.random.default_rng(1)
-    for k in range(3):
-        write_pair(images, masks_dir, f"pair{k}", rng)
+    images, masks_dir, _ = write_pairs(tmp_path, 3, seed=1, prefix="pair")
     before = read_manifest(zoo)["models"]
     assert main(["zoo", "quality", "--images", str(images), "--masks", str(masks_dir), "--zoo", str(zoo),
                  "--device", "cpu", "--dataset", "three generated squares"]) == 0

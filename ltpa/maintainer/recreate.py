@@ -27,10 +27,14 @@ EARLIER_RECIPE_VARIANT = "earlier-recipe"
 TRAIN_COMMAND_PREFIXES = (("ltpa", "zoo", "train"), ("ltpa", "train-zoo"))
 
 
+def _train_prefix(words: list[str]) -> tuple[str, ...] | None:
+    """The train command's words that ``words`` start with (None: not a train command)."""
+    return next((p for p in TRAIN_COMMAND_PREFIXES if tuple(words[:len(p)]) == p), None)
+
+
 def is_train_command(command: str) -> bool:
     """Whether ``command`` is an ``ltpa zoo train`` (or earlier ``ltpa train-zoo``) command line."""
-    words = shlex.split(command)
-    return any(tuple(words[:len(p)]) == p for p in TRAIN_COMMAND_PREFIXES)
+    return _train_prefix(shlex.split(command)) is not None
 
 
 def command_config(command: str) -> tuple[TrainConfig, str, argparse.Namespace]:
@@ -48,7 +52,7 @@ def command_config(command: str) -> tuple[TrainConfig, str, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog="ltpa zoo train")
     train_command.add_arguments(parser)
     words = shlex.split(command)
-    prefix = next((p for p in TRAIN_COMMAND_PREFIXES if tuple(words[:len(p)]) == p), None)
+    prefix = _train_prefix(words)
     if prefix is None:
         raise ValueError(f"not an ltpa zoo train command: {command!r}")
     args = parser.parse_args(words[len(prefix):])
