@@ -352,7 +352,8 @@ def robustness_figure(results: Mapping[str, Any]) -> go.Figure:
     """
     check_results(results)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Accuracy", "Fooling rate"))
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
+    # 24 distinct colours, so no two models of the twelve-model zoo share one.
+    palette = plotly.colors.qualitative.Dark24
     for index, model in enumerate(results["models"]):
         name = model.get("paper_name") or model["id"]
         style = dict(color=palette[index % len(palette)], dash="solid" if model.get("attention") else "dash")

@@ -238,14 +238,17 @@ def test_lesson_steps_open_their_pages_and_a_shared_link_reopens_a_view(app_url,
 
 
 def test_picking_a_model_by_its_axes_changes_the_caption(app_url, browser, tiny_zoo_dir):
-    """The Home page's picker in Chromium: the tapped-stages box and the compatibility radio
-    switch the model the caption names; a combination the zoo lacks says so."""
+    """The Home page's picker in Chromium: the tapped-stages box and the normalisation,
+    compatibility and head radios switch the model the caption names; a combination the zoo lacks
+    says so."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
     from playwright.sync_api import expect
 
     cards = json.loads((_zoo_for_browser(tiny_zoo_dir) / "manifest.json").read_text())["models"]
     shipped = {c["registry_name"]: c["id"] for c in cards if c["kwargs"].get("normalisation", "softmax") == "softmax"}
-    assert {"vgg_att3_concat_pc", "vgg"} <= set(shipped), "the zoo lacks a model this test picks"
+    picked = {"vgg_att3_concat_pc", "vgg", "vgg_att3_concat_dp", "vgg_att3_indep_pc"}
+    assert picked <= set(shipped) and "vgg_att3_concat_pc_sigmoid_sum" in {c["id"] for c in cards}, \
+        "the zoo lacks a model this test picks"
     page = _open(browser, app_url)
     sidebar = page.locator("[data-testid=stSidebar]")
     caption = sidebar.locator("[data-testid=stCaptionContainer]:has(code)")  # `name · id`: the picker's
@@ -281,27 +284,25 @@ def test_picking_a_model_by_its_axes_changes_the_caption(app_url, browser, tiny_
     choose_stages("3 stages: layers 7, 10, 13 (att3)")
     expect(caption).to_contain_text(shipped["vgg_att3_concat_pc"], timeout=RUN_TIMEOUT_MS)
     # The normalisation axis: the shipped deviation, named as one.
-    if "vgg_att3_concat_pc_sigmoid_sum" in {c["id"] for c in cards}:
-        choose_radio("normalisation", "sigmoid_sum, deviation from the paper")
-        expect(caption).to_contain_text("(VGG-att3)-concat-pc, sigmoid_sum normalisation · "
-                                        "vgg_att3_concat_pc_sigmoid_sum", timeout=RUN_TIMEOUT_MS)
-        choose_radio("normalisation", "softmax, the paper's")
-        expect(caption).to_contain_text(f"(VGG-att3)-concat-pc · {shipped['vgg_att3_concat_pc']}",
-                                        timeout=RUN_TIMEOUT_MS)
+    choose_radio("normalisation", "sigmoid_sum, deviation from the paper")
+    expect(caption).to_contain_text("(VGG-att3)-concat-pc, sigmoid_sum normalisation · "
+                                    "vgg_att3_concat_pc_sigmoid_sum", timeout=RUN_TIMEOUT_MS)
+    choose_radio("normalisation", "softmax, the paper's")
+    expect(caption).to_contain_text(f"(VGG-att3)-concat-pc · {shipped['vgg_att3_concat_pc']}",
+                                    timeout=RUN_TIMEOUT_MS)
     compatibility = sidebar.locator("[data-testid=stRadio]").filter(has_text="Model: compatibility")
-    if "vgg_att3_concat_dp" in shipped:
-        choose_radio("compatibility", "dp")
-        expect(caption).to_contain_text(f"(VGG-att3)-concat-dp · {shipped['vgg_att3_concat_dp']}",
-                                        timeout=RUN_TIMEOUT_MS)
-    else:
-        # Not shipped: the notice names it, and the picker shows the nearest shipped model, its
-        # radio back on the compatibility shown.
-        choose_radio("compatibility", "dp (not shipped)")
-        expect(sidebar.locator("[data-testid=stAlertContentInfo]").filter(has_text="is not shipped")
-               ).to_contain_text("(VGG-att3)-concat-dp is not shipped", timeout=RUN_TIMEOUT_MS)
-        expect(caption).to_contain_text(f"· {shipped['vgg_att3_concat_pc']}", timeout=RUN_TIMEOUT_MS)
-        assert f"model={shipped['vgg_att3_concat_pc']}" in page.url, page.url
-        expect(compatibility.get_by_role("radio", name="pc")).to_be_checked(timeout=RUN_TIMEOUT_MS)
+    choose_radio("compatibility", "dp")
+    expect(caption).to_contain_text(f"(VGG-att3)-concat-dp · {shipped['vgg_att3_concat_dp']}",
+                                    timeout=RUN_TIMEOUT_MS)
+    # indep with dp is not shipped: the notice names it, and the picker shows the nearest shipped
+    # model (indep-pc), its compatibility radio back on the one shown.
+    choose_radio("head", "indep")
+    expect(sidebar.locator("[data-testid=stAlertContentInfo]").filter(has_text="is not shipped")
+           ).to_contain_text("(VGG-att3)-indep-dp is not shipped", timeout=RUN_TIMEOUT_MS)
+    expect(caption).to_contain_text(f"(VGG-att3)-indep-pc · {shipped['vgg_att3_indep_pc']}",
+                                    timeout=RUN_TIMEOUT_MS)
+    assert f"model={shipped['vgg_att3_indep_pc']}" in page.url, page.url
+    expect(compatibility.get_by_role("radio", name="pc")).to_be_checked(timeout=RUN_TIMEOUT_MS)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser_model_axes.png"), full_page=True)
     _no_exception(page)

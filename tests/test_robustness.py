@@ -367,3 +367,15 @@ def test_zoo_curves_command_writes_the_shipped_results(tmp_path, capsys):
     assert [m["id"] for m in load_results(out)["models"]] == ["a"]
     assert "1 shipped curves written" in capsys.readouterr().out
     assert main(["zoo", "curves", str(tmp_path / "none.json"), "--zoo", str(zoo), "--out", str(out)]) == 2
+
+
+def test_shipped_figure_gives_every_model_its_own_colour_and_baselines_dashes():
+    from ltpa.viz import robustness_figure
+
+    results = load_results(SHIPPED_DIR)
+    figure = robustness_figure(results)
+    accuracy = [trace for trace in figure.data if trace.showlegend]
+    assert [trace.legendgroup for trace in accuracy] == [model["id"] for model in results["models"]]
+    assert len({trace.line.color for trace in accuracy}) == len(accuracy)
+    dashed = {trace.legendgroup for trace in accuracy if trace.line.dash == "dash"}
+    assert dashed == {model["id"] for model in results["models"] if not model.get("attention")}

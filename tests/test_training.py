@@ -590,7 +590,7 @@ def test_a_card_the_recipes_have_moved_past_gets_a_recreate_command(tmp_path: Pa
     from ltpa.maintainer.recreate import command_config, recreate_command, refresh_recreate_commands
 
     (tmp_path / "cards").mkdir()
-    for card_id in ("resnet_att2_concat_pc_residual", "vgg_gap_seed0"):
+    for card_id in ("resnet_att2_concat_pc_residual", "vgg_fast_seed1"):
         card = json.loads((reproduction_dir(DEFAULT_ZOO_DIR) / "cards" / f"{card_id}.json").read_text())
         card.pop("recreate_command", None)
         (tmp_path / "cards" / f"{card_id}.json").write_text(json.dumps(card))
@@ -605,7 +605,7 @@ def test_a_card_the_recipes_have_moved_past_gets_a_recreate_command(tmp_path: Pa
     assert (config.label_smoothing, config.cutout, config.overrides) == (0.1, 12, {"tap_features": "residual"})
     assert args.variant == "earlier-recipe"
     assert refresh_recreate_commands(tmp_path) == []  # nothing left to do
-    assert recreate_command(json.loads((tmp_path / "cards" / "vgg_gap_seed0.json").read_text())) is None
+    assert recreate_command(json.loads((tmp_path / "cards" / "vgg_fast_seed1.json").read_text())) is None
     with pytest.raises(ValueError, match="not an ltpa zoo train command"):
         command_config("ltpa train vgg --data x")
 
