@@ -121,9 +121,9 @@ ZOO_RECIPES: dict[str, dict[str, Any]] = {
     **{zoo_id: FAST_ZOO_RECIPES[zoo_id + FAST_SUFFIX] for zoo_id in FAST_SHIPPED},
     **{zoo_id: FIRST_ZOO_RECIPES[zoo_id] for zoo_id in FIRST_ZOO_SHIPPED},
 }
-# The first zoo's recipes that no longer ship under their id keep it, so their cards read as
-# trained; a replaced one (vgg_att3_concat_pc, vgg) is now the fast recipe, and its older cards
-# carry a recreate_command (ltpa.maintainer.recreate).
+# A first-zoo recipe whose id left the zoo without a successor keeps that id, so its cards read as
+# trained (none today). A replaced one (every first-zoo VGG) is now the fast recipe, and its older
+# cards carry a recreate_command (ltpa.maintainer.recreate).
 RETIRED_RECIPES: dict[str, dict[str, Any]] = {
     zoo_id: recipe for zoo_id, recipe in FIRST_ZOO_RECIPES.items() if zoo_id not in ZOO_RECIPES}
 RECIPES: dict[str, dict[str, Any]] = {**ZOO_RECIPES, **RETIRED_RECIPES, **FULL_WIDTH_RECIPES,
