@@ -38,7 +38,9 @@ def measure(model_id: str, device: torch.device, steps: int, compile_model: bool
     excluded), training images/s as a training loop runs (steps queued back to back, data
     preparation included, one synchronisation at the end) and evaluation images/s. The step is
     ``Trainer.train_step`` of the recipe's own configuration: the step ``ltpa train`` runs."""
-    settings = {"compile_mode": compile_mode} | ({"batch_size": batch} if batch else {})
+    # No validation split: every synthetic batch is a timed step (a recipe that holds out a tenth
+    # of the training set would otherwise leave a short run without its timed steps).
+    settings = {"compile_mode": compile_mode, "validation": 0.0} | ({"batch_size": batch} if batch else {})
     # The bench never saves: the run folder is only a name.
     config, _ = recipe_config(model_id, "synthetic", "bench-not-saved", str(device), compile_model,
                               settings=settings)
