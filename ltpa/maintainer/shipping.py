@@ -312,12 +312,7 @@ def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | Non
                              f"{source / CARDS_DIR}: they would not be kept")
         if others and retire_to is None:
             raise ValueError("give a folder for the other seeds' cards (retire_to)")
-        for run in others:
-            card_file = source / CARDS_DIR / f"{run}.json"
-            log = json.loads(card_file.read_text())["log"]
-            (retire_to / CARDS_DIR).mkdir(parents=True, exist_ok=True)
-            write_log(source / log, retire_to / log)
-            shutil.copyfile(card_file, retire_to / CARDS_DIR / card_file.name)
+        keep_runs(source, others, retire_to)
     new = _renamed_card(card, model_id, trained_as=card["id"],
                         **({"promotion_note": note} if note else {}),
                         **({SELECTION_KEY: selection} if selection else {}))
@@ -328,6 +323,23 @@ def promote_run(card_path: Path, model_id: str, zoo: Path, retire_to: Path | Non
     shipped[model_id] = new
     write_manifest(_in_zoo_order(shipped), zoo)
     return new
+
+
+def keep_runs(source: Path, runs: list[str], keep_to: Path) -> None:
+    """Keep trained runs' cards and logs (not their weights) in ``keep_to``, under their own ids:
+    the seeds a selection did not ship, or runs that do not ship at all.
+
+    Args:
+        source: the folder the runs were trained into (``cards/<run>.json`` and their logs).
+        runs: the runs' ids.
+        keep_to: folder of kept runs (e.g. assets/reproduction).
+    """
+    for run in runs:
+        card_file = source / CARDS_DIR / f"{run}.json"
+        log = json.loads(card_file.read_text())["log"]
+        (keep_to / CARDS_DIR).mkdir(parents=True, exist_ok=True)
+        write_log(source / log, keep_to / log)
+        shutil.copyfile(card_file, keep_to / CARDS_DIR / card_file.name)
 
 
 def _keep_card(card: dict[str, Any], zoo: Path, retire_to: Path, retire_as: str) -> None:
