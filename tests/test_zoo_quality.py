@@ -1,6 +1,7 @@
 """Attention quality on the zoo's cards (``ltpa zoo quality``, ltpa.maintainer.quality)."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from ltpa.cli import main
 from ltpa.maintainer.quality import QUALITY_KEY, quality_rows, quality_sections
 from ltpa.masks import RULES
-from ltpa.zoo import DEFAULT_ZOO_DIR, read_manifest
+from ltpa.zoo import DEFAULT_ZOO_DIR, read_manifest, write_manifest
 from test_segment_eval import write_pairs
 
 
@@ -78,3 +79,31 @@ def test_quality_needs_the_centre_prior_and_a_card_without_it_has_no_rows() -> N
     rows = quality_rows({"attention_entropy": {"layer13": 0.71234}, QUALITY_KEY: section})
     assert rows[0] == {"map": "layer13", "test entropy": 0.712, "pointing": 0.5, "J top": 0.3}
     assert rows[1]["map"] == "centre prior" and rows[1]["test entropy"] is None
+
+
+def test_zoo_quality_scores_every_baseline_card_of_a_folder_of_seeds(tiny_zoo_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    # A folder of seeds holds several VGG-GAP and plain VGG cards: each gets its own post-hoc map.
+    zoo = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo_dir, zoo)
+    cards = read_manifest(zoo)["models"]
+    seeds = [{**card, "id": card["id"] + "_seed1"} for card in cards
+             if card["registry_name"] in ("vgg_gap", "vgg")]
+    assert len(seeds) == 2
+    write_manifest([*cards, *seeds], zoo)
+    # A folder of trained runs keeps each run's card beside the manifest: it gets the section too.
+    (zoo / "cards").mkdir()
+    gap_seed = next(card for card in seeds if card["registry_name"] == "vgg_gap")
+    (zoo / "cards" / f"{gap_seed['id']}.json").write_text(json.dumps(gap_seed))
+    images, masks_dir, _ = write_pairs(tmp_path, 3, seed=2, prefix="pair")
+    assert main(["zoo", "quality", "--images", str(images), "--masks", str(masks_dir), "--zoo", str(zoo),
+                 "--device", "cpu", "--dataset", "three generated squares"]) == 0
+    after = {card["id"]: card for card in read_manifest(zoo)["models"]}
+    for seed in seeds:
+        first = after[seed["id"].removesuffix("_seed1")][QUALITY_KEY]
+        section = after[seed["id"]][QUALITY_KEY]
+        assert set(section["maps"]) == {"CAM" if seed["registry_name"] == "vgg_gap" else "Grad-CAM"}
+        # The same weights under another id: the same scores, and the same centre prior.
+        assert section == first
+    run_card = json.loads((zoo / "cards" / f"{gap_seed['id']}.json").read_text())
+    assert run_card[QUALITY_KEY] == after[gap_seed["id"]][QUALITY_KEY]

@@ -33,6 +33,8 @@ VARIANT_LABELS = {
     # The deviation from the paper the zoo trains, in the words the app names such a model by.
     ("normalisation", "sigmoid_sum"): "sigmoid_sum normalisation",
     ("match", "project_g"): "g projected",
+    # The deep supervision of the fast recipe (ltpa.recipe): a classifier on every stage.
+    ("stage_classifiers", True): "stage classifiers",
 }
 # The TrainConfig settings that change what a run learns (not where, how fast or from which seed),
 # with how a recipe label shows each; a run's recipe is these plus its storage precision.

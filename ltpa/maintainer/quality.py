@@ -10,9 +10,11 @@ images, the floor a map must beat. The per-stage test-set entropy is the card's
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from ltpa.maintainer.shipping import CARDS_DIR
 from ltpa.report import markdown_table
 from ltpa.segmentation import METHOD_LABELS, SegmentationResult, evaluate_folders, scores_by_map
 from ltpa.zoo import read_manifest, using_zoo, write_manifest
@@ -62,7 +64,9 @@ def quality_sections(scores: dict[str, dict[str, Any]], dataset: str,
 def measure_zoo_quality(zoo: Path, images_dir: Path, masks_dir: Path, dataset: str = HORSES,
                         device: str | None = None) -> tuple[list[dict[str, Any]], SegmentationResult]:
     """Score every shipped model of ``zoo`` on ``images_dir`` / ``masks_dir`` and write the
-    sections into its manifest (cards of models without a map keep none).
+    sections into its manifest (cards of models without a map keep none). Every VGG-GAP card is
+    scored by its CAM and every plain VGG card by its Grad-CAM, so a folder of seeds gets all.
+    Run cards under ``zoo/cards`` (a folder of trained runs) get the same sections.
 
     Args:
         zoo: the zoo folder (its manifest and files).
@@ -76,12 +80,24 @@ def measure_zoo_quality(zoo: Path, images_dir: Path, masks_dir: Path, dataset: s
     """
     with using_zoo(zoo):  # the evaluation loads shipped ids from this zoo
         cards = read_manifest(zoo)["models"]
-        cam = next((c["id"] for c in cards if c["registry_name"] == "vgg_gap"), None)
-        grad_cam = next((c["id"] for c in cards if c["registry_name"] == "vgg"), None)
-        compare = ["centre_prior"] + (["cam"] if cam else []) + (["grad_cam"] if grad_cam else [])
-        result = evaluate_folders(images_dir, masks_dir, compare=compare, cam_model_id=cam,
-                                  grad_cam_model_id=grad_cam or "vgg", device=device)
-    sections = quality_sections(scores_by_map(result), dataset, result.settings.thresholds)
+        cam_ids = [c["id"] for c in cards if c["registry_name"] == "vgg_gap"]
+        grad_cam_ids = [c["id"] for c in cards if c["registry_name"] == "vgg"]
+        compare = ["centre_prior"] + (["cam"] if cam_ids else []) + (["grad_cam"] if grad_cam_ids else [])
+        result = evaluate_folders(images_dir, masks_dir, compare=compare,
+                                  cam_model_id=cam_ids[0] if cam_ids else None,
+                                  grad_cam_model_id=grad_cam_ids[0] if grad_cam_ids else "vgg",
+                                  device=device)
+        scores = scores_by_map(result)
+        # One evaluation scores one model per post-hoc method: every further baseline card (a
+        # folder of seeds) gets its own pass, with the centre prior on the same images.
+        for method, model_ids in (("cam", cam_ids[1:]), ("grad_cam", grad_cam_ids[1:])):
+            for model_id in model_ids:
+                extra = evaluate_folders(images_dir, masks_dir, model_ids=[],
+                                         compare=["centre_prior", method],
+                                         cam_model_id=model_id if method == "cam" else None,
+                                         grad_cam_model_id=model_id, device=device)
+                scores.update(scores_by_map(extra))
+    sections = quality_sections(scores, dataset, result.settings.thresholds)
     updated = []
     for card in cards:
         card = {k: v for k, v in card.items() if k != QUALITY_KEY}
@@ -89,6 +105,14 @@ def measure_zoo_quality(zoo: Path, images_dir: Path, masks_dir: Path, dataset: s
             card[QUALITY_KEY] = sections[card["id"]]
         updated.append(card)
     write_manifest(updated, zoo)
+    # A folder of trained runs (``ltpa zoo train --zoo``) keeps each run's card beside the
+    # manifest too: promote ships those, so they carry the section as well.
+    for card in updated:
+        card_file = zoo / CARDS_DIR / f"{card['id']}.json"
+        if QUALITY_KEY in card and card_file.is_file():
+            saved = json.loads(card_file.read_text())
+            saved[QUALITY_KEY] = card[QUALITY_KEY]
+            card_file.write_text(json.dumps(saved, indent=2) + "\n")
     return updated, result
 
 

@@ -37,6 +37,16 @@ def is_train_command(command: str) -> bool:
     return _train_prefix(shlex.split(command)) is not None
 
 
+def current_spelling(command: str) -> str:
+    """``command`` as it is typed today: an earlier ``ltpa train-zoo ...`` becomes
+    ``ltpa zoo train ...`` (the same arguments); any other command is returned as it is."""
+    words = shlex.split(command)
+    prefix = _train_prefix(words)
+    if prefix is None or prefix == TRAIN_COMMAND_PREFIXES[0]:
+        return command
+    return shlex.join([*TRAIN_COMMAND_PREFIXES[0], *words[len(prefix):]])
+
+
 def command_config(command: str) -> tuple[TrainConfig, str, argparse.Namespace]:
     """The configuration and shipping precision a recorded train command trains today.
 
@@ -69,8 +79,8 @@ def recreate_command(card: dict[str, Any]) -> str | None:
             recreates it as its ``recreate_command``.
 
     Returns:
-        The card's zoo command with the settings it needs added; None when the card's own
-        command still trains what it records.
+        The card's zoo command, in today's spelling, with the settings it needs added; None when
+        the card's own command still trains what it records as written.
 
     Raises:
         ValueError: for a card trained by another command that has no ``recreate_command``.
@@ -88,16 +98,21 @@ def recreate_command(card: dict[str, Any]) -> str | None:
     # Where and how fast a run went (data path, device, compilation) is not what it learnt.
     settings = {key: value for key, value in recorded.items()
                 if key not in RESUMABLE_CHANGES and value != getattr(config, key)}
-    # Model arguments the file was built with (a card records them all, including those a run
-    # predates, such as the residual taps) that the command's recipe would build otherwise.
-    # Width is a recipe setting, compared above.
-    built = {**default_arguments(config.model), **config.overrides}
-    arguments = {key: value for key, value in card.get("kwargs", {}).items()
+    # Model arguments the file was built with that the command's recipe would build otherwise.
+    # A card records the arguments it was given; one it leaves out was the model's default (e.g.
+    # no stage classifiers, for a run that predates them). Width is a recipe setting, compared
+    # above.
+    defaults = default_arguments(config.model)
+    built = {**defaults, **config.overrides}
+    arguments = {key: value for key, value in {**defaults, **card.get("kwargs", {})}.items()
                  if key in built and key != "width" and value != built[key]}
     if arguments:
         settings["overrides"] = {**settings.get("overrides", {}), **arguments}
     if card.get("precision") and card["precision"] != precision:
         settings["precision"] = card["precision"]
+    # A command recorded in the earlier spelling no longer runs as written: its card gets the
+    # spelling of today even where the recipe still matches.
+    command = current_spelling(command)
     if not settings:
         return None if command == card["training"]["command"] else command
     variant = "" if args.variant else f" --variant {EARLIER_RECIPE_VARIANT}"
