@@ -287,11 +287,15 @@ def test_the_shipped_zoo_is_picked_by_its_axes(monkeypatch):
     assert at.session_state[state.MODEL_ID] == shipped("vgg_att3_concat_pc")
     at.selectbox(key="model.backbone").set_value("resnet").run()
     assert at.session_state[state.MODEL_ID] == shipped("resnet_att2_concat_pc")
-    # RN-att2-indep-pc is not shipped (docs/zoo.md says why): the concat one stays, and says so.
+    # The whole ResNet family ships: the head switches to RN-att2-indep-pc with no notice, and
+    # indep with dp (never trained) says so and keeps the nearest one.
     set_axis(at, "head", "indep")
-    assert at.session_state[state.MODEL_ID] == shipped("resnet_att2_concat_pc")
+    assert at.session_state[state.MODEL_ID] == shipped("resnet_att2_indep_pc") and not notices(at)
+    set_axis(at, "compatibility", "dp")
+    assert at.session_state[state.MODEL_ID] == shipped("resnet_att2_indep_pc")
     (notice,) = notices(at)
-    assert notice.startswith("**(RN-att2)-indep-pc is not shipped.**")
+    assert notice.startswith("**(RN-att2)-indep-dp is not shipped.**")
+    set_axis(at, "compatibility", "pc")
     set_axis(at, "head", "concat")
     set_axis(at, "compatibility", "dp")
     assert at.session_state[state.MODEL_ID] == shipped("resnet_att2_concat_dp")

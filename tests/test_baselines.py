@@ -100,7 +100,7 @@ def test_shipped_and_reproduction_cards_give_the_readme_comparison(monkeypatch) 
     error = {c["id"]: c["test_error"] for c in shipped + repeats}
     # The fast-recipe VGGs (per-stage classifiers on the attention models): VGG-att3-pc ships
     # seed 1, chosen on the validation split, beside seeds 0 and 2; VGG ships seed 2.
-    fast = gaps["vgg_att3_concat_pc", "stage_classifiers True", ZOO_RECIPE_LABEL]
+    fast = gaps["vgg_att3_concat_pc", "stage classifiers", ZOO_RECIPE_LABEL]
     assert fast.attention_errors == {0: error["vgg_att3_concat_pc_fast"], 1: error["vgg_att3_concat_pc"],
                                      2: error["vgg_att3_concat_pc_fast_seed2"]}
     assert fast.baseline_errors == {0: error["vgg_fast"], 1: error["vgg_fast_seed1"], 2: error["vgg"]}
@@ -116,26 +116,37 @@ def test_shipped_and_reproduction_cards_give_the_readme_comparison(monkeypatch) 
         if entry["stages"]:
             assert any(g.baseline_errors for (attention, _, label), g in gaps.items()
                        if attention == entry["registry_name"] and label == ZOO_RECIPE_LABEL), entry["id"]
-    # The ResNets' zoo recipe: RN-att2-pc's shipped seed 1 beside its seed 0 kept in reproduction/.
-    rn_pc = gaps["resnet_att2_concat_pc", "", ZOO_RECIPE_LABEL]
-    assert rn_pc.attention_errors == {0: error["resnet_att2_concat_pc_ls0-cut16"],
-                                      1: error["resnet_att2_concat_pc"]}
-    assert rn_pc.baseline_errors == {0: error["resnet164"], 1: error["resnet164_ls0-cut16_seed1"]}
-    assert gaps["resnet_att2_concat_dp", "", ZOO_RECIPE_LABEL].attention_errors == {
-        0: error["resnet_att2_concat_dp"], 1: error["resnet_att2_concat_dp_ls0-cut16_seed1"]}
+    # The fast-recipe ResNets: RN-att2-pc ships seed 0, ResNet-164 seed 1, RN-att2-indep-pc seed 2.
+    rn_pc = gaps["resnet_att2_concat_pc", "stage classifiers", ZOO_RECIPE_LABEL]
+    assert rn_pc.attention_errors == {0: error["resnet_att2_concat_pc"], 1: error["resnet_att2_concat_pc_fast_seed1"],
+                                      2: error["resnet_att2_concat_pc_fast_seed2"]}
+    assert rn_pc.baseline_errors == {0: error["resnet164_fast"], 1: error["resnet164"],
+                                     2: error["resnet164_fast_seed2"]}
+    assert gaps["resnet_att2_indep_pc", "", ZOO_RECIPE_LABEL].attention_errors == {
+        0: error["resnet_att2_indep_pc_fast"], 1: error["resnet_att2_indep_pc_fast_seed1"],
+        2: error["resnet_att2_indep_pc"]}
+    # The first zoo's 160-epoch ResNets are compared among themselves: RN-att2-pc shipped seed 1
+    # then, beside its seed 0 (both kept).
+    first_rn = "160 epochs, QAT none, int8"
+    assert gaps["resnet_att2_concat_pc", "", first_rn].attention_errors == {
+        0: error["resnet_att2_concat_pc_ls0-cut16"], 1: error["resnet_att2_concat_pc_zoo1"]}
+    assert gaps["resnet_att2_concat_pc", "", first_rn].baseline_errors == {
+        0: error["resnet164_zoo1"], 1: error["resnet164_ls0-cut16_seed1"]}
+    assert gaps["resnet_att2_concat_dp", "", first_rn].attention_errors == {
+        0: error["resnet_att2_concat_dp_zoo1"], 1: error["resnet_att2_concat_dp_ls0-cut16_seed1"]}
     # The files the earlier ResNet recipe shipped are compared among themselves, ablations apart.
     earlier = "label smoothing 0.1, cutout 12"
-    assert gaps["resnet_att2_concat_pc", "", earlier].attention_errors == {
+    assert gaps["resnet_att2_concat_pc", "", f"160 epochs, {earlier}, QAT none, int8"].attention_errors == {
         0: error["resnet_att2_concat_pc_ls0.1-cut12"]}
-    assert gaps["resnet_att2_concat_pc", "", earlier].baseline_errors == {
+    assert gaps["resnet_att2_concat_pc", "", f"160 epochs, {earlier}, QAT none, int8"].baseline_errors == {
         0: error["resnet164_ls0.1-cut12"], 1: error["resnet164_seed1"]}
-    assert gaps["resnet_att2_concat_dp", "residual taps", earlier].attention_errors == {
-        0: error["resnet_att2_concat_dp_residual"]}
+    assert gaps["resnet_att2_concat_dp", "residual taps", f"160 epochs, {earlier}, QAT none, int8"
+                ].attention_errors == {0: error["resnet_att2_concat_dp_residual"]}
     # Other recipes are compared among themselves: the full-width VGGs, and the batch-128 ResNets
     # over ResNet-164's two seeds of that recipe.
     full_width = gaps["vgg_att3_concat_pc", "", "width 1, 160 epochs, batch 256, lr 0.1, QAT none, int8"]
     assert full_width.baseline_errors == {0: error["vgg_w1"]}
-    small_steps = gaps["resnet_att2_concat_pc", "", f"200 epochs, batch 128, lr 0.1, {earlier}"]
+    small_steps = gaps["resnet_att2_concat_pc", "", f"200 epochs, batch 128, lr 0.1, {earlier}, QAT none, int8"]
     assert small_steps.attention_errors == {0: error["resnet_att2_concat_pc_b128"]}
     assert small_steps.baseline_errors == {0: error["resnet164_b128"], 1: error["resnet164_b128_seed1"]}
 
@@ -169,7 +180,7 @@ def test_every_fast_recipe_file_is_its_seed_chosen_on_the_validation_split(monke
 
 def test_recipe_labels_say_how_a_run_differs_from_the_zoo_recipe() -> None:
     zoo = dict(zoo_recipe("resnet164"))
-    assert zoo["batch_size"] == 512 and zoo["precision"] == "int8" and zoo_recipe("no_such") is None
+    assert zoo["batch_size"] == 512 and zoo["precision"] == "int4" and zoo_recipe("no_such") is None
     assert recipe_label(zoo_recipe("resnet164"), "resnet164") == ZOO_RECIPE_LABEL
     changed = tuple(sorted({**zoo, "weight_decay": 1e-4, "label_smoothing": 0.1}.items()))
     assert recipe_label(changed, "resnet164") == "weight decay 0.0001, label smoothing 0.1"
@@ -248,10 +259,12 @@ def test_shipped_and_reproduction_logs_are_all_listed() -> None:
     assert {entry["id"] for entry in manifest} <= set(runs)
     assert len(runs) == len(manifest) + len(read_cards(reproduction_dir()))
     # Labels say how each run's recipe differs from today's zoo recipe.
-    assert runs["resnet_att2_concat_pc_ls0"].description == "(RN-att2)-concat-pc · cutout 12"
+    assert runs["resnet_att2_concat_pc_ls0"].description == (
+        "(RN-att2)-concat-pc · 160 epochs, cutout 12, QAT none, int8")
     assert runs["resnet_att2_concat_dp_residual"].description == (
-        "(RN-att2)-concat-dp (residual taps) · label smoothing 0.1, cutout 12")
-    assert runs["resnet_att2_concat_pc"].description == "(RN-att2)-concat-pc · zoo recipe · seed 1"
+        "(RN-att2)-concat-dp (residual taps) · 160 epochs, label smoothing 0.1, cutout 12, QAT none, int8")
+    assert runs["resnet_att2_concat_pc"].description == "(RN-att2)-concat-pc (stage classifiers) · zoo recipe"
+    assert runs["resnet164"].description == "ResNet-164 · zoo recipe · seed 1"
 
 
 def test_runs_command_summarises_each_log(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -195,14 +195,18 @@ def test_every_zoo_recipe_is_a_valid_run_and_shortening_keeps_its_qat_share() ->
     config, precision = recipe_config("vgg_att3_concat_pc", "cifar10", "runs/x", epochs=10)
     assert (config.epochs, config.qat, config.qat_epochs, precision) == (10, "int4", 2, "int4")
     config, precision = recipe_config("resnet164", "cifar10", "runs/x", epochs=3, seed=4)
-    assert (config.epochs, config.qat, config.seed, precision) == (3, "", 4, "int8")
+    assert (config.epochs, config.qat, config.qat_epochs, config.seed, precision) == (3, "int4", 1, 4, "int4")
     # The small-step ResNet recipes keep the ResNet recipe they were trained beside (label
     # smoothing 0.1, cutout 12) and differ from it only in the step and schedule settings.
-    zoo, _ = recipe_config("resnet_att2_concat_dp", "cifar10", "runs/x")
-    small, _ = recipe_config("resnet_att2_concat_dp_b128", "cifar10", "runs/x")
+    # That is the first zoo's ResNet recipe, which today's fast recipe replaced.
+    from ltpa.maintainer.recipes import FIRST_ZOO_RECIPES
+    first_zoo = FIRST_ZOO_RECIPES["resnet_att2_concat_dp"]
     changed = {"epochs": 200, "batch_size": 128, "lr": 0.1, "label_smoothing": 0.1, "cutout": 12}
-    assert asdict(small) == {**asdict(zoo), **changed} and zoo.batch_size == 512
-    assert (zoo.label_smoothing, zoo.cutout, zoo.compile_mode) == (0.0, 16, "reduce-overhead")
+    assert RECIPES["resnet_att2_concat_dp_b128"] == {**first_zoo, **changed} and first_zoo["batch_size"] == 512
+    assert (first_zoo["label_smoothing"], first_zoo["cutout"], first_zoo["epochs"]) == (0.0, 16, 160)
+    zoo, _ = recipe_config("resnet_att2_concat_dp", "cifar10", "runs/x")
+    assert (zoo.epochs, zoo.batch_size, zoo.label_smoothing, zoo.cutout, zoo.compile_scope) == (
+        40, 512, 0.0, 16, "blocks")
 
 
 def test_train_zoo_repeats_a_recipe_under_another_seed(tiny_data: Path, tmp_path: Path) -> None:
@@ -323,6 +327,27 @@ def test_a_card_trained_by_ltpa_train_is_checked_by_its_recreate_command() -> No
         "ltpa zoo train --ids vgg_fast --data /d --seed 1 --variant earlier-recipe --set epochs=70")
 
 
+def test_a_command_in_the_earlier_spelling_is_recreated_in_todays() -> None:
+    from ltpa.maintainer.baselines import read_cards, reproduction_dir
+    from ltpa.maintainer.recreate import current_spelling, recreate_command
+
+    assert current_spelling("ltpa train-zoo --ids vgg_fast --seed 1") == "ltpa zoo train --ids vgg_fast --seed 1"
+    assert current_spelling("ltpa zoo train --ids vgg_fast") == "ltpa zoo train --ids vgg_fast"
+    assert current_spelling("ltpa train vgg") == "ltpa train vgg"
+    # Today's recipe, recorded as `ltpa train-zoo` (a command that no longer runs): its card
+    # gets the command that does, with nothing else changed.
+    config = asdict(recipe_config("vgg_fast", "/d", "/o", seed=1)[0])
+    card = {"id": "vgg_fast_seed1", "precision": "int4", "kwargs": {},
+            "training": {"command": "ltpa train-zoo --ids vgg_fast --data /d --seed 1", "config": config}}
+    assert recreate_command(card) == "ltpa zoo train --ids vgg_fast --data /d --seed 1"
+    with pytest.raises(SystemExit):  # the earlier spelling is no command now
+        cli(["train-zoo", "--help"])
+    # Every kept card's command runs as written, or it has a recreate_command in today's spelling.
+    for kept in read_cards(reproduction_dir()):
+        command = kept.get("recreate_command") or kept["training"]["command"]
+        assert not command.startswith("ltpa train-zoo"), kept["id"]
+
+
 def test_zoo_promote_refuses_another_recipe_another_model_and_a_changed_file(
         tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(RECIPES["vgg_gap"], "epochs", 1)
@@ -371,7 +396,9 @@ def test_model_arguments_are_recipe_settings_too() -> None:
                         "lr": 0.05}
     assert parse_settings(shlex.split(settings_arguments(settings).replace("--set ", ""))) == settings
     config, _ = recipe_config("resnet_att2_concat_pc", "cifar10", "runs/x", settings=settings)
-    assert config.overrides == {"tap_features": "residual", "dropout": 0.25, "depth": 56}
+    # The recipe's own model setting (stage classifiers on a concat head) stays beside them.
+    assert config.overrides == {"stage_classifiers": True, "tap_features": "residual", "dropout": 0.25,
+                                "depth": 56}
     assert config.lr == 0.05
     with pytest.raises(ValueError, match="neither a training setting .* nor an argument of model "
                                          "vgg_gap \\(width\\)"):
@@ -598,12 +625,17 @@ def test_a_card_the_recipes_have_moved_past_gets_a_recreate_command(tmp_path: Pa
     assert refresh_recreate_commands(tmp_path) == ["resnet_att2_concat_pc_residual"]
     residual = json.loads((tmp_path / "cards" / "resnet_att2_concat_pc_residual.json").read_text())
     assert residual["training"]["command"] == "ltpa train-zoo --ids resnet_att2_concat_pc --data /tmp/d/cifar10"
+    # Today's ResNet recipe is the fast one: the 160-epoch settings are spelt out, in today's
+    # spelling of the command, and so is the model it predates stage classifiers in.
     assert residual["recreate_command"] == (
-        "ltpa train-zoo --ids resnet_att2_concat_pc --data /tmp/d/cifar10 --variant earlier-recipe "
-        "--set label_smoothing=0.1 --set cutout=12 --set tap_features=residual")
-    config, _, args = command_config(residual["recreate_command"])
-    assert (config.label_smoothing, config.cutout, config.overrides) == (0.1, 12, {"tap_features": "residual"})
-    assert args.variant == "earlier-recipe"
+        "ltpa zoo train --ids resnet_att2_concat_pc --data /tmp/d/cifar10 --variant earlier-recipe "
+        "--set stage_classifiers=false --set tap_features=residual --set epochs=160 --set label_smoothing=0.1 --set cutout=12 "
+        "--set qat= --set qat_epochs=0 --set validation=0.0 --set flip=False --set aux_weight=0.0 "
+        "--set entropy_weight=0.0 --set precision=int8")
+    config, precision, args = command_config(residual["recreate_command"])
+    assert (config.epochs, config.label_smoothing, config.cutout, config.overrides, config.qat) == (
+        160, 0.1, 12, {"stage_classifiers": False, "tap_features": "residual"}, "")
+    assert precision == "int8" and args.variant == "earlier-recipe"
     assert refresh_recreate_commands(tmp_path) == []  # nothing left to do
     assert recreate_command(json.loads((tmp_path / "cards" / "vgg_fast_seed1.json").read_text())) is None
     with pytest.raises(ValueError, match="not an ltpa zoo train command"):
