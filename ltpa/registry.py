@@ -42,6 +42,12 @@ class ModelSpec:
         return bool(self.fixed.get("taps"))
 
     @property
+    def cam_applies(self) -> bool:
+        """Whether CAM applies: the model ends in global average pooling and one linear layer
+        (VGG-GAP, and the plain ResNet-164)."""
+        return bool(self.fixed.get("gap")) or (self.backbone == "resnet" and not self.attention)
+
+    @property
     def overridable(self) -> tuple[str, ...]:
         params = inspect.signature(self.builder).parameters
         skip = {"num_classes", "gap", "taps", *self.fixed}

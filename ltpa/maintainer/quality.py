@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ltpa.maintainer.shipping import CARDS_DIR
+from ltpa.registry import get_spec
 from ltpa.report import markdown_table
 from ltpa.segmentation import METHOD_LABELS, SegmentationResult, evaluate_folders, scores_by_map
 from ltpa.zoo import read_manifest, using_zoo, write_manifest
@@ -64,8 +65,9 @@ def quality_sections(scores: dict[str, dict[str, Any]], dataset: str,
 def measure_zoo_quality(zoo: Path, images_dir: Path, masks_dir: Path, dataset: str = HORSES,
                         device: str | None = None) -> tuple[list[dict[str, Any]], SegmentationResult]:
     """Score every shipped model of ``zoo`` on ``images_dir`` / ``masks_dir`` and write the
-    sections into its manifest (cards of models without a map keep none). Every VGG-GAP card is
-    scored by its CAM and every plain VGG card by its Grad-CAM, so a folder of seeds gets all.
+    sections into its manifest (cards of models without a map keep none). Every card CAM applies
+    to (VGG-GAP, ResNet-164) is scored by its CAM and every plain VGG card by its Grad-CAM, so a
+    folder of seeds gets all.
     Run cards under ``zoo/cards`` (a folder of trained runs) get the same sections.
 
     Args:
@@ -80,7 +82,7 @@ def measure_zoo_quality(zoo: Path, images_dir: Path, masks_dir: Path, dataset: s
     """
     with using_zoo(zoo):  # the evaluation loads shipped ids from this zoo
         cards = read_manifest(zoo)["models"]
-        cam_ids = [c["id"] for c in cards if c["registry_name"] == "vgg_gap"]
+        cam_ids = [c["id"] for c in cards if get_spec(c["registry_name"]).cam_applies]
         grad_cam_ids = [c["id"] for c in cards if c["registry_name"] == "vgg"]
         compare = ["centre_prior"] + (["cam"] if cam_ids else []) + (["grad_cam"] if grad_cam_ids else [])
         result = evaluate_folders(images_dir, masks_dir, compare=compare,

@@ -106,7 +106,9 @@ class ResNetAtt(nn.Module):
         self.feature_dim = in_channels
         self.stage_names = tuple(f"stage{t}" for t in self.taps)
         if not self.taps:
-            # The plain ResNet-164: global average pooling then one linear layer.
+            # The plain ResNet-164: global average pooling then one linear layer, so CAM applies
+            # (ltpa.saliency.has_cam reads ``gap``).
+            self.gap = True
             self.global_head = None
             self.attention = nn.ModuleList()
             self.classifier: nn.Module = nn.Linear(in_channels, num_classes)
