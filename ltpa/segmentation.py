@@ -502,7 +502,7 @@ def evaluate(
     samples: Sequence[Sample],
     attention_models: Sequence[LoadedModel],
     cam_model: LoadedModel | Sequence[LoadedModel] | None = None,
-    grad_cam_model: LoadedModel | None = None,
+    grad_cam_model: LoadedModel | Sequence[LoadedModel] | None = None,
     centre: bool = True,
     stages: Sequence[str] | None = None,
     settings: SegmentationSettings | None = None,
@@ -515,7 +515,7 @@ def evaluate(
         samples: from :func:`load_samples`.
         attention_models: models whose attention stages are scored.
         cam_model: the GAP model for CAM (or several, one CAM row each), or None.
-        grad_cam_model: the model for Grad-CAM, or None.
+        grad_cam_model: the model for Grad-CAM (or several, one Grad-CAM row each), or None.
         centre: whether to score the centre prior.
         stages: stage names and/or ``combined`` (None: all).
         settings: how maps become masks.
@@ -530,9 +530,8 @@ def evaluate(
     result = SegmentationResult(settings)
     started = time.perf_counter()
     jobs: list[tuple[str, LoadedModel]] = [("attention", m) for m in attention_models]
-    cam_models = [] if cam_model is None else [cam_model] if isinstance(cam_model, LoadedModel) else cam_model
-    jobs += [("cam", m) for m in cam_models]
-    jobs += [("grad_cam", grad_cam_model)] if grad_cam_model is not None else []
+    for method, given in (("cam", cam_model), ("grad_cam", grad_cam_model)):
+        jobs += [(method, m) for m in ([] if given is None else [given] if isinstance(given, LoadedModel) else given)]
     # Forward passes first, batched per model: small native maps for every image.
     computed: list[tuple[str, str, dict[str, np.ndarray]]] = []
     for method, loaded in jobs:
@@ -748,8 +747,8 @@ def evaluate_folders(
     stages: Sequence[str] | None = None,
     settings: SegmentationSettings | None = None,
     compare: Sequence[str] = COMPARISONS,
-    cam_model_id: str | None = None,
-    grad_cam_model_id: str = DEFAULT_GRAD_CAM_MODEL,
+    cam_model_id: str | Sequence[str] | None = None,
+    grad_cam_model_id: str | Sequence[str] = DEFAULT_GRAD_CAM_MODEL,
     mask_suffix: str = "",
     aspect_tolerance: float = 0.03,
     device: str | None = None,
@@ -767,10 +766,10 @@ def evaluate_folders(
         stages: stage names and/or ``combined`` to score (default: all).
         settings: how maps become masks.
         compare: comparison methods among ``COMPARISONS``.
-        cam_model_id: the GAP model for CAM (id, file or run folder); left out with a note when
-            it is a shipped id that is not shipped. Default: ``DEFAULT_CAM_MODEL``, unless
-            ``checkpoints`` hold a GAP model (then only theirs).
-        grad_cam_model_id: the model for Grad-CAM, likewise.
+        cam_model_id: the GAP model for CAM (id, file or run folder), or several (one CAM row
+            each); one that is a shipped id the zoo lacks is left out with a note. Default:
+            ``DEFAULT_CAM_MODEL``, unless ``checkpoints`` hold a GAP model (then only theirs).
+        grad_cam_model_id: the model (or models) for Grad-CAM, likewise.
         mask_suffix: suffix of mask stems.
         aspect_tolerance: largest relative aspect-ratio difference of image and mask.
         device: auto, cpu, cuda, cuda:N or mps.
@@ -821,13 +820,14 @@ def evaluate_folders(
     if cam_model_id is None and not cam_ids:
         cam_model_id = DEFAULT_CAM_MODEL
     posthoc_ids: dict[str, list[str]] = {"cam": cam_ids, "grad_cam": []}
-    for method, model_id in (("cam", cam_model_id), ("grad_cam", grad_cam_model_id)):
-        if method not in compare or model_id is None or model_id in posthoc_ids[method]:
+    for method, given in (("cam", cam_model_id), ("grad_cam", grad_cam_model_id)):
+        if method not in compare or given is None:
             continue
-        if _is_available(model_id):
-            posthoc_ids[method].insert(0, model_id)
-        else:
-            notes.append(f"{METHOD_LABELS[method]} left out: no {model_id!r} in the zoo")
+        wanted = [given] if isinstance(given, (str, Path)) else list(given)
+        added = [m for m in dict.fromkeys(wanted) if m not in posthoc_ids[method]]
+        available = [m for m in added if _is_available(m)]
+        notes += [f"{METHOD_LABELS[method]} left out: no {m!r} in the zoo" for m in added if m not in available]
+        posthoc_ids[method][:0] = available  # the named models first, then the checkpoints
     for model_id in dict.fromkeys([*model_ids, *posthoc_ids["cam"], *posthoc_ids["grad_cam"]]):
         if model_id not in loaded:
             loaded[model_id] = load_model_source(model_id, torch_device)
@@ -850,7 +850,7 @@ def evaluate_folders(
         samples,
         [loaded[m] for m in model_ids],
         [loaded[m] for m in posthoc_ids["cam"]],
-        loaded[posthoc_ids["grad_cam"][0]] if posthoc_ids["grad_cam"] else None,
+        [loaded[m] for m in posthoc_ids["grad_cam"]],
         centre="centre_prior" in compare,
         stages=stages,
         settings=settings,

@@ -85,21 +85,10 @@ def measure_zoo_quality(zoo: Path, images_dir: Path, masks_dir: Path, dataset: s
         cam_ids = [c["id"] for c in cards if get_spec(c["registry_name"]).cam_applies]
         grad_cam_ids = [c["id"] for c in cards if c["registry_name"] == "vgg"]
         compare = ["centre_prior"] + (["cam"] if cam_ids else []) + (["grad_cam"] if grad_cam_ids else [])
-        result = evaluate_folders(images_dir, masks_dir, compare=compare,
-                                  cam_model_id=cam_ids[0] if cam_ids else None,
-                                  grad_cam_model_id=grad_cam_ids[0] if grad_cam_ids else "vgg",
-                                  device=device)
-        scores = scores_by_map(result)
-        # One evaluation scores one model per post-hoc method: every further baseline card (a
-        # folder of seeds) gets its own pass, with the centre prior on the same images.
-        for method, model_ids in (("cam", cam_ids[1:]), ("grad_cam", grad_cam_ids[1:])):
-            for model_id in model_ids:
-                extra = evaluate_folders(images_dir, masks_dir, model_ids=[],
-                                         compare=["centre_prior", method],
-                                         cam_model_id=model_id if method == "cam" else None,
-                                         grad_cam_model_id=model_id, device=device)
-                scores.update(scores_by_map(extra))
-    sections = quality_sections(scores, dataset, result.settings.thresholds)
+        # Every baseline card (a folder of seeds has several) gets its own post-hoc map.
+        result = evaluate_folders(images_dir, masks_dir, compare=compare, cam_model_id=cam_ids,
+                                  grad_cam_model_id=grad_cam_ids, device=device)
+    sections = quality_sections(scores_by_map(result), dataset, result.settings.thresholds)
     updated = []
     for card in cards:
         card = {k: v for k, v in card.items() if k != QUALITY_KEY}
