@@ -43,6 +43,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                                            "--entropy-weight", "0.1"]),
     "aux_entropy0.05": ("vgg_att3_concat_pc", ["--set", "stage_classifiers=true", "--aux-weight",
                                                "0.5", "--entropy-weight", "0.05"]),
+    # Accuracy levers of the training (with --schedule recipe: each on top of the fast recipe).
+    "altflip": ("vgg_att3_concat_pc", ["--train-flip", "alternating"]),
+    "ls0.2": ("vgg_att3_concat_pc", ["--label-smoothing", "0.2"]),
+    "muon0.02": ("vgg_att3_concat_pc", ["--optimizer", "muon", "--filter-lr", "0.02"]),
+    "muon0.05": ("vgg_att3_concat_pc", ["--optimizer", "muon", "--filter-lr", "0.05"]),
+    "muon0.1": ("vgg_att3_concat_pc", ["--optimizer", "muon", "--filter-lr", "0.1"]),
     "vgg": ("vgg", []),
     "vgg_gap": ("vgg_gap", []),
     "no_levers": ("vgg_att3_concat_pc", ["--aux-weight", "0", "--entropy-weight", "0",

@@ -350,11 +350,18 @@ def dataset_normalisation(data: str, train: ImageSet) -> tuple[list[float], list
     return (pixels.mean(dim=(0, 2, 3)).tolist(), pixels.std(dim=(0, 2, 3)).tolist())
 
 
+# How a training loader flips: each image at random each epoch, or alternating (a random flip per
+# image in even epochs, the opposite one in odd epochs: each image is seen both ways every two
+# epochs, which random flips leave to chance; the fastest CIFAR-10 trainers do this).
+TRAIN_FLIPS = ("random", "alternating")
+
+
 class DeviceLoader:
     """Batches from an on-device uint8 ImageSet, normalised, augmented on the device when training.
 
-    Augmentation: random horizontal flip, reflect-pad-``pad`` random crop (an offset per image,
-    done with one advanced-indexing gather), and cutout of a ``cutout`` x ``cutout`` square.
+    Augmentation: horizontal flip (random, or alternating by ``epoch``: :data:`TRAIN_FLIPS`),
+    reflect-pad-``pad`` random crop (an offset per image, done with one advanced-indexing
+    gather), and cutout of a ``cutout`` x ``cutout`` square.
     With ``mean`` and ``std`` None the batches stay in pixel space [0, 1]
     (``ltpa.preprocess.pixels_to_unit``), for a ``PixelModel`` that normalises itself: the
     evaluation path then feeds the model exactly what ``ltpa.preprocess.image_to_input`` builds.
@@ -364,16 +371,26 @@ class DeviceLoader:
         self, data: ImageSet, batch_size: int, mean: list[float] | None, std: list[float] | None,
         train: bool, pad: int = 4, cutout: int = 0, drop_last: bool = False,
         generator: torch.Generator | None = None, channels_last: bool = False,
+        flip: str = "random", flip_seed: int = 0,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"the batch size must be a positive integer; got {batch_size!r}")
+        if flip not in TRAIN_FLIPS:
+            raise ValueError(f"flip must be one of {', '.join(TRAIN_FLIPS)}; got {flip!r}")
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither (pixel-space batches)")
         self.data, self.batch_size, self.train = data, batch_size, train
         self.pad, self.cutout, self.drop_last = pad, cutout, drop_last
         self.generator = generator
         self.channels_last = channels_last
+        self.flip = flip
+        # Set by the trainer before each epoch (1-based); only alternating flips read it.
+        self.epoch = 1
         device = data.images.device
+        # The even epochs' flip of each image, from its own seed: a resumed run, whose loader
+        # generator has moved on, still flips each image as the uninterrupted run would.
+        self.first_flips = (torch.randint(0, 2, (len(data),), generator=torch.Generator().manual_seed(
+            flip_seed)).bool().to(device) if flip == "alternating" else None)
         self.mean = None if mean is None else torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
         self.std = None if std is None else torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
 
@@ -397,9 +414,12 @@ class DeviceLoader:
         erase = in_y[:, :, None] & in_x[:, None, :]
         return x.masked_fill(erase[:, None], 0.0)
 
-    def _augment(self, x: Tensor) -> Tensor:
+    def _augment(self, x: Tensor, index: Tensor) -> Tensor:
         n, _, h, w = x.shape
-        flip = self._rand(n, high=2).bool()
+        if self.first_flips is None:
+            flip = self._rand(n, high=2).bool()
+        else:
+            flip = self.first_flips[index] ^ bool(self.epoch % 2)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
         if self.pad:
             padded = torch.nn.functional.pad(x, (self.pad,) * 4, mode="reflect")
@@ -437,11 +457,11 @@ class DeviceLoader:
         if self.mean is None:
             x = pixels_to_unit(self.data.images[index])
             if self.train:
-                x = self._augment(x)
+                x = self._augment(x, index)
         else:
             x = self.data.images[index].float()
             if self.train:
-                x = self._augment(x)
+                x = self._augment(x, index)
             x = (x - self.mean) / self.std
         if self.train and self.cutout:
             x = self._cutout(x)

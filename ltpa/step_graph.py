@@ -5,9 +5,10 @@ Why: at the fast recipe's widths one step is a few thousand small kernels, and l
 by one from Python leaves the GPU idle between them (docs/attention_levers.md, section D).
 ``torch.compile(mode="reduce-overhead")`` also removes the launches, but compiling a ResNet-164
 takes about two minutes; capturing the eager step takes a few steps' time. Capture needs static
-shapes and no host synchronisation inside the step, so the update is written here with foreach
-operations on a learning rate held in a device tensor (``torch.optim.SGD`` reads it as a Python
-number, which a graph would freeze at the capture's value).
+shapes and no host synchronisation inside the step, so the update (``ltpa.optim.sgd_update_``) is
+written with foreach operations on learning rates held in device tensors (``torch.optim.SGD``
+reads them as Python numbers, which a graph would freeze at the capture's values); the tensors
+are made and refreshed here.
 """
 from __future__ import annotations
 
@@ -41,48 +42,6 @@ def refresh_learning_rates(optimizer: torch.optim.Optimizer, rates: list[Tensor]
     """Copy each group's current ``lr`` (set by the schedule) into its tensor, without a sync."""
     for group, rate in zip(optimizer.param_groups, rates):
         rate.fill_(float(group["lr"]))
-
-
-@torch.no_grad()
-def sgd_update_(optimizer: torch.optim.SGD, rates: list[Tensor]) -> None:
-    """One step of ``torch.optim.SGD`` (momentum, no dampening, optional Nesterov, L2 weight
-    decay), with each group's learning rate read from ``rates``: the same arithmetic as
-    ``optimizer.step()``, but capturable in a CUDA graph.
-
-    The momentum buffers are the optimiser's own ``state[p]["momentum_buffer"]``, so its
-    ``state_dict`` saves and resumes them as usual. A buffer that does not exist yet starts at
-    zero, which gives the first step ``torch.optim.SGD`` takes (the buffer becomes the gradient).
-    Parameters without a gradient are skipped, as ``optimizer.step()`` skips them.
-
-    Args:
-        optimizer: an SGD optimiser (its ``dampening`` must be 0).
-        rates: one scalar tensor per parameter group (:func:`learning_rate_tensors`).
-
-    Raises:
-        ValueError: the optimiser uses dampening, which this update does not implement.
-    """
-    for group, rate in zip(optimizer.param_groups, rates):
-        if group.get("dampening", 0):
-            raise ValueError("sgd_update_ implements SGD without dampening")
-        params = [p for p in group["params"] if p.grad is not None]
-        if not params:
-            continue
-        grads = [p.grad for p in params]
-        momentum, decay = group["momentum"], group["weight_decay"]
-        if decay:
-            grads = torch._foreach_add(grads, params, alpha=decay)
-        if momentum:
-            buffers = []
-            for p in params:
-                state = optimizer.state[p]
-                if state.get("momentum_buffer") is None:
-                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                buffers.append(state["momentum_buffer"])
-            torch._foreach_mul_(buffers, momentum)
-            torch._foreach_add_(buffers, grads)
-            grads = (torch._foreach_add(grads, buffers, alpha=momentum) if group["nesterov"]
-                     else buffers)
-        torch._foreach_sub_(params, torch._foreach_mul(grads, rate))
 
 
 class GraphedStep:

@@ -39,12 +39,13 @@ from torch import Tensor, nn
 
 from ltpa.checkpoint import MAX_WIDTH, load_state_file, save_checkpoint
 from ltpa.quantisation import storage_rounded_weights
-from ltpa.data import DeviceLoader, ImageSet, dataset_normalisation, load_dataset
+from ltpa.data import TRAIN_FLIPS, DeviceLoader, ImageSet, dataset_normalisation, load_dataset
 from ltpa.device import get_device
 from ltpa.maps import batch_entropy
 from ltpa.models.outputs import MIN_INPUT_SIZE
 from ltpa.registry import create_model
-from ltpa.step_graph import GraphedStep, learning_rate_tensors, refresh_learning_rates, sgd_update_
+from ltpa.optim import OPTIMIZERS, build_optimizer, sgd_update_
+from ltpa.step_graph import GraphedStep, learning_rate_tensors, refresh_learning_rates
 
 if TYPE_CHECKING:
     from ltpa.distributed import DataParallel
@@ -67,7 +68,7 @@ RESUMABLE_CHANGES = ("out", "device", "data", "data_root", "download", "compile"
                      "compile_scope", "step_graph", "cudnn_benchmark", "eval_every", "save_interval_s")
 # Settings added after runs were recorded without them: a saved configuration that lacks one was
 # trained with this value (not today's default), e.g. on all training images.
-LEGACY_SETTINGS: dict[str, Any] = {"validation": 0.0, "validation_seed": 0, "ema": 0.0,
+LEGACY_SETTINGS: dict[str, Any] = {"optimizer": "sgd", "train_flip": "random", "validation": 0.0, "validation_seed": 0, "ema": 0.0,
                                    "flip": False, "aux_weight": 0.0, "entropy_weight": 0.0,
                                    "step_graph": False, "cudnn_benchmark": False,
                                    "compile_scope": "model", "save_interval_s": 0.0}
@@ -112,12 +113,19 @@ class TrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
+    # "muon": the 3x3 convolution filters take an orthogonalised step of relative size
+    # ``filter_lr`` at the schedule's peak instead of SGD's (ltpa.optim); the rest keeps SGD.
+    optimizer: str = "sgd"
+    filter_lr: float = 0.05
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     warmup: float = 0.15  # fraction of all steps spent warming up
     final_lr_fraction: float = 0.0
     pad: int = 4
     cutout: int = 0
+    # Training flips: "random" (each image, each epoch) or "alternating" (a random first flip
+    # per image, then mirrored every other epoch, so every image is seen both ways in two epochs).
+    train_flip: str = "random"
     # Quantisation-aware training: over the last ``qat_epochs`` epochs, forward passes use the
     # weights as ``qat`` storage ("int8" or "int4") will round them, so the shipped file keeps
     # the accuracy of the run.
@@ -163,6 +171,11 @@ class TrainConfig:
         if self.step_graph and self.compile and self.compile_mode in CUDAGRAPH_MODES:
             raise ValueError(f"--step-graph replays its own CUDA graph: combine it with --compile-mode "
                              f"default or max-autotune-no-cudagraphs, not {self.compile_mode!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
+        if self.train_flip not in TRAIN_FLIPS:
+            raise ValueError(f"--train-flip must be one of {', '.join(TRAIN_FLIPS)}; "
+                             f"got {self.train_flip!r}")
         if self.qat not in QAT_PRECISIONS:
             raise ValueError(f"qat must be one of {', '.join(map(repr, QAT_PRECISIONS))}; got {self.qat!r}")
         if self.qat and not 1 <= self.qat_epochs <= self.epochs:
@@ -190,6 +203,7 @@ class TrainConfig:
         number("lr", 0.0, 100.0, low_open=True)
         number("momentum", 0.0, 1.0, high_open=True)
         number("weight_decay", 0.0, 1.0)
+        number("filter_lr", 0.0, 1.0, low_open=True)
         number("label_smoothing", 0.0, 1.0, high_open=True)
         number("warmup", 0.0, 1.0, high_open=True)
         number("final_lr_fraction", 0.0, 1.0)
@@ -223,14 +237,6 @@ def _atomic_json(path: Path, payload: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=1))
     tmp.replace(path)
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # No decay on batch-norm scales/shifts and biases: decaying them only hurts.
-    decay, no_decay = [], []
-    for param in model.parameters():
-        (decay if param.ndim >= 2 else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def one_cycle(step: int, total: int, warmup: float, final: float) -> float:
@@ -466,14 +472,14 @@ class Trainer:
         self.train_loader = DeviceLoader(
             self.train_set, config.batch_size, self.mean, self.std, train=True, pad=config.pad,
             cutout=config.cutout, drop_last=len(self.train_set) >= 2 * config.batch_size,
-            generator=self.generator, channels_last=channels_last)
+            generator=self.generator, channels_last=channels_last, flip=config.train_flip,
+            flip_seed=config.seed)
         self.test_loader = DeviceLoader(self.test_set, 1000, self.mean, self.std, train=False,
                                         channels_last=channels_last)
         self.validation_loader = None if self.validation_set is None else DeviceLoader(
             self.validation_set, 1000, self.mean, self.std, train=False, channels_last=channels_last)
-        self.optimizer = torch.optim.SGD(
-            _param_groups(self.model, config.weight_decay), lr=config.lr,
-            momentum=config.momentum, nesterov=config.nesterov)
+        self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, config.momentum,
+                                         config.nesterov, config.weight_decay, config.filter_lr)
         self.total_steps = config.epochs * len(self.train_loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
@@ -670,7 +676,7 @@ class Trainer:
         return out.logits.float(), loss
 
     def _update_step(self, x: Tensor, y: Tensor, rounding: str = "") -> tuple[Tensor, Tensor]:
-        """Forward, backward and the SGD update (``ltpa.step_graph.sgd_update_``) of one batch,
+        """Forward, backward and the SGD update (``ltpa.optim.sgd_update_``) of one batch,
         with no host synchronisation: the step ``GraphedStep`` captures."""
         # No autocast weight cache: a captured graph must cast the current weights each replay.
         logits, loss = self._forward_backward(x, y, rounding, autocast_cache=False)
@@ -699,6 +705,7 @@ class Trainer:
         started = time.perf_counter()
         n_batches = len(self.train_loader)
         rounding = self._storage_precision(epoch)
+        self.train_loader.epoch = epoch  # alternating flips mirror odd epochs' images
         for step, (x, y) in enumerate(self.train_loader, start=1):
             logits, loss = self.train_step(x, y, rounding)
             # Accumulate on the device: no host sync per step.

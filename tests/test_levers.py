@@ -213,6 +213,8 @@ def test_levers_the_model_cannot_use_are_refused_before_training(
     ("--aux-weight", "-1", "--aux-weight must be a number in [0, 100]"),
     ("--ema", "1", "--ema must be a number in [0, 1)"),
     ("--validation", "0.7", "--validation must be a number in [0, 0.5)"),
+    ("--filter-lr", "0", "--filter-lr must be a number in (0, 1]"),
+    ("--filter-lr", "nan", "--filter-lr must be a number in (0, 1]"),
 ])
 def test_out_of_range_training_settings_exit_2_before_writing_anything(
         tmp_path: Path, capsys: pytest.CaptureFixture, flag: str, value: str, message: str) -> None:

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ltpa.cli import main as cli
-from ltpa.step_graph import GraphedStep, learning_rate_tensors, refresh_learning_rates, sgd_update_
+from ltpa.optim import build_optimizer, sgd_update_
+from ltpa.step_graph import GraphedStep, learning_rate_tensors, refresh_learning_rates
 from ltpa.training import TrainConfig, Trainer
 from sample_images import make_folder
 
@@ -113,12 +114,15 @@ def test_train_cli_names_the_problem_with_step_graph_on_the_cpu(tiny_data: Path,
 
 
 @needs_cuda
-def test_graphed_step_replays_the_eager_trajectory() -> None:
+@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
+def test_graphed_step_replays_the_eager_trajectory(optimizer: str) -> None:
     device = torch.device("cuda")
     eager_model, graph_model = small_net().to(device), small_net().to(device)
 
     def make_step(model: nn.Module):
-        opt = torch.optim.SGD(two_groups(model), lr=0.1, momentum=0.9, nesterov=True)
+        opt = (torch.optim.SGD(two_groups(model), lr=0.1, momentum=0.9, nesterov=True)
+               if optimizer == "sgd" else
+               build_optimizer(model, "muon", 0.1, 0.9, True, 5e-4, filter_lr=0.05))
         rates = learning_rate_tensors(opt, device)
 
         def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,6 +16,8 @@ from ltpa.distributed import (DEFAULT_TIMEOUT_S, DataParallelOptions, check_proc
                               launched_by_torchrun, per_rank_batch, train_data_parallel)
 from ltpa.device import get_device
 from ltpa.cli import show_library_messages
+from ltpa.data import TRAIN_FLIPS
+from ltpa.optim import OPTIMIZERS
 from ltpa.recipe import RECIPE_NAMES, recipe_for
 from ltpa.registry import read_argument_value
 from ltpa.training import (COMPILE_MODES, COMPILE_SCOPES, QAT_PRECISIONS, STATE_FILE, TrainConfig,
@@ -69,10 +71,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        ("final_lr_fraction", float), ("pad", int), ("cutout", int), ("seed", int),
                        ("image_size", int), ("qat_epochs", int), ("eval_every", int),
                        ("validation", float), ("validation_seed", int), ("ema", float),
-                       ("aux_weight", float), ("entropy_weight", float),
+                       ("aux_weight", float), ("entropy_weight", float), ("filter_lr", float),
                        ("save_interval_s", float)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
                             help=f"default: the recipe's (plain: {getattr(defaults, name)})")
+    parser.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
+                        help="sgd, or muon: the 3x3 convolution filters take an orthogonalised "
+                             "step of relative size --filter-lr instead (docs/training.md); "
+                             f"default: the recipe's (plain: {defaults.optimizer})")
+    parser.add_argument("--train-flip", default=None, choices=TRAIN_FLIPS,
+                        help="training flips: random, or alternating (each image mirrored every "
+                             f"other epoch); default: the recipe's (plain: {defaults.train_flip})")
     parser.add_argument("--qat", default=None, choices=[p for p in QAT_PRECISIONS if p],
                         help="quantisation-aware training for this storage precision over the "
                              "last --qat-epochs epochs")
