@@ -50,6 +50,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "muon0.05": ("vgg_att3_concat_pc", ["--optimizer", "muon", "--filter-lr", "0.05"]),
     "muon0.1": ("vgg_att3_concat_pc", ["--optimizer", "muon", "--filter-lr", "0.1"]),
     "vgg": ("vgg", []),
+    "vgg_sgd": ("vgg", ["--optimizer", "sgd"]),
+    "sgd": ("vgg_att3_concat_pc", ["--optimizer", "sgd"]),
     "vgg_gap": ("vgg_gap", []),
     "no_levers": ("vgg_att3_concat_pc", ["--aux-weight", "0", "--entropy-weight", "0",
                                          "--set", "stage_classifiers=false"]),

@@ -34,25 +34,26 @@ def orthogonalise(matrix: Tensor, steps: int = NEWTON_SCHULZ_STEPS) -> Tensor:
     """An approximately semi-orthogonal matrix with the row and column spaces of ``matrix``.
 
     Args:
-        matrix: a 2-D tensor.
+        matrix: a 2-D tensor, or a stack of matrices (``k x rows x cols``, each done on its own).
         steps: Newton-Schulz iterations.
 
     Returns:
         A tensor of ``matrix``'s shape and dtype whose singular values are all near 1 (computed in
         bf16, as the iteration tolerates it).
     """
-    if matrix.ndim != 2:
-        raise ValueError(f"orthogonalise takes a matrix; got a tensor of shape {tuple(matrix.shape)}")
+    if matrix.ndim not in (2, 3):
+        raise ValueError(f"orthogonalise takes a matrix or a stack of them; got a tensor of shape "
+                         f"{tuple(matrix.shape)}")
     a, b, c = NEWTON_SCHULZ_COEFFICIENTS
     x = matrix.to(torch.bfloat16)
-    wide = x.shape[0] <= x.shape[1]
+    wide = x.shape[-2] <= x.shape[-1]
     if not wide:  # iterate on the smaller Gram matrix
-        x = x.T
-    x = x / (x.norm() + 1e-7)
+        x = x.mT
+    x = x / (torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True) + 1e-7)
     for _ in range(steps):
-        gram = x @ x.T
+        gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x if wide else x.T).to(matrix.dtype)
+    return (x if wide else x.mT).to(matrix.dtype)
 
 
 def is_filter(param: Tensor) -> bool:
@@ -105,12 +106,18 @@ def _momentum_buffers(optimizer: torch.optim.Optimizer, params: Sequence[Tensor]
 def _orthogonalised_step_(params: Sequence[Tensor], directions: Sequence[Tensor],
                           rate: Tensor | float) -> None:
     """Move each filter along its orthogonalised direction by ``rate`` times its norm, then
-    restore the norm it had."""
-    for p, direction in zip(params, directions):
-        step = orthogonalise(direction.reshape(direction.shape[0], -1)).view_as(p)
-        norm = p.norm()
-        p.sub_(step * (rate * norm / step.norm().clamp_min(1e-12)))
-        p.mul_(norm / p.norm().clamp_min(1e-12))
+    restore the norm it had. Filters of one shape are orthogonalised as one stack (a VGG has
+    a few shapes for its 15 filters: fewer, larger matrix products)."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, p in enumerate(params):
+        by_shape.setdefault(tuple(p.shape), []).append(i)
+    for indices in by_shape.values():
+        stack = torch.stack([directions[i].reshape(directions[i].shape[0], -1) for i in indices])
+        for i, step in zip(indices, orthogonalise(stack).unbind(0)):
+            p = params[i]
+            norm = p.norm()
+            p.sub_(step.view_as(p) * (rate * norm / step.norm().clamp_min(1e-12)))
+            p.mul_(norm / p.norm().clamp_min(1e-12))
 
 
 @torch.no_grad()

@@ -7,6 +7,10 @@ line on top (``--recipe none`` starts from ``TrainConfig``'s plain defaults inst
 What the recipe holds, and why (measurements in docs/attention_levers.md):
 - Short schedules at batch 512 with a one-cycle learning rate (lr 0.2, 15% warm-up), label
   smoothing and cutout, scored with mirror-image test-time augmentation.
+- VGGs: the 3x3 filters take orthogonalised steps (``optimizer="muon"``, relative step 0.02 at
+  the peak; ``ltpa.optim``); on the validation split it was ahead of plain SGD at every point of
+  a 30-epoch schedule from epoch 10 on (2 seeds; relative steps 0.02, 0.05, 0.1 tried, 0.02
+  best). ResNets keep SGD (not measured).
 - VGGs at width 0.5: at a fixed wall time more epochs of a narrower VGG beat fewer epochs of the
   0.7-wide one (30 epochs cost 0.1-0.2 points of validation error at 0.5 against 0.7, and each
   epoch costs half as much).
@@ -36,7 +40,8 @@ _SHARED: dict[str, Any] = {"batch_size": 512, "lr": 0.2, "warmup": 0.15, "final_
                            "validation": 0.1, "validation_seed": 0, "flip": True,
                            "compile_mode": "default", "eval_every": 5, "save_interval_s": 30.0}
 FAMILY_RECIPES: dict[str, dict[str, Any]] = {
-    "vgg": {**_SHARED, "width": 0.5, "epochs": 60, "label_smoothing": 0.1, "cutout": 12},
+    "vgg": {**_SHARED, "width": 0.5, "epochs": 60, "label_smoothing": 0.1, "cutout": 12,
+            "optimizer": "muon", "filter_lr": 0.02},
     "resnet": {**_SHARED, "width": 1.0, "epochs": 40, "label_smoothing": 0.0, "cutout": 16,
                "compile_scope": "blocks"},
 }

@@ -24,8 +24,11 @@ def test_orthogonalise_brings_every_singular_value_near_one(shape: tuple[int, in
     assert values.shape[0] == min(shape)
     assert 0.55 < float(values.min()) and float(values.max()) < 1.3
     assert orthogonalise(matrix).shape == matrix.shape and orthogonalise(matrix).dtype == matrix.dtype
+    stacked = orthogonalise(torch.stack([matrix, 3 * matrix.flip(0)]))
+    torch.testing.assert_close(stacked[0], orthogonalise(matrix), atol=2e-2, rtol=0)
+    torch.testing.assert_close(stacked[1], orthogonalise(matrix.flip(0)), atol=2e-2, rtol=0)
     with pytest.raises(ValueError, match="takes a matrix"):
-        orthogonalise(torch.ones(2, 2, 2))
+        orthogonalise(torch.ones(2, 2, 2, 2))
 
 
 def test_muon_groups_hold_exactly_the_spatial_filters() -> None:
@@ -85,20 +88,20 @@ def _toy_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, epochs: int, **set
 def test_muon_training_learns_and_resumes_onto_its_own_state(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = dict(optimizer="muon", filter_lr=0.05, lr=0.05, train_flip="alternating")
-    trainer = _toy_run(tmp_path, monkeypatch, 3, **settings)
+    trainer = _toy_run(tmp_path, monkeypatch, 4, **settings)
     assert isinstance(trainer.optimizer, OrthogonalisedSGD)
     losses = [row["train_loss"] for row in trainer.log]
-    assert losses[-1] < 0.5 * losses[0]  # (label smoothing 0.1 keeps it above about 0.2)
+    assert losses[-1] < 0.75 * losses[0]  # (label smoothing 0.1 keeps it above about 0.2)
     filters = trainer.optimizer.param_groups[0]["params"]
     buffers = [trainer.optimizer.state[p]["momentum_buffer"].clone() for p in filters]
-    resumed = _toy_run(tmp_path, monkeypatch, 4, **settings)
-    assert [row["epoch"] for row in resumed.log] == [1, 2, 3, 4]
+    resumed = _toy_run(tmp_path, monkeypatch, 5, **settings)
+    assert [row["epoch"] for row in resumed.log] == [1, 2, 3, 4, 5]
     # The resumed optimiser started from the saved buffers (then took epoch 4's steps).
     state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
     assert state["config"]["optimizer"] == "muon" and state["config"]["train_flip"] == "alternating"
     assert len(buffers) == len(resumed.optimizer.param_groups[0]["params"])
     with pytest.raises(ValueError, match="optimizer .saved 'muon', now 'sgd'"):
-        _toy_run(tmp_path, monkeypatch, 5, optimizer="sgd", lr=0.05, train_flip="alternating")
+        _toy_run(tmp_path, monkeypatch, 6, optimizer="sgd", lr=0.05, train_flip="alternating")
 
 
 def _loader(flip: str, seed: int = 0) -> DeviceLoader:
