@@ -116,7 +116,7 @@ class TrainConfig:
     # "muon": the 3x3 convolution filters take an orthogonalised step of relative size
     # ``filter_lr`` at the schedule's peak instead of SGD's (ltpa.optim); the rest keeps SGD.
     optimizer: str = "sgd"
-    filter_lr: float = 0.05
+    filter_lr: float = 0.02
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     warmup: float = 0.15  # fraction of all steps spent warming up

@@ -31,6 +31,10 @@ def test_ltpa_train_defaults_are_the_recipe_for_an_attention_vgg() -> None:
     assert config.validation > 0 and config.flip
     assert not config.compile  # the recipe compiles on CUDA only
     assert config.out == "runs/vgg_att3_concat_pc"
+    # VGGs take orthogonalised filter steps (chosen on validation, docs/attention_levers.md F-G);
+    # ResNets keep SGD.
+    assert (config.optimizer, config.filter_lr) == ("muon", 0.02)
+    assert config_of("resnet_att2_concat_pc").optimizer == "sgd"
 
 
 def test_baselines_get_the_schedule_but_no_attention_levers() -> None:
@@ -110,9 +114,11 @@ def test_the_next_zoo_is_the_fast_recipe_with_int4_training_for_every_model_of_i
     assert set(FAST_ZOO_RECIPES) == {f"{i}_fast" for i in expected}
     for recipe_id, recipe in FAST_ZOO_RECIPES.items():
         fast = recipe_for(recipe["model"], cuda=True)
-        # The recipe itself, unchanged, plus int4 over the last fifth of the epochs.
-        assert {k: recipe[k] for k in fast if k not in ("compile", "overrides")} == \
-            {k: v for k, v in fast.items() if k not in ("compile", "overrides")}, recipe_id
+        # The recipe itself, plus int4 over the last fifth of the epochs, with the optimiser the
+        # shipped zoo was trained with (plain SGD: the VGG recipe's filter step came later).
+        assert recipe["optimizer"] == "sgd", recipe_id
+        assert {k: recipe[k] for k in fast if k not in ("compile", "overrides", "optimizer")} == \
+            {k: v for k, v in fast.items() if k not in ("compile", "overrides", "optimizer")}, recipe_id
         assert recipe["qat"] == "int4" and recipe["precision"] == "int4"
         assert recipe["qat_epochs"] == round(recipe["epochs"] * QAT_SHARE)
         config, _ = recipe_config(recipe_id, "cifar10", "runs/x", device="cpu")

@@ -95,10 +95,19 @@ FAST_SUFFIX = "_fast"
 QAT_SHARE = 0.2  # of the epochs, as the 200-epoch VGGs had (40 of 200)
 
 
+# The shipped zoo was trained with plain SGD, before orthogonalised filter steps became the VGG
+# recipe (docs/attention_levers.md, section G). The zoo recipes keep SGD, so that each shipped
+# card's own command still trains what the card records. A zoo retrained with the new step drops
+# this pin; cards shipped before it then get a recreate_command (ltpa.maintainer.recreate).
+ZOO_OPTIMIZER = "sgd"
+
+
 def fast_zoo_recipe(model: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The fast recipe of ``model`` (``ltpa.recipe.recipe_for`` on CUDA) as a zoo recipe: plus
-    int4 quantisation-aware epochs and int4 storage; ``compile`` is an argument of its own."""
+    int4 quantisation-aware epochs and int4 storage, with the zoo's optimiser (``ZOO_OPTIMIZER``);
+    ``compile`` is an argument of its own."""
     settings = {key: value for key, value in recipe_for(model, cuda=True).items() if key != "compile"}
+    settings["optimizer"] = ZOO_OPTIMIZER
     settings["overrides"] = {**settings.get("overrides", {}), **(overrides or {})}
     qat_epochs = max(1, round(settings["epochs"] * QAT_SHARE))
     return {"model": model, **settings, "qat": "int4", "qat_epochs": qat_epochs, "precision": "int4"}
