@@ -157,6 +157,9 @@ class TrainConfig:
     validation_seed: int = 0
     ema: float = 0.0  # decay per step of the evaluated weight average (0: no average)
     flip: bool = True  # also score mirror-image test-time augmentation
+    # With flip, also score flip-and-translate test-time augmentation, views moved this many
+    # pixels (``evaluate``'s ``translate``; 0: not scored).
+    tta_translate: int = 0
     aux_weight: float = 0.0  # weight of the per-stage classifiers' mean loss (deep supervision)
     entropy_weight: float = 0.0  # weight of the mean normalised entropy of the stages' maps
 
@@ -216,6 +219,10 @@ class TrainConfig:
         number("save_interval_s", 0.0, 1e9)
         number("validation", 0.0, 0.5, high_open=True)
         number("ema", 0.0, 1.0, high_open=True)
+        number("tta_translate", 0, 8, integer=True)
+        if self.tta_translate and not self.flip:
+            raise ValueError("--tta-translate scores translated views with their mirror images: "
+                             "it needs flip test-time augmentation (drop --no-flip)")
         number("aux_weight", 0.0, 100.0)
         number("entropy_weight", 0.0, 100.0)
         if self.image_size is not None:
@@ -263,6 +270,7 @@ class ClassificationResult:
     confusion: list[list[int]]  # rows: true class, columns: predicted
     entropy: dict[str, float]  # mean normalised entropy per attention stage
     flip_accuracy: float | None = None  # with mirror-image test-time augmentation, when scored
+    tta_accuracy: float | None = None  # with flip-and-translate test-time augmentation, when scored
 
     @property
     def error(self) -> float:
@@ -274,10 +282,28 @@ class ClassificationResult:
         """Top-1 error in percent with mirror-image test-time augmentation (None if not scored)."""
         return error_percent(self.flip_accuracy)
 
+    @property
+    def tta_error(self) -> float | None:
+        """Top-1 error in percent with flip-and-translate test-time augmentation (None if not
+        scored)."""
+        return error_percent(self.tta_accuracy)
+
+
+def shift_images(x: Tensor, shift: int) -> Tensor:
+    """``x`` moved ``shift`` pixels down and right (up and left when negative), the border
+    filled by reflection, at the same size."""
+    pad = abs(shift)
+    if not pad:
+        return x
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (pad,) * 4, mode="reflect")
+    start = pad - shift
+    return padded[..., start:start + h, start:start + w]
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int, amp: bool = False,
-             cuda_graphs: bool = False, flip: bool = False) -> ClassificationResult:
+             cuda_graphs: bool = False, flip: bool = False, translate: int = 0) -> ClassificationResult:
     """Score a classifier over a loader.
 
     Args:
@@ -287,20 +313,38 @@ def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int, amp: bool
         amp: bf16 autocast on CUDA.
         cuda_graphs: the model replays CUDA graphs (each batch is marked as a new step).
         flip: also score the mean logits of each image and its mirror image.
+        translate: with ``flip``, also score flip-and-translate TTA: the image pair's logits
+            weighted 1/2 and those of the pair moved ``translate`` pixels diagonally each way
+            1/4 each (six views; 0: not scored).
 
     Returns:
         Loss, accuracy, per-class accuracy, confusion matrix, mean normalised entropy per stage,
-        and the flipped accuracy when ``flip``.
+        the flipped accuracy when ``flip`` and the flip-and-translate accuracy when ``translate``.
+
+    Raises:
+        ValueError: ``translate`` without ``flip``.
     """
+    if translate and not flip:
+        raise ValueError("translated test-time views are scored with their mirror images: "
+                         "give flip=True with translate")
     was_training = model.training
     model.eval()
     device = loader.data.images.device
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     loss_sum = torch.zeros((), device=device)
     flip_correct = torch.zeros((), dtype=torch.long, device=device)
+    tta_correct = torch.zeros((), dtype=torch.long, device=device)
     entropy_sums: dict[str, Tensor] = {}
     count = 0
     autocast = amp and device.type == "cuda"
+
+    def view_logits(view: Tensor) -> Tensor:
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            # A copy: the next replay reuses a CUDA-graph model's output buffer.
+            return model(view).logits.float().clone()
+
     for x, y in loader:
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
@@ -310,10 +354,14 @@ def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int, amp: bool
         if flip:
             if cuda_graphs:
                 logits = logits.clone()  # the next replay reuses the output buffer
-                torch.compiler.cudagraph_mark_step_begin()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                mirrored = model(x.flip(3)).logits.float()
+            mirrored = view_logits(x.flip(3))
             flip_correct += ((logits + mirrored).argmax(1) == y).sum()
+        if translate:
+            combined = 2 * (logits + mirrored)
+            for shift in (translate, -translate):
+                moved = shift_images(x, shift)
+                combined += view_logits(moved) + view_logits(moved.flip(3))
+            tta_correct += (combined.argmax(1) == y).sum()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         confusion += torch.bincount(y * num_classes + logits.argmax(1),
                                     minlength=num_classes**2).view(num_classes, num_classes)
@@ -330,6 +378,7 @@ def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int, amp: bool
         confusion=confusion_cpu.tolist(),
         entropy={k: float(v) / max(1, count) for k, v in entropy_sums.items()},
         flip_accuracy=float(flip_correct) / max(1, count) if flip else None,
+        tta_accuracy=float(tta_correct) / max(1, count) if translate else None,
     )
 
 
@@ -604,6 +653,7 @@ class Trainer:
             "metrics": None if result is None else {
                 "test_error": result.error, "test_loss": result.loss,
                 "test_error_flip": result.flip_error,
+                **({"test_error_tta": result.tta_error} if self.config.tta_translate else {}),
                 "per_class_accuracy": result.per_class_accuracy,
                 "test_entropy": result.entropy,
                 "validation_error": error_percent(self.log[-1].get("val_acc")) if self.log else None,
@@ -641,7 +691,8 @@ class Trainer:
         # The unwrapped model: a data-parallel rank scores its share without collectives.
         with stance, storage_rounded_weights(model, self._storage_precision(epoch)):
             result = evaluate(model, loader, len(self.class_names), amp=self.config.amp,
-                              cuda_graphs=False, flip=self.config.flip)
+                              cuda_graphs=False, flip=self.config.flip,
+                              translate=self.config.tta_translate)
         return result if self.distributed is None else self.distributed.reduce_result(result)
 
     def train_step(self, x: Tensor, y: Tensor, rounding: str = "") -> tuple[Tensor, Tensor]:
@@ -774,11 +825,13 @@ class Trainer:
         if scheduled and self.validation_loader is not None:
             val = self._evaluate(epoch, self.validation_loader)
             row.update(val_loss=val.loss, val_acc=val.accuracy, val_acc_flip=val.flip_accuracy,
-                       entropy=val.entropy)
+                       entropy=val.entropy,
+                       **({"val_acc_tta": val.tta_accuracy} if config.tta_translate else {}))
         if epoch == config.epochs or (scheduled and self.validation_loader is None):
             test = self._final_result = self._evaluate(epoch, self.test_loader)
             row.update(test_loss=test.loss, test_acc=test.accuracy,
-                       test_acc_flip=test.flip_accuracy, test_entropy=test.entropy)
+                       test_acc_flip=test.flip_accuracy, test_entropy=test.entropy,
+                       **({"test_acc_tta": test.tta_accuracy} if config.tta_translate else {}))
             row.setdefault("entropy", test.entropy)
         row.setdefault("test_loss", None)
         row.setdefault("test_acc", None)

@@ -171,3 +171,18 @@ def test_one_resolver_for_names_trees_and_folders(tmp_path: Path) -> None:
         load_test_split(str(tmp_path / "nowhere"))
     with pytest.raises(DatasetError, match="image size must be a positive"):
         load_test_split(str(FIXTURE), image_size=0)
+
+
+def test_eval_scores_flip_and_flip_and_translate_tta_when_asked(tiny_zoo: Path, tmp_path: Path,
+                                                                capsys) -> None:
+    out = tmp_path / "out"
+    assert main(["eval", MODEL_ID, "--data", str(FIXTURE), "--device", "cpu", "--out", str(out),
+                 "--tta-translate", "2"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["tta_translate"] == 2
+    assert 0 <= report["top1_error_tta"] <= 100 and 0 <= report["top1_error_flip"] <= 100
+    assert "with flip-and-translate TTA (2 px)" in capsys.readouterr().out
+    assert main(["eval", MODEL_ID, "--data", str(FIXTURE), "--device", "cpu", "--out", str(out)]) == 0
+    assert "top1_error_tta" not in json.loads((out / "eval.json").read_text())
+    assert main(["eval", MODEL_ID, "--data", str(FIXTURE), "--tta-translate", "9"]) == 2
+    assert "--tta-translate must be an integer in [0, 8]; got 9" in capsys.readouterr().err

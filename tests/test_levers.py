@@ -15,8 +15,8 @@ from ltpa.data import ImageSet
 from ltpa.layers.attention import AttentionBlock
 from ltpa.models.outputs import ModelOutput
 from ltpa.registry import create_model
-from ltpa.training import (STATE_FILE, TrainConfig, Trainer, evaluate, split_validation,
-                           training_loss)
+from ltpa.training import (STATE_FILE, TrainConfig, Trainer, evaluate, shift_images,
+                           split_validation, training_loss)
 from ltpa.data import DeviceLoader
 
 
@@ -172,6 +172,47 @@ def test_flip_accuracy_scores_the_mean_of_each_image_and_its_mirror() -> None:
     assert evaluate(model, loader, 10).flip_accuracy is None
 
 
+def test_shifted_images_move_diagonally_with_reflected_borders() -> None:
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
+    assert torch.equal(shift_images(x, 0), x)
+    down = shift_images(x, 2)
+    assert down.shape == x.shape and torch.equal(down[..., 2:, 2:], x[..., :-2, :-2])
+    assert torch.equal(down[..., 0, 2:], x[..., 2, :-2])  # row -2 reflects row 2
+    up = shift_images(x, -1)
+    assert torch.equal(up[..., :-1, :-1], x[..., 1:, 1:])
+
+
+def test_flip_and_translate_accuracy_weights_the_plain_pair_double() -> None:
+    torch.manual_seed(0)
+    model = small()
+    data = toy_sets()[1]
+    loader = DeviceLoader(data, 7, [0.5] * 3, [0.25] * 3, train=False)
+    result = evaluate(model, loader, 10, flip=True, translate=2)
+    correct = 0
+    with torch.no_grad():
+        for x, y in loader:
+            pair = lambda v: model(v).logits + model(v.flip(3)).logits
+            combined = 2 * pair(x) + pair(shift_images(x, 2)) + pair(shift_images(x, -2))
+            correct += int((combined.argmax(1) == y).sum())
+    assert result.tta_accuracy == pytest.approx(correct / len(data))
+    assert result.tta_error == pytest.approx(100 * (1 - correct / len(data)))
+    assert evaluate(model, loader, 10, flip=True).tta_accuracy is None
+    with pytest.raises(ValueError, match="give flip=True with translate"):
+        evaluate(model, loader, 10, translate=1)
+
+
+def test_a_run_with_tta_translate_logs_and_records_it(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = run_toy(tmp_path, monkeypatch, "tta", epochs=1, tta_translate=1)
+    row = trainer.log[-1]
+    assert row["val_acc_tta"] is not None and row["test_acc_tta"] is not None
+    meta = torch.load(tmp_path / "tta" / "model.pt", weights_only=True)["meta"]
+    assert meta["metrics"]["test_error_tta"] == pytest.approx(100 * (1 - row["test_acc_tta"]))
+    assert "val_acc_tta" not in run_toy(tmp_path, monkeypatch, "plain", epochs=1).log[-1]
+    with pytest.raises(ValueError, match="needs flip test-time augmentation"):
+        TrainConfig(tta_translate=1, flip=False)
+
+
 def test_weight_average_is_what_is_evaluated_saved_and_resumed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trainer = run_toy(tmp_path, monkeypatch, "ema", ema=0.9)
@@ -214,6 +255,7 @@ def test_levers_the_model_cannot_use_are_refused_before_training(
     ("--ema", "1", "--ema must be a number in [0, 1)"),
     ("--validation", "0.7", "--validation must be a number in [0, 0.5)"),
     ("--filter-lr", "0", "--filter-lr must be a number in (0, 1]"),
+    ("--tta-translate", "9", "--tta-translate must be an integer in [0, 8]"),
     ("--filter-lr", "nan", "--filter-lr must be a number in (0, 1]"),
 ])
 def test_out_of_range_training_settings_exit_2_before_writing_anything(

@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="folder for eval.json and per_class.csv / confusion.csv")
+    parser.add_argument("--flip", action="store_true",
+                        help="also score mirror-image test-time augmentation (top1_error_flip)")
+    parser.add_argument("--tta-translate", type=int, default=0, metavar="PIXELS",
+                        help="also score flip-and-translate test-time augmentation, views moved "
+                             "PIXELS (1-8) diagonally each way (top1_error_tta; implies --flip)")
 
 
 def eval_batches(test: ImageSet, batch_size: int) -> DeviceLoader:
@@ -50,6 +55,9 @@ def eval_batches(test: ImageSet, batch_size: int) -> DeviceLoader:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer; got {args.batch_size}")
+    if not 0 <= args.tta_translate <= 8:
+        raise ValueError(f"--tta-translate must be an integer in [0, 8]; got {args.tta_translate}")
+    flip = args.flip or bool(args.tta_translate)
     device = get_device(args.device)
     checkpoint = resolve_checkpoint(args.model)
     model, meta = load_checkpoint(checkpoint, device=device)
@@ -58,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
                                    data_root=args.data_root, allow_subset=True)
     pixel_model = PixelModel(model, meta["mean"], meta["std"]).to(device).eval()
     with torch.no_grad():
-        result = evaluate(pixel_model, eval_batches(test.to(device), args.batch_size), len(names))
+        result = evaluate(pixel_model, eval_batches(test.to(device), args.batch_size), len(names),
+                          flip=flip, translate=args.tta_translate)
     counts = [sum(row) for row in result.confusion]
     present = [i for i, count in enumerate(counts) if count]
     per_class = {names[i]: result.per_class_accuracy[i] for i in present}
@@ -66,10 +75,16 @@ def run(args: argparse.Namespace) -> int:
         "checkpoint": str(checkpoint), "model": meta.get("training", {}).get("config", {}).get("model"),
         "data": args.data, "source": source, "images": len(test), "top1_error": result.error,
         "loss": result.loss, "per_class_accuracy": per_class,
+        **({"top1_error_flip": result.flip_error} if flip else {}),
+        **({"top1_error_tta": result.tta_error, "tta_translate": args.tta_translate}
+           if args.tta_translate else {}),
         "classes_evaluated": [names[i] for i in present],
         "confusion": result.confusion, "class_names": names, "attention_entropy": result.entropy,
     }
-    print(f"{checkpoint}: top-1 error {result.error:.2f}% on {len(test)} images of {source}")
+    print(f"{checkpoint}: top-1 error {result.error:.2f}% on {len(test)} images of {source}"
+          + (f"; with flip TTA {result.flip_error:.2f}%" if flip else "")
+          + (f"; with flip-and-translate TTA ({args.tta_translate} px) {result.tta_error:.2f}%"
+             if args.tta_translate else ""))
     if len(present) < len(names):
         print(f"note: the data hold {len(present)} of the model's {len(names)} classes; predictions "
               "range over all of them")

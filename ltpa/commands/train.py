@@ -72,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        ("image_size", int), ("qat_epochs", int), ("eval_every", int),
                        ("validation", float), ("validation_seed", int), ("ema", float),
                        ("aux_weight", float), ("entropy_weight", float), ("filter_lr", float),
+                       ("tta_translate", int),
                        ("save_interval_s", float)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
                             help=f"default: the recipe's (plain: {getattr(defaults, name)})")
