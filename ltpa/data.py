@@ -383,7 +383,6 @@ class DeviceLoader:
         self.pad, self.cutout, self.drop_last = pad, cutout, drop_last
         self.generator = generator
         self.channels_last = channels_last
-        self.flip = flip
         # Set by the trainer before each epoch (1-based); only alternating flips read it.
         self.epoch = 1
         device = data.images.device

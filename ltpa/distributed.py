@@ -379,15 +379,16 @@ class DataParallel:
         stages = next((names for names in self._gather(list(result.entropy)) if names), [])
         flip = result.flip_accuracy is not None
         tta = result.tta_accuracy is not None
-        local = [count, result.loss * count, (result.flip_accuracy or 0.0) * count,
-                 (result.tta_accuracy or 0.0) * count,
-                 *(result.entropy.get(name, 0.0) * count for name in stages)]
+        totals = [count, result.loss * count, (result.flip_accuracy or 0.0) * count,
+                  (result.tta_accuracy or 0.0) * count]
+        first_stage = len(totals)  # then one entropy sum per stage, then the confusion matrix
+        local = [*totals, *(result.entropy.get(name, 0.0) * count for name in stages)]
         vector = torch.cat([torch.tensor(local, dtype=torch.float64), confusion.flatten()])
         vector = vector.to(self.device)
         dist.all_reduce(vector)
         vector = vector.cpu()
         total = max(1.0, float(vector[0]))
-        confusion_total = vector[4 + len(stages):].round().long().view_as(confusion)
+        confusion_total = vector[first_stage + len(stages):].round().long().view_as(confusion)
         per_class = (confusion_total.diag().float()
                      / confusion_total.sum(1).clamp_min(1).float()).tolist()
         return ClassificationResult(
@@ -395,7 +396,7 @@ class DataParallel:
             accuracy=float(confusion_total.diag().sum()) / total,
             per_class_accuracy=per_class,
             confusion=confusion_total.tolist(),
-            entropy={name: float(vector[4 + i]) / total for i, name in enumerate(stages)},
+            entropy={name: float(vector[first_stage + i]) / total for i, name in enumerate(stages)},
             flip_accuracy=round(float(vector[2])) / total if flip else None,
             tta_accuracy=round(float(vector[3])) / total if tta else None)
 

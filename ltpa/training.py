@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 STATE_FILE, MODEL_FILE, LOG_FILE = "state.pt", "model.pt", "log.json"
 
 
+# The largest shift of flip-and-translate test-time views (``evaluate``'s ``translate``).
+MAX_TTA_TRANSLATE = 8
 QAT_PRECISIONS = ("", "int8", "int4")  # "" trains in full precision throughout
 # torch.compile modes; "reduce-overhead" replays CUDA graphs, which helps models whose many small
 # kernels leave the GPU waiting on launches (ResNet-164).
@@ -68,8 +70,8 @@ RESUMABLE_CHANGES = ("out", "device", "data", "data_root", "download", "compile"
                      "compile_scope", "step_graph", "cudnn_benchmark", "eval_every", "save_interval_s")
 # Settings added after runs were recorded without them: a saved configuration that lacks one was
 # trained with this value (not today's default), e.g. on all training images.
-LEGACY_SETTINGS: dict[str, Any] = {"optimizer": "sgd", "train_flip": "random", "validation": 0.0, "validation_seed": 0, "ema": 0.0,
-                                   "flip": False, "aux_weight": 0.0, "entropy_weight": 0.0,
+LEGACY_SETTINGS: dict[str, Any] = {"validation": 0.0, "validation_seed": 0, "ema": 0.0,
+                                   "optimizer": "sgd", "train_flip": "random", "flip": False, "aux_weight": 0.0, "entropy_weight": 0.0,
                                    "step_graph": False, "cudnn_benchmark": False,
                                    "compile_scope": "model", "save_interval_s": 0.0}
 # What --compile compiles: the whole model, or each repeated block (a class with
@@ -219,7 +221,7 @@ class TrainConfig:
         number("save_interval_s", 0.0, 1e9)
         number("validation", 0.0, 0.5, high_open=True)
         number("ema", 0.0, 1.0, high_open=True)
-        number("tta_translate", 0, 8, integer=True)
+        number("tta_translate", 0, MAX_TTA_TRANSLATE, integer=True)
         if self.tta_translate and not self.flip:
             raise ValueError("--tta-translate scores translated views with their mirror images: "
                              "it needs flip test-time augmentation (drop --no-flip)")

@@ -19,7 +19,7 @@ from ltpa.data import DeviceLoader, ImageSet, load_test_split
 from ltpa.device import get_device
 from ltpa.inference import resolve_checkpoint
 from ltpa.preprocess import PixelModel
-from ltpa.training import evaluate
+from ltpa.training import MAX_TTA_TRANSLATE, evaluate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also score mirror-image test-time augmentation (top1_error_flip)")
     parser.add_argument("--tta-translate", type=int, default=0, metavar="PIXELS",
                         help="also score flip-and-translate test-time augmentation, views moved "
-                             "PIXELS (1-8) diagonally each way (top1_error_tta; implies --flip)")
+                             "PIXELS (at most 8) diagonally each way (top1_error_tta; implies --flip)")
 
 
 def eval_batches(test: ImageSet, batch_size: int) -> DeviceLoader:
@@ -55,8 +55,9 @@ def eval_batches(test: ImageSet, batch_size: int) -> DeviceLoader:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer; got {args.batch_size}")
-    if not 0 <= args.tta_translate <= 8:
-        raise ValueError(f"--tta-translate must be an integer in [0, 8]; got {args.tta_translate}")
+    if not 0 <= args.tta_translate <= MAX_TTA_TRANSLATE:
+        raise ValueError(f"--tta-translate must be an integer in [0, {MAX_TTA_TRANSLATE}]; "
+                         f"got {args.tta_translate}")
     flip = args.flip or bool(args.tta_translate)
     device = get_device(args.device)
     checkpoint = resolve_checkpoint(args.model)
