@@ -4,6 +4,7 @@ Usage:
     python3 bench/attention_ablation.py --data DIR --horses DIR --out RESULTS_DIR
         [--variants base,ema,...] [--seeds 0,1] [--epochs 20] [--width 0.5] [--parallel 9]
         [--schedule short|recipe] [--jobs variant:seed,...] [--also RUN_DIR ...]
+        [--tta-translate N]
 
 Every variant is ``ltpa train`` with the short schedule below plus its own flags
 (``--schedule recipe``: with ``ltpa train``'s own defaults, the fast recipe of ``ltpa.recipe``,
@@ -49,6 +50,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "muon0.02": ("vgg_att3_concat_pc", ["--optimizer", "muon", "--filter-lr", "0.02"]),
     "muon0.05": ("vgg_att3_concat_pc", ["--optimizer", "muon", "--filter-lr", "0.05"]),
     "muon0.1": ("vgg_att3_concat_pc", ["--optimizer", "muon", "--filter-lr", "0.1"]),
+    "muon0.01": ("vgg_att3_concat_pc", ["--optimizer", "muon", "--filter-lr", "0.01"]),
+    # The last tapped layer's map with sigmoid_sum, the earlier ones with the paper's softmax.
+    "last_sigmoid_sum": ("vgg_att3_concat_pc", ["--set", "normalisation=softmax,softmax,sigmoid_sum"]),
+    # A shorter schedule (with --schedule recipe, the recipe at 45 epochs).
+    "e45": ("vgg_att3_concat_pc", ["--epochs", "45"]),
     "vgg": ("vgg", []),
     "vgg_sgd": ("vgg", ["--optimizer", "sgd"]),
     "sgd": ("vgg_att3_concat_pc", ["--optimizer", "sgd"]),
@@ -72,7 +78,8 @@ def command(variant: str, seed: int, args: argparse.Namespace, runs: Path) -> li
                     "--recipe", "none", *SCHEDULE]
     return [sys.executable, "-c", TRAIN, model, "--data", str(args.data),
             "--out", str(runs / f"{variant}_s{seed}"), "--seed", str(seed), compile_flag,
-            *schedule, *extra]
+            *schedule, *(["--tta-translate", str(args.tta_translate)] if args.tta_translate else []),
+            *extra]
 
 
 def main() -> int:
@@ -88,6 +95,8 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=9)
     parser.add_argument("--schedule", choices=("short", "recipe"), default="short")
     parser.add_argument("--jobs", default="", help="variant:seed pairs instead of variants x seeds")
+    parser.add_argument("--tta-translate", type=int, default=0,
+                        help="every run also logs flip-and-translate TTA scores (ltpa train's flag)")
     parser.add_argument("--also", type=Path, nargs="*", default=[],
                         help="finished run folders to score with the new runs")
     args = parser.parse_args()

@@ -70,6 +70,30 @@ def test_sigmoid_sum_maps_sum_to_one_and_weight_a_sum() -> None:
     assert torch.allclose(out.attention, gates / gates.sum(dim=(2, 3), keepdim=True), atol=1e-6)
 
 
+def test_a_normalisation_list_gives_each_tapped_layer_its_own() -> None:
+    mixed = small(normalisation="softmax,softmax,sigmoid_sum")
+    assert [b.normalisation for b in mixed.attention] == ["softmax", "softmax", "sigmoid_sum"]
+    out = mixed(torch.randn(2, 3, 32, 32))
+    # Every stage's map still sums to 1, and the last one is its sigmoid gates over their sum.
+    for stage_map in out.maps:
+        assert torch.allclose(stage_map.sum(dim=(2, 3)), torch.ones(2, 1), atol=1e-5)
+    gates = torch.sigmoid(out.scores[-1])
+    assert torch.allclose(out.maps[-1], gates / gates.sum(dim=(2, 3), keepdim=True), atol=1e-6)
+    one_name = small(normalisation="sigmoid_sum")
+    assert [b.normalisation for b in one_name.attention] == ["sigmoid_sum"] * 3
+    rn = create_model("resnet_att2_concat_pc", width=0.125, depth=11,
+                      normalisation="sigmoid_sum, softmax")
+    assert [b.normalisation for b in rn.attention] == ["sigmoid_sum", "softmax"]
+
+
+@pytest.mark.parametrize("bad, message", [("softmax,sigmoid_sum", "taps 3 layers, got 2 names"),
+                                          ("softmax,softmax,tanh", "valid choices")])
+def test_a_normalisation_list_of_the_wrong_length_or_names_is_refused(bad: str,
+                                                                     message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        small(normalisation=bad)
+
+
 def test_stage_classifiers_give_one_logit_set_per_stage() -> None:
     x = torch.randn(2, 3, 32, 32)
     with_heads = small(stage_classifiers=True)(x)

@@ -11,7 +11,9 @@ For one tapped layer with local features ``l`` (B x C x H x W) and the global fe
 * normalisation ``softmax`` over all H*W positions (the paper's), ``sigmoid`` (a deviation used
   by a popular port; each weight in [0, 1] independently, descriptor averaged over positions) or
   ``sigmoid_sum`` (a deviation: sigmoid weights divided by their sum, so the map sums to 1 like a
-  softmax map and the descriptor is a weighted sum, but positions do not compete exponentially);
+  softmax map and the descriptor is a weighted sum, but positions do not compete exponentially).
+  A model takes one for every tapped layer or a comma-separated list, one per tapped layer in
+  order (``"softmax,softmax,sigmoid_sum"``, see :func:`stage_normalisations`);
 * temperature ``T`` (an attention-quality lever, not in the paper): the scores are divided by ``T``
   before the normalisation; a fixed positive number (1 is the paper's) or ``"learned"`` (one
   learned ``log T`` per tapped layer, starting at T = 1);
@@ -62,6 +64,31 @@ def check_temperature(value: float | str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ValueError(f"attention temperature must be {LEARNED_TEMPERATURE!r} or a number from "
                          f"{low} to {high}; got {value!r}")
+
+
+def stage_normalisations(normalisation: str, stages: int) -> tuple[str, ...]:
+    """The normalisation of each tapped layer, from one name or a comma-separated list.
+
+    Args:
+        normalisation: one of ``NORMALISATIONS`` for every tapped layer, or one per tapped layer in
+            order, separated by commas (e.g. ``"softmax,softmax,sigmoid_sum"``).
+        stages: the number of tapped layers.
+
+    Returns:
+        ``stages`` names.
+
+    Raises:
+        ValueError: an unknown name, or a list whose length is not ``stages``.
+    """
+    names = tuple(part.strip() for part in str(normalisation).split(","))
+    if len(names) == 1:
+        names *= stages
+    elif len(names) != stages:
+        raise ValueError(f"normalisation lists one name per tapped layer: this model taps {stages} "
+                         f"layers, got {len(names)} names in {normalisation!r}")
+    for name in names:
+        check_choice("normalisation", name, NORMALISATIONS)
+    return names
 
 
 class AttentionBlock(nn.Module):

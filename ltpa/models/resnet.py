@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ltpa.choices import check_choice
-from ltpa.layers.attention import DEFAULT_DP_SCALE, AttentionBlock
+from ltpa.layers.attention import DEFAULT_DP_SCALE, AttentionBlock, stage_normalisations
 from ltpa.models.heads import AttentionHead, attend_and_classify
 from ltpa.models.outputs import ModelOutput, check_input
 from ltpa.models.vgg import scaled
@@ -124,9 +124,9 @@ class ResNetAtt(nn.Module):
             nn.Linear(global_dim, global_dim),
         )
         self.attention = nn.ModuleList(
-            AttentionBlock(channels[t - 1], global_dim, compatibility, normalisation, match,
+            AttentionBlock(channels[t - 1], global_dim, compatibility, stage_norm, match,
                            dp_scale, temperature)
-            for t in self.taps
+            for t, stage_norm in zip(self.taps, stage_normalisations(normalisation, len(self.taps)))
         )
         # BN-ReLU for each activated tap before the last stage (the last one reuses final_norm).
         self.tap_norms = nn.ModuleDict(

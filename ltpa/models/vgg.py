@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltpa.layers.attention import DEFAULT_DP_SCALE, AttentionBlock
+from ltpa.layers.attention import DEFAULT_DP_SCALE, AttentionBlock, stage_normalisations
 from ltpa.models.heads import AttentionHead, PlainHead, attend_and_classify
 from ltpa.models.outputs import ModelOutput, check_input
 
@@ -91,9 +91,8 @@ class VGGAtt(nn.Module):
         self.global_fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, global_dim))
         tap_dims = [scaled(VGG_LAYERS[t - 1][0], width) for t in self.taps]
         self.attention = nn.ModuleList(
-            AttentionBlock(d, global_dim, compatibility, normalisation, match, dp_scale,
-                           temperature)
-            for d in tap_dims
+            AttentionBlock(d, global_dim, compatibility, stage_norm, match, dp_scale, temperature)
+            for d, stage_norm in zip(tap_dims, stage_normalisations(normalisation, len(self.taps)))
         )
         if self.taps:
             self.classifier = AttentionHead(
