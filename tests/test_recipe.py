@@ -27,14 +27,30 @@ def test_ltpa_train_defaults_are_the_recipe_for_an_attention_vgg() -> None:
     assert {key: getattr(config, key) for key in recipe} == recipe
     assert config.aux_weight == ATTENTION_LEVERS["aux_weight"] > 0
     assert config.entropy_weight == ATTENTION_LEVERS["entropy_weight"] > 0
-    assert config.overrides == {"stage_classifiers": True}
-    assert config.validation > 0 and config.flip
+    # The last tapped layer's map is normalised with sigmoid_sum, the others with softmax.
+    assert config.overrides == {"stage_classifiers": True,
+                                "normalisation": "softmax,softmax,sigmoid_sum"}
+    assert config.validation > 0 and config.flip and config.tta_translate == 1
     assert not config.compile  # the recipe compiles on CUDA only
     assert config.out == "runs/vgg_att3_concat_pc"
     # VGGs take orthogonalised filter steps (chosen on validation, docs/attention_levers.md F-G);
     # ResNets keep SGD.
     assert (config.optimizer, config.filter_lr) == ("muon", 0.02)
-    assert config_of("resnet_att2_concat_pc").optimizer == "sgd"
+    resnet = config_of("resnet_att2_concat_pc")
+    assert resnet.optimizer == "sgd" and resnet.tta_translate == 0
+    assert "normalisation" not in resnet.overrides
+    assert config_of("vgg_att1_concat_pc").overrides["normalisation"] == "sigmoid_sum"
+    assert config_of("vgg_att2_concat_pc").overrides["normalisation"] == "softmax,sigmoid_sum"
+    # An explicit normalisation wins over the recipe's.
+    assert config_of("vgg_att3_concat_pc", "--set", "normalisation=softmax").overrides[
+        "normalisation"] == "softmax"
+
+
+def test_no_flip_turns_off_the_recipes_translated_scoring_unless_it_is_asked_for() -> None:
+    no_flip = config_of("vgg_att3_concat_pc", "--no-flip")
+    assert (no_flip.flip, no_flip.tta_translate) == (False, 0)
+    with pytest.raises(ValueError, match="needs flip"):
+        config_of("vgg_att3_concat_pc", "--no-flip", "--tta-translate", "1")
 
 
 def test_baselines_get_the_schedule_but_no_attention_levers() -> None:
@@ -42,6 +58,7 @@ def test_baselines_get_the_schedule_but_no_attention_levers() -> None:
     assert config.width == FAMILY_RECIPES["vgg"]["width"]
     assert config.epochs == FAMILY_RECIPES["vgg"]["epochs"]
     assert config.aux_weight == 0 and config.entropy_weight == 0 and config.overrides == {}
+    assert config.tta_translate == 1
 
 
 def test_resnets_compile_block_by_block_and_indep_heads_need_no_extra_classifiers() -> None:
@@ -54,7 +71,8 @@ def test_resnets_compile_block_by_block_and_indep_heads_need_no_extra_classifier
     assert resnet.epochs == FAMILY_RECIPES["resnet"]["epochs"]
     assert resnet.overrides == {"stage_classifiers": True}
     indep = recipe_for("vgg_att3_indep_pc")
-    assert indep["overrides"] == {} and indep["aux_weight"] > 0
+    assert indep["overrides"] == {"normalisation": "softmax,softmax,sigmoid_sum"}
+    assert indep["aux_weight"] > 0
     assert recipe_for("vgg", cuda=True)["compile"] and not recipe_for("vgg", cuda=False)["compile"]
 
 
@@ -62,7 +80,8 @@ def test_flags_override_the_recipe_and_recipe_none_gives_the_plain_defaults() ->
     config = config_of("vgg_att3_concat_pc", "--epochs", "7", "--aux-weight", "0",
                        "--set", "stage_classifiers=false", "--no-flip", "--width", "0.25")
     assert (config.epochs, config.aux_weight, config.width, config.flip) == (7, 0.0, 0.25, False)
-    assert config.overrides == {"stage_classifiers": False}
+    assert config.overrides == {"stage_classifiers": False,
+                                "normalisation": "softmax,softmax,sigmoid_sum"}
     assert config.entropy_weight == ATTENTION_LEVERS["entropy_weight"]  # not given: the recipe's
     plain = config_of("vgg_att3_concat_pc", "--recipe", "none")
     expected = {**asdict(TrainConfig()), "model": "vgg_att3_concat_pc",
@@ -105,7 +124,7 @@ def test_data_parallel_runs_are_eager_unless_compile_is_asked_for(
 
 def test_the_next_zoo_is_the_fast_recipe_with_int4_training_for_every_model_of_issue_18(
         tmp_path: Path) -> None:
-    from ltpa.maintainer.recipes import FAST_ZOO_RECIPES, QAT_SHARE, recipe_config
+    from ltpa.maintainer.recipes import FAST_ZOO_MODELS, FAST_ZOO_RECIPES, QAT_SHARE, recipe_config
     from ltpa.maintainer.selection import validation_error
 
     expected = {"vgg_att1_concat_pc", "vgg_att2_concat_pc", "vgg_att3_concat_pc", "vgg_att3_indep_pc",
@@ -114,11 +133,16 @@ def test_the_next_zoo_is_the_fast_recipe_with_int4_training_for_every_model_of_i
     assert set(FAST_ZOO_RECIPES) == {f"{i}_fast" for i in expected}
     for recipe_id, recipe in FAST_ZOO_RECIPES.items():
         fast = recipe_for(recipe["model"], cuda=True)
-        # The recipe itself, plus int4 over the last fifth of the epochs, with the optimiser the
-        # shipped zoo was trained with (plain SGD: the VGG recipe's filter step came later).
-        assert recipe["optimizer"] == "sgd", recipe_id
-        assert {k: recipe[k] for k in fast if k not in ("compile", "overrides", "optimizer")} == \
-            {k: v for k, v in fast.items() if k not in ("compile", "overrides", "optimizer")}, recipe_id
+        # The recipe itself, plus int4 over the last fifth of the epochs, with what the shipped
+        # zoo was trained with: plain SGD, no translated scoring and the model's own
+        # normalisation (the VGG recipe's filter step, TTA and last-stage sigmoid_sum came later).
+        pinned = ("compile", "overrides", "optimizer", "tta_translate")
+        assert recipe["optimizer"] == "sgd" and recipe["tta_translate"] == 0, recipe_id
+        assert {k: recipe[k] for k in fast if k not in pinned} == \
+            {k: v for k, v in fast.items() if k not in pinned}, recipe_id
+        assert recipe["overrides"] == {
+            **{k: v for k, v in fast["overrides"].items() if k != "normalisation"},
+            **FAST_ZOO_MODELS[recipe_id.removesuffix("_fast")][1]}, recipe_id
         assert recipe["qat"] == "int4" and recipe["precision"] == "int4"
         assert recipe["qat_epochs"] == round(recipe["epochs"] * QAT_SHARE)
         config, _ = recipe_config(recipe_id, "cifar10", "runs/x", device="cpu")

@@ -152,6 +152,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if getattr(args, f.name, None) is not None and f.name != "overrides"}
     values.update(given)
+    if given.get("flip") is False and "tta_translate" not in given:
+        # --no-flip turns off the recipe's flip-and-translate scoring too (it needs the mirrors).
+        values["tta_translate"] = 0
     values["model"] = args.model
     values["overrides"] = {**values.get("overrides", {}), **dict(args.overrides)}
     values["out"] = args.out or f"runs/{args.model}"
