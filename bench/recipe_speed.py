@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from ltpa.registry import create_model  # noqa: E402
-from ltpa.training import training_loss  # noqa: E402
+from ltpa.training import error_percent, training_loss  # noqa: E402
 
 DATASHEET_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
 
@@ -89,12 +89,9 @@ def run_one(model_id: str, args: argparse.Namespace, extra: list[str]) -> dict:
         "median_epoch_s": statistics.median(epoch_times),
         "eval_s": round(sum(row.get("eval_time_s", 0.0) for row in epochs), 1),
         "train_images_per_epoch": epochs[-1]["train_images"], "config": config,
-        "val_error": 100 * (1 - last["val_acc"]) if last.get("val_acc") is not None else None,
-        "val_error_flip": (100 * (1 - last["val_acc_flip"])
-                           if last.get("val_acc_flip") is not None else None),
-        "test_error": 100 * (1 - last["test_acc"]),
-        "test_error_flip": (100 * (1 - last["test_acc_flip"])
-                            if last.get("test_acc_flip") is not None else None),
+        # Plain, flip and (where the run scores it) flip-and-translate errors, in %.
+        **{f"{split}_error{suffix}": error_percent(last.get(f"{split}_acc{suffix}"))
+           for split in ("val", "test") for suffix in ("", "_flip", "_tta")},
         "test_entropy": last.get("test_entropy"),
         "command": " ".join(command[2:]),
     }

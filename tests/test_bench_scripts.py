@@ -140,6 +140,8 @@ def test_recipe_speed_reports_whole_runs_with_their_flops(tmp_path: Path) -> Non
     assert row["train_images_per_epoch"] > 0 and row["train_images_per_epoch"] % 8 == 0  # whole batches
     assert row["gflop_per_train_image"] > 0
     assert row["test_error"] is not None and set(row["test_entropy"]) == {"layer7", "layer10", "layer13"}
+    # The VGG recipe also scores mirrored and translated views.
+    assert row["test_error_flip"] is not None and row["test_error_tta"] is not None
     assert "--seed 0" in row["command"] and row["share_of_measured_bf16_peak"] is None
 
 
@@ -149,10 +151,15 @@ def test_the_ablation_runs_the_recipe_or_the_short_schedule() -> None:
 
     import attention_ablation as ablation
 
-    recipe = argparse.Namespace(schedule="recipe", epochs=None, width=None, data="D")
+    recipe = argparse.Namespace(schedule="recipe", epochs=None, width=None, data="D", tta_translate=0)
     line = ablation.command("base", 1, recipe, Path("runs"))
     assert "--recipe" not in line and "--epochs" not in line and "--seed" in line
-    short = argparse.Namespace(schedule="short", epochs=None, width=None, data="D")
+    assert "--tta-translate" not in line
+    # A variant's own schedule comes after the shared flags, so it wins (argparse keeps the last).
+    recipe.tta_translate = 1
+    line = ablation.command("e45", 0, recipe, Path("runs"))
+    assert line[line.index("--tta-translate") + 1] == "1" and line[-2:] == ["--epochs", "45"]
+    short = argparse.Namespace(schedule="short", epochs=None, width=None, data="D", tta_translate=0)
     line = ablation.command("aux0.5", 0, short, Path("runs"))
     assert line[line.index("--recipe") + 1] == "none" and line[line.index("--epochs") + 1] == "20"
     assert "stage_classifiers=true" in line
