@@ -56,12 +56,16 @@ def with_normalisation(name: str, normalisation: str | None) -> str:
         normalisation: the model's normalisation (None for baselines).
 
     Returns:
-        ``name``, or e.g. ``(VGG-att3)-concat-pc, sigmoid_sum normalisation``; a name that already
-        says its normalisation is not named twice.
+        ``name``, or e.g. ``(VGG-att3)-concat-pc, sigmoid_sum normalisation``; one per tapped
+        layer (``"softmax,softmax,sigmoid_sum"``) reads ``softmax / softmax / sigmoid_sum
+        normalisation``; a name that already says its normalisation is not named twice.
     """
-    if normalisation in (None, PAPER_NORMALISATION) or normalisation in name:
+    if normalisation is None or normalisation in name:
         return name
-    return f"{name}, {normalisation} normalisation"
+    stages = [part.strip() for part in normalisation.split(",")]
+    if all(stage == PAPER_NORMALISATION for stage in stages):
+        return name
+    return f"{name}, {' / '.join(stages)} normalisation"
 
 
 def short_value(field: str, value: str | None) -> str:

@@ -86,6 +86,9 @@ def test_a_deviation_is_named_after_the_paper_name():
     assert with_normalisation("VGG", None) == "VGG"
     assert with_normalisation("(VGG-att3)-concat-pc", "sigmoid") == "(VGG-att3)-concat-pc, sigmoid normalisation"
     assert with_normalisation("att3 with sigmoid_sum", "sigmoid_sum") == "att3 with sigmoid_sum"  # not twice
+    assert with_normalisation("(VGG-att3)-concat-pc", "softmax,softmax,sigmoid_sum") == \
+        "(VGG-att3)-concat-pc, softmax / softmax / sigmoid_sum normalisation"
+    assert with_normalisation("(VGG-att2)-concat-pc", "softmax, softmax") == "(VGG-att2)-concat-pc"
     assert shipped_normalisations(PLANNED) == {"softmax", "sigmoid_sum"}
 
 

@@ -237,6 +237,17 @@ def test_a_run_with_tta_translate_logs_and_records_it(tmp_path: Path,
         TrainConfig(tta_translate=1, flip=False)
 
 
+def test_a_run_with_a_normalisation_list_loads_back_from_its_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ltpa.inference import load_model_source
+
+    run_toy(tmp_path, monkeypatch, "mixed", epochs=1,
+            overrides={"normalisation": "softmax,softmax,sigmoid_sum"})
+    loaded = load_model_source(tmp_path / "mixed")
+    blocks = loaded.model.model.attention  # inside the pixel-space wrapper (ltpa.preprocess)
+    assert [b.normalisation for b in blocks] == ["softmax", "softmax", "sigmoid_sum"]
+
+
 def test_weight_average_is_what_is_evaluated_saved_and_resumed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trainer = run_toy(tmp_path, monkeypatch, "ema", ema=0.9)
