@@ -47,6 +47,23 @@ def test_a_folder_is_decoded_once_then_read_back_identically(
     assert len(calls) == 2
 
 
+def test_a_folder_reached_through_a_link_shares_the_real_folders_entry(
+        tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = make_folder(tmp_path / "d", {"train": 3}) / "train"
+    link = tmp_path / "link"
+    link.symlink_to(folder, target_is_directory=True)
+    calls = count_decodes(monkeypatch)
+    real = load_image_folder(folder)
+    linked = load_image_folder(link)
+    # The key holds the resolved paths, so the link reads the real folder's entry back.
+    assert len(calls) == 1 and len(list(cache.glob("*.pt"))) == 1
+    assert torch.equal(real.images, linked.images)
+    # Files are in name order within each class folder.
+    class_dir = next(p for p in folder.iterdir() if p.is_dir())
+    listed = data._list_class_folders(folder)[class_dir.name]
+    assert [f.name for f in listed] == sorted(f.name for f in class_dir.iterdir())
+
+
 def test_changing_adding_or_removing_a_file_decodes_again(
         tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = make_folder(tmp_path / "d", {"train": 3}) / "train"

@@ -1,0 +1,43 @@
+"""Time to load an ImageFolder dataset whose decoded copy is already cached (``ltpa.data``).
+
+Usage:
+    python3 bench/data_load.py --data DIR [--repeats 3]
+
+The first call decodes the folder if the cache does not hold it yet (reported apart); each
+repeat then lists the files, computes the cache key from every file's path, size and time, and
+reads the cached tensor back: the part of ``ltpa train``'s setup spent on the data.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ltpa.data import load_dataset  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    train, test = load_dataset(args.data, None, False, None)
+    print(f"first load (decodes unless cached): {time.perf_counter() - started:.2f} s, "
+          f"{len(train)} + {len(test)} images")
+    times = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        load_dataset(args.data, None, False, None)
+        times.append(time.perf_counter() - started)
+    print(f"cached load: median {statistics.median(times):.2f} s over {args.repeats} "
+          f"({', '.join(f'{t:.2f}' for t in times)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
