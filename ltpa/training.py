@@ -504,10 +504,12 @@ class Trainer:
         self.class_names = train.class_names
         self.mean, self.std = dataset_normalisation(config.data, train)
         self.input_size = int(train.images.shape[-1])
-        train, validation = split_validation(train, config.validation, config.validation_seed)
+        # Split on the device: gathering 45,000 images there is instant, on the CPU about a second.
+        train, validation = split_validation(train.to(self.device), config.validation,
+                                             config.validation_seed)
         self.validation_digest = split_digest(validation)
-        self.train_set: ImageSet = train.to(self.device)
-        self.validation_set: ImageSet | None = None if validation is None else validation.to(self.device)
+        self.train_set: ImageSet = train
+        self.validation_set: ImageSet | None = validation
         self.test_set: ImageSet = test.to(self.device)
         self.model = create_model(config.model, num_classes=len(self.class_names), **overrides)
         self.model.to(self.device)
