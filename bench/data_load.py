@@ -1,11 +1,14 @@
 """Time to load an ImageFolder dataset whose decoded copy is already cached (``ltpa.data``).
 
 Usage:
-    python3 bench/data_load.py --data DIR [--repeats 3]
+    python3 bench/data_load.py --data DIR [--repeats 3] [--prepare MODEL] [--device cpu]
 
 The first call decodes the folder if the cache does not hold it yet (reported apart); each
 repeat then lists the files, computes the cache key from every file's path, size and time, and
-reads the cached tensor back: the part of ``ltpa train``'s setup spent on the data.
+reads the cached tensor back: the part of ``ltpa train``'s setup spent on the data. With
+``--prepare MODEL`` it also times the whole setup of a run of MODEL under the fast recipe
+(``Trainer.prepare``: data, validation split, model, loaders, optimiser; no epoch), twice, as
+``setup_s`` in a run's log measures it.
 """
 from __future__ import annotations
 
@@ -18,12 +21,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ltpa.data import load_dataset  # noqa: E402
+from ltpa.device import get_device  # noqa: E402
+from ltpa.recipe import recipe_for  # noqa: E402
+from ltpa.training import TrainConfig, Trainer  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--prepare", metavar="MODEL", default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="runs/data_load_bench", help="run folder (not written)")
     args = parser.parse_args()
     started = time.perf_counter()
     train, test = load_dataset(args.data, None, False, None)
@@ -36,6 +45,14 @@ def main() -> int:
         times.append(time.perf_counter() - started)
     print(f"cached load: median {statistics.median(times):.2f} s over {args.repeats} "
           f"({', '.join(f'{t:.2f}' for t in times)})")
+    if args.prepare:
+        cuda = get_device(args.device).type == "cuda"
+        for attempt in (1, 2):
+            config = TrainConfig(**{**recipe_for(args.prepare, cuda=cuda), "model": args.prepare,
+                                    "data": args.data, "out": args.out, "device": args.device})
+            started = time.perf_counter()
+            Trainer(config).prepare()
+            print(f"setup of a {args.prepare} run ({attempt}): {time.perf_counter() - started:.2f} s")
     return 0
 
 

@@ -163,3 +163,21 @@ def test_the_ablation_runs_the_recipe_or_the_short_schedule() -> None:
     line = ablation.command("aux0.5", 0, short, Path("runs"))
     assert line[line.index("--recipe") + 1] == "none" and line[line.index("--epochs") + 1] == "20"
     assert "stage_classifiers=true" in line
+
+
+def test_data_load_times_cached_loads_and_a_runs_setup(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "tests"))
+    from sample_images import make_folder
+
+    data = make_folder(tmp_path / "data", {"train": 10, "test": 2})
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "data_load.py"), "--data", str(data), "--repeats", "2",
+         "--prepare", "vgg", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, check=True, timeout=300,
+        env={**os.environ, "LTPA_CACHE_DIR": str(tmp_path / "cache")})
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("first load") and "images" in lines[0]
+    assert lines[1].startswith("cached load: median") and "over 2" in lines[1]
+    assert [line.split(":")[0] for line in lines[2:]] == [
+        "setup of a vgg run (1)", "setup of a vgg run (2)"]
+    assert (tmp_path / "cache" / "decoded").is_dir() and not (tmp_path / "run").exists()
