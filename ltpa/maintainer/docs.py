@@ -124,11 +124,14 @@ works). Attention models also accept `match` and `normalisation`: `match="projec
 projects the local features `l` to `dim(g)` as the paper's text says, `match="project_g"` projects
 `g` to `dim(l)` as the authors' code does; `normalisation="softmax"` (default) is the paper's,
 `normalisation="sigmoid"` is a labelled deviation (each weight in (0, 1), descriptor averaged, as
-in a popular port). `dp` models also accept `dp_scale`: `"sqrt"` (default) divides `<l_i, g>` by
+in a popular port), `normalisation="sigmoid_sum"` another (sigmoid weights divided by their sum);
+a comma-separated list gives each tapped layer its own, in order (`"softmax,softmax,sigmoid_sum"`,
+what `ltpa train`'s recipe uses for VGG attention models). `dp` models also accept `dp_scale`: `"sqrt"` (default) divides `<l_i, g>` by
 `sqrt(dim(g))` as scaled dot-product attention does, `"none"` is the paper's unscaled form, whose
 softmax is already one-hot at initialisation (see [reproduction.md](reproduction.md)). Note that
 under `pc` with softmax the term `<u, g>` is the same at every position and cancels, so `g` (and
-the layers that only feed it) cannot change a `pc` model's output; under `dp` it does.
+the layers that only feed it) cannot change a `pc` model's output; under `dp`, and at a layer
+normalised with a sigmoid, it does.
 
 """
 
