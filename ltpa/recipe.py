@@ -23,7 +23,8 @@ What the recipe holds, and why (measurements in docs/attention_levers.md):
   8x8 softmax map had collapsed onto a few positions (entropy about 0.2); with ``sigmoid_sum`` it
   covers the object (entropy 0.5-0.6) at no cost in validation error (2 seeds, VGG-att3).
 - VGGs are scored with flip-and-translate test-time augmentation (``tta_translate=1``): it was
-  0.1-0.4 points ahead of flip alone on the validation split in each of six 45-60-epoch runs.
+  0.04-0.42 points (mean 0.21) ahead of flip alone on the validation split in each of six
+  45-60-epoch runs.
 - On CUDA each whole step (forward, backward, SGD update) is captured once as a CUDA graph and
   replayed (``step_graph``, ``ltpa.step_graph``): at these widths launching a step's kernels one
   by one leaves the GPU waiting. VGGs are also compiled (``torch.compile``, default mode: its fused
