@@ -71,7 +71,8 @@ RESUMABLE_CHANGES = ("out", "device", "data", "data_root", "download", "compile"
 # Settings added after runs were recorded without them: a saved configuration that lacks one was
 # trained with this value (not today's default), e.g. on all training images.
 LEGACY_SETTINGS: dict[str, Any] = {"validation": 0.0, "validation_seed": 0, "ema": 0.0,
-                                   "optimizer": "sgd", "train_flip": "random", "flip": False, "aux_weight": 0.0, "entropy_weight": 0.0,
+                                   "optimizer": "sgd", "train_flip": "random", "flip": False,
+                                   "aux_weight": 0.0, "entropy_weight": 0.0,
                                    "step_graph": False, "cudnn_benchmark": False,
                                    "compile_scope": "model", "save_interval_s": 0.0}
 # What --compile compiles: the whole model, or each repeated block (a class with
@@ -340,22 +341,27 @@ def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int, amp: bool
     count = 0
     autocast = amp and device.type == "cuda"
 
-    def view_logits(view: Tensor) -> Tensor:
+    def view_output(view: Tensor) -> Any:
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            # A copy: the next replay reuses a CUDA-graph model's output buffer.
-            return model(view).logits.float().clone()
+            return model(view)
+
+    def view_logits(view: Tensor) -> Tensor:
+        # A copy: the next replay reuses a CUDA-graph model's output buffer.
+        return view_output(view).logits.float().clone()
 
     for x, y in loader:
-        if cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = model(x)
-        logits = out.logits.float()
+        out = view_output(x)
+        logits = out.logits.float().clone()
+        # Everything read from this view's maps is read before another view replaces them.
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        confusion += torch.bincount(y * num_classes + logits.argmax(1),
+                                    minlength=num_classes**2).view(num_classes, num_classes)
+        for name, attention in zip(out.stages, out.maps):
+            entropy_sums[name] = entropy_sums.get(name, 0) + batch_entropy(attention) * y.numel()
+        count += y.numel()
         if flip:
-            if cuda_graphs:
-                logits = logits.clone()  # the next replay reuses the output buffer
             mirrored = view_logits(x.flip(3))
             flip_correct += ((logits + mirrored).argmax(1) == y).sum()
         if translate:
@@ -364,12 +370,6 @@ def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int, amp: bool
                 moved = shift_images(x, shift)
                 combined += view_logits(moved) + view_logits(moved.flip(3))
             tta_correct += (combined.argmax(1) == y).sum()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        confusion += torch.bincount(y * num_classes + logits.argmax(1),
-                                    minlength=num_classes**2).view(num_classes, num_classes)
-        for name, attention in zip(out.stages, out.maps):
-            entropy_sums[name] = entropy_sums.get(name, 0) + batch_entropy(attention) * y.numel()
-        count += y.numel()
     model.train(was_training)
     confusion_cpu = confusion.cpu()
     per_class = (confusion_cpu.diag().float() / confusion_cpu.sum(1).clamp_min(1).float()).tolist()

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also score mirror-image test-time augmentation (top1_error_flip)")
     parser.add_argument("--tta-translate", type=int, default=0, metavar="PIXELS",
                         help="also score flip-and-translate test-time augmentation, views moved "
-                             "PIXELS (at most 8) diagonally each way (top1_error_tta; implies --flip)")
+                             f"PIXELS (at most {MAX_TTA_TRANSLATE}) diagonally each way "
+                             "(top1_error_tta; implies --flip)")
 
 
 def eval_batches(test: ImageSet, batch_size: int) -> DeviceLoader:
