@@ -53,6 +53,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "muon0.01": ("vgg_att3_concat_pc", ["--optimizer", "muon", "--filter-lr", "0.01"]),
     # The last tapped layer's map with sigmoid_sum, the earlier ones with the paper's softmax.
     "last_sigmoid_sum": ("vgg_att3_concat_pc", ["--set", "normalisation=softmax,softmax,sigmoid_sum"]),
+    # Lighter attention levers: half of the recipe's weights, or the recipe's weights falling
+    # linearly to zero over the run (with --schedule recipe).
+    "levers_half": ("vgg_att3_concat_pc", ["--aux-weight", "0.25", "--entropy-weight", "0.025"]),
+    "lever_decay": ("vgg_att3_concat_pc", ["--lever-decay", "1"]),
     # A shorter schedule (with --schedule recipe, the recipe at 45 epochs).
     "e45": ("vgg_att3_concat_pc", ["--epochs", "45"]),
     "vgg": ("vgg", []),

@@ -7,8 +7,9 @@ Usage:
 Each model is trained with ``ltpa train MODEL --data DIR`` and nothing else (the recipe's
 defaults, ``ltpa.recipe``), one after the other, so each has the GPU to itself. Reported per run:
 the process's wall time (start of Python to exit: imports, reading and decoding the data,
-compilation, every epoch, every evaluation, the files), the setup and evaluation shares from its
-log, the median epoch, the training step's FLOPs per image (``torch.utils.flop_counter`` over one
+compilation, every epoch, every evaluation, the files), its start-up (to ``Trainer.run``) and exit
+(after the last save), the setup and its phases, the compiler's phase times and the evaluation
+share from its log, the median epoch, the training step's FLOPs per image (``torch.utils.flop_counter`` over one
 forward and backward pass of the recipe's model and loss), the achieved training TFLOP/s at the
 median epoch and its share of the GPU's bf16 peak, measured here with large bf16 matrix products
 (and, on an H200, of the 989 TFLOP/s dense bf16 figure of NVIDIA's data sheet).
@@ -72,9 +73,9 @@ def run_one(model_id: str, args: argparse.Namespace, extra: list[str]) -> dict:
     out = args.runs / f"{model_id}_s{args.seed}"
     command = [sys.executable, "-m", "ltpa", "train", model_id, "--data", str(args.data),
                "--out", str(out), "--seed", str(args.seed), *extra]
-    started = time.perf_counter()
+    started, launched_unix = time.perf_counter(), time.time()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - started
+    wall, ended_unix = time.perf_counter() - started, time.time()
     if done.returncode != 0:
         return {"model": model_id, "error": done.stderr[-2000:]}
     log = json.loads((out / "log.json").read_text())
@@ -84,7 +85,13 @@ def run_one(model_id: str, args: argparse.Namespace, extra: list[str]) -> dict:
     last = epochs[-1]
     return {
         "model": model_id, "seed": args.seed, "run": str(out), "wall_s": round(wall, 1),
-        "setup_s": log.get("setup_s"), "epochs": len(epochs),
+        "setup_s": log.get("setup_s"), "setup_phases_s": log.get("setup_phases_s"),
+        "compile_phases_s": log.get("compile_phases_s"),
+        # The process's time outside Trainer.run: Python start-up and imports before it, the
+        # exit (and anything else after the last save) after it.
+        "startup_s": _seconds_between(launched_unix, log.get("run_started_unix")),
+        "exit_s": _seconds_between(log.get("saved_unix"), ended_unix),
+        "epochs": len(epochs),
         "epochs_s": round(sum(epoch_times), 1), "first_epoch_s": epoch_times[0],
         "median_epoch_s": statistics.median(epoch_times),
         "eval_s": round(sum(row.get("eval_time_s", 0.0) for row in epochs), 1),
@@ -95,6 +102,10 @@ def run_one(model_id: str, args: argparse.Namespace, extra: list[str]) -> dict:
         "test_entropy": last.get("test_entropy"),
         "command": " ".join(command[2:]),
     }
+
+
+def _seconds_between(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else round(end - start, 1)
 
 
 def with_rates(row: dict, peak: float | None, sheet: float | None) -> dict:

@@ -12,7 +12,8 @@ training images (the same images for every seed: the split has its own seed), ev
 scored on them, and the test set is evaluated once, after the last epoch. Attention-quality
 levers of the training itself: ``entropy_weight`` (a penalty on each stage's normalised map
 entropy) and ``aux_weight`` (deep supervision of per-stage classifiers, see
-``ltpa.models.heads``); ``ema`` evaluates an exponential moving average of the weights and
+``ltpa.models.heads``), both optionally falling to zero over the run's end (``lever_decay``);
+``ema`` evaluates an exponential moving average of the weights and
 ``flip`` also scores the mean of the logits of each image and its mirror image.
 
 A run folder holds ``state.pt`` (everything needed to resume: weights, optimiser, epoch, RNG),
@@ -72,7 +73,7 @@ RESUMABLE_CHANGES = ("out", "device", "data", "data_root", "download", "compile"
 # trained with this value (not today's default), e.g. on all training images.
 LEGACY_SETTINGS: dict[str, Any] = {"validation": 0.0, "validation_seed": 0, "ema": 0.0,
                                    "optimizer": "sgd", "train_flip": "random", "flip": False,
-                                   "aux_weight": 0.0, "entropy_weight": 0.0,
+                                   "aux_weight": 0.0, "entropy_weight": 0.0, "lever_decay": 0.0,
                                    "step_graph": False, "cudnn_benchmark": False,
                                    "compile_scope": "model", "save_interval_s": 0.0}
 # What --compile compiles: the whole model, or each repeated block (a class with
@@ -165,6 +166,9 @@ class TrainConfig:
     tta_translate: int = 0
     aux_weight: float = 0.0  # weight of the per-stage classifiers' mean loss (deep supervision)
     entropy_weight: float = 0.0  # weight of the mean normalised entropy of the stages' maps
+    # The last share of the run over which aux_weight and entropy_weight fall linearly to zero
+    # (``lever_scale``; 0: constant weights, 1: falling from the first step).
+    lever_decay: float = 0.0
 
     def __post_init__(self) -> None:
         self._check_ranges()
@@ -228,6 +232,10 @@ class TrainConfig:
                              "it needs flip test-time augmentation (drop --no-flip)")
         number("aux_weight", 0.0, 100.0)
         number("entropy_weight", 0.0, 100.0)
+        number("lever_decay", 0.0, 1.0)
+        if self.lever_decay and not (self.aux_weight or self.entropy_weight):
+            raise ValueError("--lever-decay scales the attention levers' weights: give "
+                             "--aux-weight or --entropy-weight too")
         if self.image_size is not None:
             number("image_size", MIN_INPUT_SIZE, 4096, integer=True)
 
@@ -416,8 +424,17 @@ def split_digest(images: ImageSet | None) -> str | None:
     return digest.hexdigest()[:16]
 
 
+def lever_scale(step: int, total_steps: int, decay: float) -> float:
+    """The factor on the attention levers' weights at ``step`` of ``total_steps``: 1, then over
+    the last ``decay`` share of the run falling linearly to 0 (always 1 when ``decay`` is 0)."""
+    if decay <= 0.0 or total_steps <= 0:
+        return 1.0
+    remaining = 1.0 - step / total_steps
+    return min(1.0, max(0.0, remaining / decay))
+
+
 def training_loss(out: Any, y: Tensor, label_smoothing: float, aux_weight: float = 0.0,
-                  entropy_weight: float = 0.0) -> Tensor:
+                  entropy_weight: float = 0.0, lever_factor: Tensor | float = 1.0) -> Tensor:
     """The loss of one batch: cross-entropy, plus the attention-quality terms.
 
     Args:
@@ -426,6 +443,8 @@ def training_loss(out: Any, y: Tensor, label_smoothing: float, aux_weight: float
         label_smoothing: label smoothing of the cross-entropy terms.
         aux_weight: weight of the mean cross-entropy of the per-stage classifiers.
         entropy_weight: weight of the mean normalised entropy of the stages' maps.
+        lever_factor: a factor on both weights (a device scalar under a captured step, so that
+            replays read its current value; see ``lever_scale``).
 
     Returns:
         The scalar loss (fp32).
@@ -434,9 +453,10 @@ def training_loss(out: Any, y: Tensor, label_smoothing: float, aux_weight: float
     if aux_weight and out.stage_logits:
         stage_losses = [F.cross_entropy(s.float(), y, label_smoothing=label_smoothing)
                         for s in out.stage_logits]
-        loss = loss + aux_weight * torch.stack(stage_losses).mean()
+        loss = loss + lever_factor * aux_weight * torch.stack(stage_losses).mean()
     if entropy_weight and out.maps:
-        loss = loss + entropy_weight * torch.stack([batch_entropy(m) for m in out.maps]).mean()
+        entropy = torch.stack([batch_entropy(m) for m in out.maps]).mean()
+        loss = loss + lever_factor * entropy_weight * entropy
     return loss
 
 
@@ -446,6 +466,41 @@ def _hardware(device: torch.device) -> str:
     import platform
 
     return f"CPU ({platform.processor() or platform.machine()})"
+
+
+# The compiler's own phase timers that say where a first compiled step's time goes.
+COMPILE_PHASES = ("bytecode_tracing", "create_aot_dispatcher_function", "GraphLowering.run",
+                  "Scheduler.codegen", "async_compile.wait", "PyCodeCache.load_by_key_path",
+                  "compile_fx.<locals>.fw_compiler_base", "compile_fx.<locals>.bw_compiler",
+                  "CachingAutotuner.benchmark_all_configs", "_compile.compile_inner")
+
+
+def compile_phases() -> dict[str, float]:
+    """Seconds that ``torch.compile`` has spent so far in each of ``COMPILE_PHASES`` (summed over
+    the compiled graphs; empty when this PyTorch does not report them)."""
+    try:
+        from torch._dynamo.utils import compile_times
+
+        names, values = compile_times(repr="csv", aggregate=True)
+    except Exception:  # a private timer table: its absence must not stop a run
+        return {}
+    times = dict(zip(names, values))
+    return {name: round(float(times[name]), 2) for name in COMPILE_PHASES if name in times}
+
+
+class _PhaseClock:
+    """Records the seconds since the previous call under each name given (CUDA work finished)."""
+
+    def __init__(self, phases: dict[str, float], device: torch.device) -> None:
+        self.phases, self.device = phases, device
+        self.last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.device.type == "cuda" and torch.cuda.is_initialized():
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.phases[name] = round(now - self.last, 3)
+        self.last = now
 
 
 class Trainer:
@@ -499,8 +554,12 @@ class Trainer:
             raise ValueError(f"--compile-scope blocks: {config.model} has no repeated blocks to "
                              "compile one by one; use --compile-scope model")
         torch.manual_seed(config.seed)
+        # Where setup time goes, logged as setup_phases_s (bench/recipe_speed.py prints it).
+        self.setup_phases_s: dict[str, float] = {}
+        phase = _PhaseClock(self.setup_phases_s, self.device)
         train, test = sets or load_dataset(config.data, config.data_root, config.download,
                                            config.image_size)
+        phase("data")
         self.class_names = train.class_names
         self.mean, self.std = dataset_normalisation(config.data, train)
         self.input_size = int(train.images.shape[-1])
@@ -511,11 +570,16 @@ class Trainer:
         self.train_set: ImageSet = train
         self.validation_set: ImageSet | None = validation
         self.test_set: ImageSet = test.to(self.device)
+        phase("to_device")
         self.model = create_model(config.model, num_classes=len(self.class_names), **overrides)
+        # On the CPU, before the move: a probe on the GPU would pay cuDNN's algorithm search for
+        # shapes that training never uses.
+        self._check_levers()
+        phase("lever_check")
         self.model.to(self.device)
         if self.cuda and config.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self._check_levers()
+        phase("model")
         # The average is a plain (uncompiled) copy: evaluation is a small share of the time.
         self.average = (torch.optim.swa_utils.AveragedModel(
             self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema),
@@ -534,17 +598,22 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, config.momentum,
                                          config.nesterov, config.weight_decay, config.filter_lr)
         self.total_steps = config.epochs * len(self.train_loader)
+        # A device scalar when it changes: a captured step reads it at each replay.
+        self.lever_factor: Tensor | float = (torch.ones((), device=self.device)
+                                             if config.lever_decay else 1.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda step: one_cycle(step, self.total_steps, config.warmup, config.final_lr_fraction))
         if self.distributed is not None:  # SyncBatchNorm, per-rank batches and shares
             self.distributed.prepare(self)
+        phase("optimizer_loaders")
         if config.compile:
             # In place: state_dict keys keep their names (no _orig_mod.).
             mode = None if config.compile_mode == "default" else config.compile_mode
             for module in (_repeated_blocks(self.model) if config.compile_scope == "blocks"
                            else [self.model]):
                 module.compile(mode=mode)
+            phase("compile_setup")
         self.forward = self.model if self.distributed is None else self.distributed.wrap(self.model)
         self.cuda_graphs = replays_cuda_graphs(config.compile, config.compile_mode, self.device)
         # Built on the first step, after a resumed state has been loaded: a graph records the
@@ -555,9 +624,11 @@ class Trainer:
         self.start_epoch, self.log, self.elapsed = 0, [], 0.0
         self._last_save = time.perf_counter()
         self._final_result: ClassificationResult | None = None
+        self.compile_phases_s: dict[str, float] | None = None
 
     def _check_levers(self) -> None:
-        """Refuse a training lever the model cannot use, before any epoch runs."""
+        """Refuse a training lever the model cannot use, before any epoch runs (one forward pass
+        of the model while it is still on the CPU)."""
         config = self.config
         if not config.aux_weight and not config.entropy_weight:
             return
@@ -565,7 +636,7 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
-            out = self.model(torch.zeros(1, 3, probe_size, probe_size, device=self.device))
+            out = self.model(torch.zeros(1, 3, probe_size, probe_size))
         self.model.train(was_training)
         if config.entropy_weight and not out.maps:
             raise ValueError(f"--entropy-weight needs a model with attention; {config.model} has none")
@@ -616,7 +687,15 @@ class Trainer:
         if self.distributed is not None and not self.distributed.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        log = {"config": asdict(self.config), "epochs": self.log, "setup_s": getattr(self, "setup_s", None)}
+        log = {"config": asdict(self.config), "epochs": self.log, "setup_s": getattr(self, "setup_s", None),
+               "setup_phases_s": getattr(self, "setup_phases_s", None),
+               "compile_phases_s": getattr(self, "compile_phases_s", None),
+               # Seconds from run() to this save, and the clock times of both (a process's start-up
+               # and exit are the rest of its time: bench/recipe_speed.py).
+               "run_s": round(time.perf_counter() - self._run_started, 2)
+               if hasattr(self, "_run_started") else None,
+               "run_started_unix": getattr(self, "_run_started_unix", None),
+               "saved_unix": time.time()}
         # Data-parallel runs write every epoch: the ranks gather their RNG states above each time.
         interval = self.config.save_interval_s if self.distributed is None else 0.0
         due = (epoch in (self.start_epoch + 1, self.config.epochs) or not interval
@@ -685,7 +764,7 @@ class Trainer:
         """The storage precision whose rounding ``epoch`` trains and evaluates under ("" for none)."""
         return self.config.qat if self.quantisation_aware(epoch) else ""
 
-    def _evaluate(self, epoch: int, loader: DeviceLoader) -> ClassificationResult:
+    def _evaluate(self, epoch: int, loader: DeviceLoader, translate: int) -> ClassificationResult:
         # Under quantisation-aware training the metrics are those of the stored weights.
         model = self.evaluated_model
         # A compiled model is scored eagerly: evaluation mode and the evaluation batch size would
@@ -695,13 +774,16 @@ class Trainer:
         # The unwrapped model: a data-parallel rank scores its share without collectives.
         with stance, storage_rounded_weights(model, self._storage_precision(epoch)):
             result = evaluate(model, loader, len(self.class_names), amp=self.config.amp,
-                              cuda_graphs=False, flip=self.config.flip,
-                              translate=self.config.tta_translate)
+                              cuda_graphs=False, flip=self.config.flip, translate=translate)
         return result if self.distributed is None else self.distributed.reduce_result(result)
 
     def train_step(self, x: Tensor, y: Tensor, rounding: str = "") -> tuple[Tensor, Tensor]:
         """One optimiser step on a batch (forward and backward on the weights as ``rounding``
         storage rounds them, "" for none); returns the logits and the loss, not detached."""
+        if isinstance(self.lever_factor, Tensor):
+            # The schedule's step count (restored on resume) is the number of steps taken.
+            self.lever_factor.fill_(lever_scale(self.scheduler.last_epoch, self.total_steps,
+                                                self.config.lever_decay))
         if self.config.step_graph:
             logits, loss = self._graph_step(x, y, rounding)
         else:
@@ -726,7 +808,7 @@ class Trainer:
                                 enabled=self.cuda and config.amp, cache_enabled=autocast_cache):
                 out = self.forward(x)
             loss = training_loss(out, y, config.label_smoothing, config.aux_weight,
-                                 config.entropy_weight)
+                                 config.entropy_weight, self.lever_factor)
             loss.backward()
         return out.logits.float(), loss
 
@@ -779,7 +861,8 @@ class Trainer:
 
     def run(self) -> list[dict[str, Any]]:
         """Train (resuming from ``out`` when it holds a state) and return the per-epoch log."""
-        started_setup = time.perf_counter()
+        started_setup = self._run_started = time.perf_counter()
+        self._run_started_unix = time.time()
         self.prepare()
         # Reading and decoding the data, building the model and the loaders (logged as setup_s).
         self.setup_s = round(time.perf_counter() - started_setup, 2)
@@ -795,6 +878,8 @@ class Trainer:
                 started = time.perf_counter()
                 lr = self.optimizer.param_groups[0]["lr"]
                 train_loss, train_acc = self._train_epoch(epoch)
+                if config.compile and self.compile_phases_s is None:
+                    self.compile_phases_s = compile_phases()
                 if self.cuda:
                     torch.cuda.synchronize()
                 epoch_time = time.perf_counter() - started
@@ -826,16 +911,19 @@ class Trainer:
         config, row = self.config, {}
         self._final_result = None
         scheduled = epoch % config.eval_every == 0 or epoch == config.epochs
+        # The translated views (four more per image) are scored after the last epoch only: the
+        # earlier validation points follow the run, and the last one is the one compared.
+        translate = config.tta_translate if epoch == config.epochs else 0
         if scheduled and self.validation_loader is not None:
-            val = self._evaluate(epoch, self.validation_loader)
+            val = self._evaluate(epoch, self.validation_loader, translate)
             row.update(val_loss=val.loss, val_acc=val.accuracy, val_acc_flip=val.flip_accuracy,
                        entropy=val.entropy,
-                       **({"val_acc_tta": val.tta_accuracy} if config.tta_translate else {}))
+                       **({"val_acc_tta": val.tta_accuracy} if translate else {}))
         if epoch == config.epochs or (scheduled and self.validation_loader is None):
-            test = self._final_result = self._evaluate(epoch, self.test_loader)
+            test = self._final_result = self._evaluate(epoch, self.test_loader, translate)
             row.update(test_loss=test.loss, test_acc=test.accuracy,
                        test_acc_flip=test.flip_accuracy, test_entropy=test.entropy,
-                       **({"test_acc_tta": test.tta_accuracy} if config.tta_translate else {}))
+                       **({"test_acc_tta": test.tta_accuracy} if translate else {}))
             row.setdefault("entropy", test.entropy)
         row.setdefault("test_loss", None)
         row.setdefault("test_acc", None)

@@ -137,6 +137,8 @@ def test_recipe_speed_reports_whole_runs_with_their_flops(tmp_path: Path) -> Non
     # The whole process is longer than what the trainer logs; FLOPs are those of the run's
     # own model (stage classifiers and loss terms of the recipe included).
     assert row["wall_s"] > row["setup_s"] + row["epochs_s"] > 0
+    assert row["startup_s"] > 0 and row["exit_s"] >= 0 and row["setup_phases_s"]["data"] > 0
+    assert row["startup_s"] + row["setup_s"] + row["epochs_s"] + row["exit_s"] <= row["wall_s"] + 0.2
     assert row["train_images_per_epoch"] > 0 and row["train_images_per_epoch"] % 8 == 0  # whole batches
     assert row["gflop_per_train_image"] > 0
     assert row["test_error"] is not None and set(row["test_entropy"]) == {"layer7", "layer10", "layer13"}

@@ -16,7 +16,7 @@ from ltpa.layers.attention import AttentionBlock
 from ltpa.models.outputs import ModelOutput
 from ltpa.registry import create_model
 from ltpa.training import (STATE_FILE, TrainConfig, Trainer, evaluate, shift_images,
-                           split_validation, training_loss)
+                           lever_scale, split_validation, training_loss)
 from ltpa.data import DeviceLoader
 
 
@@ -119,6 +119,49 @@ def test_training_loss_adds_each_term_with_its_weight() -> None:
     assert torch.allclose(training_loss(out, y, 0.0, entropy_weight=0.3), plain + 0.3 * entropy)
     stage = torch.stack([torch.nn.functional.cross_entropy(s, y) for s in out.stage_logits]).mean()
     assert torch.allclose(training_loss(out, y, 0.0, aux_weight=0.5), plain + 0.5 * stage)
+
+
+def test_lever_scale_holds_then_falls_linearly_to_zero_over_the_decay_share() -> None:
+    assert [lever_scale(step, 100, 0.0) for step in (0, 50, 100)] == [1.0, 1.0, 1.0]
+    assert [lever_scale(step, 100, 0.5) for step in (0, 50, 75, 100)] == [1.0, 1.0, 0.5, 0.0]
+    assert [lever_scale(step, 100, 1.0) for step in (0, 25, 100)] == [1.0, 0.75, 0.0]
+
+
+def test_the_lever_factor_scales_both_lever_terms_and_not_the_classifier() -> None:
+    torch.manual_seed(0)
+    out = small(stage_classifiers=True)(torch.randn(4, 3, 32, 32))
+    y = torch.tensor([0, 1, 2, 3])
+    plain = training_loss(out, y, 0.0)
+    full = training_loss(out, y, 0.0, aux_weight=0.5, entropy_weight=0.2)
+    half = training_loss(out, y, 0.0, aux_weight=0.5, entropy_weight=0.2,
+                         lever_factor=torch.tensor(0.5))
+    assert torch.allclose(half - plain, 0.5 * (full - plain))
+    assert torch.allclose(training_loss(out, y, 0.0, 0.5, 0.2, lever_factor=0.0), plain)
+
+
+def test_a_run_with_lever_decay_trains_each_step_with_the_scheduled_factor(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ltpa.training as training
+
+    factors = []
+    real_loss = training.training_loss
+
+    def recording_loss(out, y, *args):
+        factors.append(float(args[-1]))
+        return real_loss(out, y, *args)
+
+    monkeypatch.setattr(training, "training_loss", recording_loss)
+    trainer = run_toy(tmp_path, monkeypatch, "decay", aux_weight=0.5, entropy_weight=0.1,
+                      lever_decay=0.5, overrides={"stage_classifiers": True})
+    total = trainer.total_steps
+    assert len(factors) == total > 2
+    assert factors == pytest.approx([lever_scale(step, total, 0.5) for step in range(total)])
+    assert factors[0] == 1.0 and factors[-1] < 1.0
+
+
+def test_lever_decay_without_a_lever_is_refused() -> None:
+    with pytest.raises(ValueError, match="--lever-decay scales the attention levers"):
+        TrainConfig(model="vgg_att3_concat_pc", lever_decay=0.5)
 
 
 def test_the_entropy_term_sharpens_maps_when_trained() -> None:
@@ -227,9 +270,11 @@ def test_flip_and_translate_accuracy_weights_the_plain_pair_double() -> None:
 
 def test_a_run_with_tta_translate_logs_and_records_it(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    trainer = run_toy(tmp_path, monkeypatch, "tta", epochs=1, tta_translate=1)
-    row = trainer.log[-1]
+    trainer = run_toy(tmp_path, monkeypatch, "tta", epochs=2, tta_translate=1, eval_every=1)
+    first, row = trainer.log
     assert row["val_acc_tta"] is not None and row["test_acc_tta"] is not None
+    # The translated views are scored after the last epoch only.
+    assert first["val_acc_flip"] is not None and "val_acc_tta" not in first
     meta = torch.load(tmp_path / "tta" / "model.pt", weights_only=True)["meta"]
     assert meta["metrics"]["test_error_tta"] == pytest.approx(100 * (1 - row["test_acc_tta"]))
     assert "val_acc_tta" not in run_toy(tmp_path, monkeypatch, "plain", epochs=1).log[-1]
@@ -287,6 +332,7 @@ def test_levers_the_model_cannot_use_are_refused_before_training(
     ("--image-size", "0", "--image-size must be an integer in [32, 4096]"),
     ("--entropy-weight", "nan", "--entropy-weight must be a number in [0, 100]"),
     ("--aux-weight", "-1", "--aux-weight must be a number in [0, 100]"),
+    ("--lever-decay", "1.5", "--lever-decay must be a number in [0, 1]"),
     ("--ema", "1", "--ema must be a number in [0, 1)"),
     ("--validation", "0.7", "--validation must be a number in [0, 0.5)"),
     ("--filter-lr", "0", "--filter-lr must be a number in (0, 1]"),

@@ -25,8 +25,8 @@ def test_ltpa_train_defaults_are_the_recipe_for_an_attention_vgg() -> None:
     config = config_of("vgg_att3_concat_pc")
     recipe = FAMILY_RECIPES["vgg"]
     assert {key: getattr(config, key) for key in recipe} == recipe
-    assert config.aux_weight == ATTENTION_LEVERS["aux_weight"] > 0
-    assert config.entropy_weight == ATTENTION_LEVERS["entropy_weight"] > 0
+    assert (config.aux_weight, config.entropy_weight) == (0.25, 0.025)
+    assert ATTENTION_LEVERS["vgg"] == {"aux_weight": 0.25, "entropy_weight": 0.025}
     # The last tapped layer's map is normalised with sigmoid_sum, the others with softmax.
     assert config.overrides == {"stage_classifiers": True,
                                 "normalisation": "softmax,softmax,sigmoid_sum"}
@@ -70,6 +70,8 @@ def test_resnets_compile_block_by_block_and_indep_heads_need_no_extra_classifier
     assert TrainConfig(**{k: v for k, v in on_cuda.items()})  # a valid combination
     assert resnet.epochs == FAMILY_RECIPES["resnet"]["epochs"]
     assert resnet.overrides == {"stage_classifiers": True}
+    # ResNets keep the first lever weights (the lighter ones were measured on VGGs only).
+    assert (resnet.aux_weight, resnet.entropy_weight) == (0.5, 0.05)
     indep = recipe_for("vgg_att3_indep_pc")
     assert indep["overrides"] == {"normalisation": "softmax,softmax,sigmoid_sum"}
     assert indep["aux_weight"] > 0
@@ -82,7 +84,7 @@ def test_flags_override_the_recipe_and_recipe_none_gives_the_plain_defaults() ->
     assert (config.epochs, config.aux_weight, config.width, config.flip) == (7, 0.0, 0.25, False)
     assert config.overrides == {"stage_classifiers": False,
                                 "normalisation": "softmax,softmax,sigmoid_sum"}
-    assert config.entropy_weight == ATTENTION_LEVERS["entropy_weight"]  # not given: the recipe's
+    assert config.entropy_weight == ATTENTION_LEVERS["vgg"]["entropy_weight"]  # the recipe's
     plain = config_of("vgg_att3_concat_pc", "--recipe", "none")
     expected = {**asdict(TrainConfig()), "model": "vgg_att3_concat_pc",
                 "out": "runs/vgg_att3_concat_pc", "device": "cpu"}
@@ -103,6 +105,12 @@ def test_a_default_run_trains_with_the_levers_and_logs_where_its_time_went(
     log = json.loads((out / "log.json").read_text())
     assert log["config"]["aux_weight"] > 0 and log["config"]["overrides"]["stage_classifiers"]
     assert log["setup_s"] > 0
+    # Its phases add up to the setup (the rest is the meta-device probe and the seeding).
+    phases = log["setup_phases_s"]
+    assert list(phases) == ["data", "to_device", "lever_check", "model", "optimizer_loaders"]
+    assert 0 < sum(phases.values()) <= log["setup_s"] + 0.01
+    assert log["run_s"] >= log["setup_s"] + sum(row["epoch_time_s"] for row in log["epochs"])
+    assert log["compile_phases_s"] is None  # no compilation on the CPU
     # The recipe validates every 5 epochs and after the last: epoch 1 is not scored, epoch 2 is.
     first, last = log["epochs"]
     assert "val_acc" not in first and last["val_acc"] is not None and last["eval_time_s"] > 0
@@ -134,10 +142,14 @@ def test_the_next_zoo_is_the_fast_recipe_with_int4_training_for_every_model_of_i
     for recipe_id, recipe in FAST_ZOO_RECIPES.items():
         fast = recipe_for(recipe["model"], cuda=True)
         # The recipe itself, plus int4 over the last fifth of the epochs, with what the shipped
-        # zoo was trained with: plain SGD, no translated scoring and the model's own
-        # normalisation (the VGG recipe's filter step, TTA and last-stage sigmoid_sum came later).
-        pinned = ("compile", "overrides", "optimizer", "tta_translate")
+        # zoo was trained with: plain SGD, no translated scoring, the model's own normalisation
+        # and the first lever weights (the VGG recipe's filter step, TTA and last-stage
+        # sigmoid_sum, and the lighter levers, came later).
+        pinned = ("compile", "overrides", "optimizer", "tta_translate", "aux_weight",
+                  "entropy_weight")
         assert recipe["optimizer"] == "sgd" and recipe["tta_translate"] == 0, recipe_id
+        levers = (recipe.get("aux_weight"), recipe.get("entropy_weight"))
+        assert levers == ((0.5, 0.05) if "aux_weight" in fast else (None, None)), recipe_id
         assert {k: recipe[k] for k in fast if k not in pinned} == \
             {k: v for k, v in fast.items() if k not in pinned}, recipe_id
         assert recipe["overrides"] == {

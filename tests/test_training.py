@@ -443,6 +443,32 @@ def test_compile_mode_reaches_torch_compile(tiny_data: Path, tmp_path: Path, mon
     assert seen == [{"mode": expected}]
 
 
+def test_a_compiled_run_logs_the_compilers_phase_times(tiny_data: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._dynamo.utils as dynamo_utils
+
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: None)
+    table = (["bytecode_tracing", "async_compile.wait", "unlisted"], ["1.234", "5.0", "9"])
+    monkeypatch.setattr(dynamo_utils, "compile_times", lambda repr, aggregate: table)
+    config = TrainConfig(model="vgg", data=str(tiny_data), out=str(tmp_path / "run"), width=0.125,
+                         epochs=2, batch_size=12, device="cpu", compile=True)
+    Trainer(config).run()
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
+    assert log["compile_phases_s"] == {"bytecode_tracing": 1.23, "async_compile.wait": 5.0}
+    assert "compile_setup" in log["setup_phases_s"]
+
+
+def test_compile_phases_are_empty_when_the_compiler_does_not_report_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._dynamo.utils as dynamo_utils
+
+    def missing(**kwargs):
+        raise TypeError("no such table")
+
+    monkeypatch.setattr(dynamo_utils, "compile_times", missing)
+    assert training.compile_phases() == {}
+
+
 def test_cuda_graph_modes_on_cuda_only() -> None:
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert replays_cuda_graphs(True, "reduce-overhead", cuda)

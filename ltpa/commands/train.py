@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        ("final_lr_fraction", float), ("pad", int), ("cutout", int), ("seed", int),
                        ("image_size", int), ("qat_epochs", int), ("eval_every", int),
                        ("validation", float), ("validation_seed", int), ("ema", float),
-                       ("aux_weight", float), ("entropy_weight", float), ("filter_lr", float),
+                       ("aux_weight", float), ("entropy_weight", float), ("lever_decay", float),
+                       ("filter_lr", float),
                        ("tta_translate", int),
                        ("save_interval_s", float)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,

@@ -95,12 +95,14 @@ FAST_SUFFIX = "_fast"
 QAT_SHARE = 0.2  # of the epochs, as the 200-epoch VGGs had (40 of 200)
 
 
-# The shipped zoo was trained before three changes of the recipe: orthogonalised filter steps
+# The shipped zoo was trained before four changes of the recipe: orthogonalised filter steps
 # (docs/attention_levers.md, section G), the VGGs' last-stage sigmoid_sum and flip-and-translate
-# scoring (section I). The zoo recipes keep what its runs had, so that each shipped card's own
+# scoring (section I), and lighter attention levers (section J). The zoo recipes keep what its runs had, so that each shipped card's own
 # command still trains what the card records. A zoo retrained with today's recipe drops these pins;
 # cards shipped before it then get a recreate_command (ltpa.maintainer.recreate).
 ZOO_PINS: dict[str, Any] = {"optimizer": "sgd", "tta_translate": 0}
+# The attention levers the zoo's attention models were trained with.
+ZOO_ATTENTION_LEVERS: dict[str, Any] = {"aux_weight": 0.5, "entropy_weight": 0.05}
 # Model settings of today's recipe that the zoo's runs did not have.
 ZOO_UNSET_OVERRIDES = ("normalisation",)
 
@@ -108,10 +110,13 @@ ZOO_UNSET_OVERRIDES = ("normalisation",)
 def fast_zoo_recipe(model: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The fast recipe of ``model`` (``ltpa.recipe.recipe_for`` on CUDA) as a zoo recipe: plus
     int4 quantisation-aware epochs and int4 storage, with the settings the zoo's runs had
-    (``ZOO_PINS``, and none of ``ZOO_UNSET_OVERRIDES`` unless ``overrides`` sets it);
+    (``ZOO_PINS``, ``ZOO_ATTENTION_LEVERS`` for attention models, and none of
+    ``ZOO_UNSET_OVERRIDES`` unless ``overrides`` sets it);
     ``compile`` is an argument of its own."""
     settings = {key: value for key, value in recipe_for(model, cuda=True).items() if key != "compile"}
     settings.update(ZOO_PINS)
+    if "aux_weight" in settings:  # the recipe gives attention models their levers
+        settings.update(ZOO_ATTENTION_LEVERS)
     recipe_overrides = {key: value for key, value in settings.get("overrides", {}).items()
                         if key not in ZOO_UNSET_OVERRIDES}
     settings["overrides"] = {**recipe_overrides, **(overrides or {})}
