@@ -2,17 +2,20 @@
 
 Usage:
     python3 bench/data_load.py --data DIR [--repeats 3] [--prepare MODEL] [--device cpu]
+        [--uncached]
 
 The first call decodes the folder if the cache does not hold it yet (reported apart); each
 repeat then lists the files, computes the cache key from every file's path, size and time, and
 reads the cached tensor back: the part of ``ltpa train``'s setup spent on the data. With
 ``--prepare MODEL`` it also times the whole setup of a run of MODEL under the fast recipe
 (``Trainer.prepare``: data, validation split, model, loaders, optimiser; no epoch), twice, as
-``setup_s`` in a run's log measures it.
+``setup_s`` in a run's log measures it. ``--uncached`` also times one load with the cache turned
+off (``LTPA_CACHE_DIR`` empty): every file decoded, as a run's first load of a folder does.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -20,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ltpa.data import load_dataset  # noqa: E402
+from ltpa.data import CACHE_ENV, load_dataset  # noqa: E402
 from ltpa.device import get_device  # noqa: E402
 from ltpa.recipe import recipe_for  # noqa: E402
 from ltpa.training import TrainConfig, Trainer  # noqa: E402
@@ -33,7 +36,19 @@ def main() -> int:
     parser.add_argument("--prepare", metavar="MODEL", default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/data_load_bench", help="run folder (not written)")
+    parser.add_argument("--uncached", action="store_true", help="also time a load that decodes")
     args = parser.parse_args()
+    if args.uncached:
+        saved = os.environ.get(CACHE_ENV)
+        os.environ[CACHE_ENV] = ""
+        started = time.perf_counter()
+        train, test = load_dataset(args.data, None, False, None)
+        print(f"uncached load (every file decoded, {os.cpu_count()} CPUs): "
+              f"{time.perf_counter() - started:.2f} s, {len(train)} + {len(test)} images")
+        if saved is None:
+            del os.environ[CACHE_ENV]
+        else:
+            os.environ[CACHE_ENV] = saved
     started = time.perf_counter()
     train, test = load_dataset(args.data, None, False, None)
     print(f"first load (decodes unless cached): {time.perf_counter() - started:.2f} s, "

@@ -5,6 +5,10 @@ before its pixels are touched; so is one whose metadata (PNG text chunks) would 
 Pillow's limits. Every conversion (16-bit, CMYK, transparency, greyscale, EXIF rotation,
 animation, tiny size) is recorded as a plain-language note for the user. ``display_name`` shows a
 user's file name as plain text inside Markdown (no live links or formatting).
+
+Datasets of many small files take ``decode_plain_jpeg`` first: the plain JPEGs that need none of
+those conversions are decoded by OpenCV, which releases the GIL (threads decode in parallel)
+and gives the same pixels as the Pillow path; every other file goes through ``load_image``.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import unicodedata
 import warnings
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -26,6 +31,13 @@ UPLOAD_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif")
 MODEL_INPUT_SIZE = 32
 EXIF_ORIENTATION_TAG = 0x0112
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG markers: frame headers whose files decode_plain_jpeg takes (baseline, extended sequential
+# and progressive Huffman), every other frame header (lossless, arithmetic, hierarchical), the
+# start of scan, and markers with no length field.
+_PLAIN_JPEG_FRAMES = (0xC0, 0xC1, 0xC2)
+_OTHER_JPEG_FRAMES = (0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+_JPEG_START_OF_SCAN = 0xDA
+_JPEG_STANDALONE = (0x01, *range(0xD0, 0xD8))
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA_MODES = ("RGBA", "LA", "La", "RGBa", "PA")
 # How Pillow words a refusal to inflate metadata (PNG zTXt/iTXt/iCCP chunks) past its limits.
@@ -128,6 +140,60 @@ def _open_header(data: bytes) -> Image.Image:
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise _unreadable(error) from None
+
+
+def _plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of a JPEG that needs no conversion beyond decoding: 8-bit, one or three
+    components, a Huffman-coded frame, no EXIF (orientation) and no Adobe (colour transform)
+    segment, and an end-of-image marker last; None for anything else. A file cut short lacks
+    that marker: OpenCV would fill in its missing rows, Pillow refuses it (``load_image``)."""
+    if data[:3] != b"\xff\xd8\xff" or not data.endswith(b"\xff\xd9"):
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        segment = data[i + 4:i + 2 + length]
+        if (marker == 0xE1 and segment.startswith(b"Exif")) or (
+                marker == 0xEE and segment.startswith(b"Adobe")):
+            return None
+        if marker in _PLAIN_JPEG_FRAMES:
+            if len(segment) < 6 or segment[0] != 8 or segment[5] not in (1, 3):
+                return None
+            height, width = int.from_bytes(segment[1:3], "big"), int.from_bytes(segment[3:5], "big")
+            return (height, width) if 0 < height * width <= MAX_PIXELS else None
+        if marker in _OTHER_JPEG_FRAMES or marker == _JPEG_START_OF_SCAN or length < 2:
+            return None
+        i += 2 + length
+    return None
+
+
+def decode_plain_jpeg(data: bytes) -> np.ndarray | None:
+    """Decode a plain JPEG (8-bit greyscale or colour, no EXIF orientation, no Adobe colour
+    transform, complete, within ``MAX_PIXELS``) to RGB uint8 with OpenCV, or return None for any other file
+    (and for a plain one OpenCV cannot decode), which ``load_image`` should then decode or refuse.
+
+    Args:
+        data: the file's bytes.
+
+    Returns:
+        The H x W x 3 RGB uint8 array, the same pixels as ``load_image(data).array``; or None.
+    """
+    size = _plain_jpeg_size(data)
+    if size is None:
+        return None
+    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None or decoded.shape[:2] != size:
+        return None
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 def _check_header(image: Image.Image) -> None:

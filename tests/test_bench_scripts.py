@@ -174,10 +174,12 @@ def test_data_load_times_cached_loads_and_a_runs_setup(tmp_path: Path) -> None:
     data = make_folder(tmp_path / "data", {"train": 10, "test": 2})
     result = subprocess.run(
         [sys.executable, str(REPO / "bench" / "data_load.py"), "--data", str(data), "--repeats", "2",
-         "--prepare", "vgg", "--out", str(tmp_path / "run")],
+         "--prepare", "vgg", "--out", str(tmp_path / "run"), "--uncached"],
         capture_output=True, text=True, check=True, timeout=300,
         env={**os.environ, "LTPA_CACHE_DIR": str(tmp_path / "cache")})
-    lines = result.stdout.splitlines()
+    uncached, *lines = result.stdout.splitlines()
+    # The uncached load wrote nothing: the first cached-path load still decodes and fills it.
+    assert uncached.startswith("uncached load (every file decoded") and "30 + 6 images" in uncached
     assert lines[0].startswith("first load") and "images" in lines[0]
     assert lines[1].startswith("cached load: median") and "over 2" in lines[1]
     assert [line.split(":")[0] for line in lines[2:]] == [

@@ -164,3 +164,38 @@ def test_display_name_flattens_lines_and_shortens():
     assert images.display_name("a\nb\tc\x00d.png") == "a b c d\\.png"
     shown = images.display_name("x" * 500)
     assert len(shown) == images.MAX_DISPLAY_NAME and shown.endswith("…")
+
+
+# ------------------------------------------------------------------ the dataset JPEG fast path
+@pytest.mark.parametrize("make", [
+    lambda: samples.encode(Image.fromarray(samples.gradient_rgb(48, 64)), "JPEG", quality=85),
+    lambda: samples.encode(Image.fromarray(samples.gradient_rgb(33, 47)), "JPEG", quality=95,
+                           subsampling=0),
+    lambda: samples.encode(Image.fromarray(samples.gradient_rgb(40, 40)), "JPEG", progressive=True),
+    lambda: samples.encode(Image.fromarray(samples.gradient_rgb(32, 32)).convert("L"), "JPEG"),
+])
+def test_plain_jpegs_decode_to_the_same_pixels_as_load_image(make):
+    data = make()
+    fast = images.decode_plain_jpeg(data)
+    assert fast is not None and fast.dtype == np.uint8 and fast.shape[2] == 3
+    np.testing.assert_array_equal(fast, load_image(data).array)
+
+
+@pytest.mark.parametrize("make", [
+    samples.png_rgb,  # not a JPEG
+    samples.jpeg_cmyk,  # four components, Adobe transform
+    lambda: samples.jpeg_exif_rotated(width=60, height=30, orientation=6),  # EXIF orientation
+    lambda: samples.truncated(samples.encode(Image.fromarray(samples.gradient_rgb(64, 64)), "JPEG")),
+    lambda: b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 40 + b"\xff\xd9",  # no frame header
+    lambda: b"",
+])
+def test_other_files_are_left_to_load_image(make):
+    assert images.decode_plain_jpeg(make()) is None
+
+
+def test_a_plain_jpeg_over_the_pixel_limit_is_left_to_load_image(monkeypatch):
+    data = samples.encode(Image.fromarray(samples.gradient_rgb(40, 50)), "JPEG")
+    monkeypatch.setattr(images, "MAX_PIXELS", 40 * 50 - 1)
+    assert images.decode_plain_jpeg(data) is None
+    with pytest.raises(ImageError, match="over the"):
+        load_image(data)
