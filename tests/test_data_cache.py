@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from recording import record_calls
 from sample_images import make_folder
 from ltpa import data
 from ltpa.data import CACHE_ENV, decoded_cache_dir, load_image_folder
@@ -22,15 +23,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls: list[int] = []
-    real = data._decode_all
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(data, "_decode_all", counting)
-    return calls
+    return record_calls(monkeypatch, data, "_decode_all")
 
 
 def test_a_folder_is_decoded_once_then_read_back_identically(

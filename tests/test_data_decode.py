@@ -11,6 +11,7 @@ from PIL import Image
 from ltpa import data
 from ltpa.data import CACHE_ENV, DatasetError, load_image_folder
 from ltpa.images import load_image
+from recording import record_calls
 
 
 def jpeg_folder(root: Path, size: int, per_class: int = 4, seed: int = 0) -> Path:
@@ -36,15 +37,7 @@ def no_cache(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def record_thread_pools(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    pools: list[int] = []
-    real = data.ThreadPoolExecutor
-
-    def recording(*args, **kwargs):
-        pools.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(data, "ThreadPoolExecutor", recording)
-    return pools
+    return record_calls(monkeypatch, data, "ThreadPoolExecutor")
 
 
 @pytest.mark.parametrize("size, threaded", [(32, False), (80, True)])
@@ -52,9 +45,7 @@ def test_jpeg_folders_decode_to_pillows_pixels(tmp_path: Path, monkeypatch: pyte
                                                size: int, threaded: bool) -> None:
     root = jpeg_folder(tmp_path / "train", size)
     pools = record_thread_pools(monkeypatch)
-    pillow_calls = []
-    real_load = data.load_image
-    monkeypatch.setattr(data, "load_image", lambda raw: pillow_calls.append(1) or real_load(raw))
+    pillow_calls = record_calls(monkeypatch, data, "load_image")
     loaded = load_image_folder(root)
     assert bool(pools) == threaded  # 32x32 files are decoded in one thread
     assert not pillow_calls  # plain JPEGs take OpenCV's path
