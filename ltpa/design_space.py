@@ -14,7 +14,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from ltpa.layers.attention import NORMALISATIONS
+from ltpa.layers.attention import NORMALISATIONS, normalisation_names
 from ltpa.registry import get_spec, list_models
 
 # The axes that tell models apart, in the order a picker asks for them: the paper's design space
@@ -62,7 +62,7 @@ def with_normalisation(name: str, normalisation: str | None) -> str:
     """
     if normalisation is None or normalisation in name:
         return name
-    stages = [part.strip() for part in normalisation.split(",")]
+    stages = normalisation_names(normalisation)
     if all(stage == PAPER_NORMALISATION for stage in stages):
         return name
     return f"{name}, {' / '.join(stages)} normalisation"

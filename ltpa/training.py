@@ -528,6 +528,12 @@ class Trainer:
         self.on_epoch = on_epoch
         self.on_batch = on_batch
         self.out = Path(config.out)
+        # Where a run's time goes, logged with each save (set by run() and prepare()).
+        self.setup_s: float | None = None
+        self.setup_phases_s: dict[str, float] = {}
+        self.compile_phases_s: dict[str, float] | None = None
+        self._run_started: float | None = None
+        self._run_started_unix: float | None = None
         self.distributed = distributed
         self.device = get_device(config.device) if distributed is None else distributed.device
         self.cuda = self.device.type == "cuda"
@@ -555,7 +561,7 @@ class Trainer:
                              "compile one by one; use --compile-scope model")
         torch.manual_seed(config.seed)
         # Where setup time goes, logged as setup_phases_s (bench/recipe_speed.py prints it).
-        self.setup_phases_s: dict[str, float] = {}
+        self.setup_phases_s = {}
         phase = _PhaseClock(self.setup_phases_s, self.device)
         train, test = sets or load_dataset(config.data, config.data_root, config.download,
                                            config.image_size)
@@ -624,7 +630,7 @@ class Trainer:
         self.start_epoch, self.log, self.elapsed = 0, [], 0.0
         self._last_save = time.perf_counter()
         self._final_result: ClassificationResult | None = None
-        self.compile_phases_s: dict[str, float] | None = None
+        self.compile_phases_s = None
 
     def _check_levers(self) -> None:
         """Refuse a training lever the model cannot use, before any epoch runs (one forward pass
@@ -687,15 +693,13 @@ class Trainer:
         if self.distributed is not None and not self.distributed.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        log = {"config": asdict(self.config), "epochs": self.log, "setup_s": getattr(self, "setup_s", None),
-               "setup_phases_s": getattr(self, "setup_phases_s", None),
-               "compile_phases_s": getattr(self, "compile_phases_s", None),
+        log = {"config": asdict(self.config), "epochs": self.log, "setup_s": self.setup_s,
+               "setup_phases_s": self.setup_phases_s, "compile_phases_s": self.compile_phases_s,
                # Seconds from run() to this save, and the clock times of both (a process's start-up
                # and exit are the rest of its time: bench/recipe_speed.py).
-               "run_s": round(time.perf_counter() - self._run_started, 2)
-               if hasattr(self, "_run_started") else None,
-               "run_started_unix": getattr(self, "_run_started_unix", None),
-               "saved_unix": time.time()}
+               "run_s": (None if self._run_started is None
+                         else round(time.perf_counter() - self._run_started, 2)),
+               "run_started_unix": self._run_started_unix, "saved_unix": time.time()}
         # Data-parallel runs write every epoch: the ranks gather their RNG states above each time.
         interval = self.config.save_interval_s if self.distributed is None else 0.0
         due = (epoch in (self.start_epoch + 1, self.config.epochs) or not interval

@@ -66,6 +66,11 @@ def check_temperature(value: float | str) -> None:
                          f"{low} to {high}; got {value!r}")
 
 
+def normalisation_names(normalisation: str) -> tuple[str, ...]:
+    """The names in a normalisation setting: one name, or a comma-separated list of them."""
+    return tuple(part.strip() for part in str(normalisation).split(","))
+
+
 def stage_normalisations(normalisation: str, stages: int) -> tuple[str, ...]:
     """The normalisation of each tapped layer, from one name or a comma-separated list.
 
@@ -80,7 +85,7 @@ def stage_normalisations(normalisation: str, stages: int) -> tuple[str, ...]:
     Raises:
         ValueError: an unknown name, or a list whose length is not ``stages``.
     """
-    names = tuple(part.strip() for part in str(normalisation).split(","))
+    names = normalisation_names(normalisation)
     if len(names) == 1:
         names *= stages
     elif len(names) != stages:
