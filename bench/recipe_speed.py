@@ -87,6 +87,11 @@ def run_one(model_id: str, args: argparse.Namespace, extra: list[str]) -> dict:
         "model": model_id, "seed": args.seed, "run": str(out), "wall_s": round(wall, 1),
         "setup_s": log.get("setup_s"), "setup_phases_s": log.get("setup_phases_s"),
         "compile_phases_s": log.get("compile_phases_s"),
+        # With compile_ahead: the side process's times, the first compiled epoch and whether the
+        # run's compile found its graphs in the cache.
+        "compile_ahead": log.get("compile_ahead"),
+        "compiled_from_epoch": log.get("compiled_from_epoch"),
+        "compile_cache": log.get("compile_cache"),
         # The process's time outside Trainer.run: Python start-up and imports before it, the
         # exit (and anything else after the last save) after it.
         "startup_s": _seconds_between(launched_unix, log.get("run_started_unix")),

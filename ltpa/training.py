@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ltpa.checkpoint import MAX_WIDTH, load_state_file, save_checkpoint
+from ltpa.compiling import CompileAhead, CompileJob, cache_counts, compile_model, repeated_blocks
 from ltpa.quantisation import storage_rounded_weights
 from ltpa.data import TRAIN_FLIPS, DeviceLoader, ImageSet, dataset_normalisation, load_dataset
 from ltpa.device import get_device
@@ -68,14 +69,16 @@ CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
 # What a resumed run may change: where it runs and reads the data from, and how fast; everything
 # else defines the run, and continuing a saved state under other settings would mix two runs.
 RESUMABLE_CHANGES = ("out", "device", "data", "data_root", "download", "compile", "compile_mode",
-                     "compile_scope", "step_graph", "cudnn_benchmark", "eval_every", "save_interval_s")
+                     "compile_scope", "compile_ahead", "step_graph", "cudnn_benchmark", "eval_every",
+                     "save_interval_s")
 # Settings added after runs were recorded without them: a saved configuration that lacks one was
 # trained with this value (not today's default), e.g. on all training images.
 LEGACY_SETTINGS: dict[str, Any] = {"validation": 0.0, "validation_seed": 0, "ema": 0.0,
                                    "optimizer": "sgd", "train_flip": "random", "flip": False,
                                    "aux_weight": 0.0, "entropy_weight": 0.0, "lever_decay": 0.0,
                                    "step_graph": False, "cudnn_benchmark": False,
-                                   "compile_scope": "model", "save_interval_s": 0.0}
+                                   "compile_scope": "model", "compile_ahead": False,
+                                   "save_interval_s": 0.0}
 # What --compile compiles: the whole model, or each repeated block (a class with
 # ``repeated_block = True``, e.g. a ResNet bottleneck) on its own: identical blocks then share one
 # compilation, which starts a ResNet-164 in a third of the time.
@@ -142,6 +145,9 @@ class TrainConfig:
     compile: bool = False
     compile_mode: str = "default"
     compile_scope: str = "model"
+    # With compile: compile in a side process while the first epochs train eagerly, then compile
+    # the run's model from the compiler's cache (ltpa.compiling; single-process runs only).
+    compile_ahead: bool = False
     # Capture the whole step (forward, backward, SGD update) as one CUDA graph and replay it
     # (CUDA only; with --compile only in a compile_mode that does not replay graphs itself).
     step_graph: bool = False
@@ -178,6 +184,9 @@ class TrainConfig:
         if self.compile_scope not in COMPILE_SCOPES:
             raise ValueError(f"compile_scope must be one of {', '.join(COMPILE_SCOPES)}; "
                              f"got {self.compile_scope!r}")
+        if self.compile_ahead and not self.compile:
+            raise ValueError("--compile-ahead compiles the model in a side process for the run: "
+                             "it needs --compile (drop --no-compile or add --no-compile-ahead)")
         if self.step_graph and self.compile and self.compile_mode in CUDAGRAPH_MODES:
             raise ValueError(f"--step-graph replays its own CUDA graph: combine it with --compile-mode "
                              f"default or max-autotune-no-cudagraphs, not {self.compile_mode!r}")
@@ -244,11 +253,6 @@ class TrainConfig:
         """The configuration a record describes; settings it predates take their legacy value."""
         known = {f.name for f in fields(cls)}
         return cls(**{**LEGACY_SETTINGS, **{k: v for k, v in values.items() if k in known}})
-
-
-def _repeated_blocks(model: nn.Module) -> list[nn.Module]:
-    """The modules ``compile_scope="blocks"`` compiles one by one."""
-    return [m for m in model.modules() if getattr(type(m), "repeated_block", False)]
 
 
 def _atomic_json(path: Path, payload: Any) -> None:
@@ -532,6 +536,12 @@ class Trainer:
         self.setup_s: float | None = None
         self.setup_phases_s: dict[str, float] = {}
         self.compile_phases_s: dict[str, float] | None = None
+        # With compile_ahead: the side process until the model is compiled, then how it went
+        # (logged); the first epoch that ran compiled, and the compiler-cache counts after it.
+        self.ahead: CompileAhead | None = None
+        self.compiled_from_epoch: int | None = None
+        self.compile_ahead: dict[str, Any] | None = None
+        self.compile_cache: dict[str, int] | None = None
         self._run_started: float | None = None
         self._run_started_unix: float | None = None
         self.distributed = distributed
@@ -542,8 +552,14 @@ class Trainer:
         """Load the data (or take ``sets``, training and test images already in memory), build
         the model, loaders, optimiser and schedule; ``run()`` calls it."""
         config = self.config
+        if self.ahead is not None:  # prepared before: its side process is not this setup's
+            self.ahead.stop()
+            self.ahead = None
         if config.step_graph and not self.cuda:
             raise ValueError(f"--step-graph needs a CUDA device; this run is on {self.device.type}")
+        if config.compile_ahead and self.distributed is not None:
+            raise ValueError("--compile-ahead is for single-process runs: drop it for data-parallel "
+                             "training")
         if config.step_graph and self.distributed is not None:
             raise ValueError("--step-graph is for single-GPU runs: data-parallel steps synchronise "
                              "gradients between processes, which one captured graph cannot do")
@@ -556,7 +572,7 @@ class Trainer:
         # on the meta device).
         with torch.device("meta"):
             probe = create_model(config.model, num_classes=2, **overrides)
-        if config.compile and config.compile_scope == "blocks" and not _repeated_blocks(probe):
+        if config.compile and config.compile_scope == "blocks" and not repeated_blocks(probe):
             raise ValueError(f"--compile-scope blocks: {config.model} has no repeated blocks to "
                              "compile one by one; use --compile-scope model")
         torch.manual_seed(config.seed)
@@ -577,6 +593,19 @@ class Trainer:
         self.validation_set: ImageSet | None = validation
         self.test_set: ImageSet = test.to(self.device)
         phase("to_device")
+        if config.compile and config.compile_ahead:
+            # As soon as the class count and the batch shape are known: the side process's
+            # start-up and compile overlap the rest of the setup and the first epochs.
+            self.ahead = CompileAhead(CompileJob(
+                model=config.model, num_classes=len(self.class_names), overrides=overrides,
+                input_size=self.input_size, batch_size=min(config.batch_size, len(train)),
+                device=str(self.device), amp=config.amp, channels_last=config.channels_last,
+                compile_mode=config.compile_mode, compile_scope=config.compile_scope,
+                label_smoothing=config.label_smoothing, aux_weight=config.aux_weight,
+                entropy_weight=config.entropy_weight, lever_decay=config.lever_decay,
+                cudnn_benchmark=config.cudnn_benchmark, autocast_cache=not config.step_graph,
+                threads=torch.get_num_threads()))
+            phase("compile_ahead_start")
         self.model = create_model(config.model, num_classes=len(self.class_names), **overrides)
         # On the CPU, before the move: a probe on the GPU would pay cuDNN's algorithm search for
         # shapes that training never uses.
@@ -613,12 +642,9 @@ class Trainer:
         if self.distributed is not None:  # SyncBatchNorm, per-rank batches and shares
             self.distributed.prepare(self)
         phase("optimizer_loaders")
-        if config.compile:
+        if config.compile and self.ahead is None:
             # In place: state_dict keys keep their names (no _orig_mod.).
-            mode = None if config.compile_mode == "default" else config.compile_mode
-            for module in (_repeated_blocks(self.model) if config.compile_scope == "blocks"
-                           else [self.model]):
-                module.compile(mode=mode)
+            compile_model(self.model, config.compile_mode, config.compile_scope)
             phase("compile_setup")
         self.forward = self.model if self.distributed is None else self.distributed.wrap(self.model)
         self.cuda_graphs = replays_cuda_graphs(config.compile, config.compile_mode, self.device)
@@ -630,7 +656,7 @@ class Trainer:
         self.start_epoch, self.log, self.elapsed = 0, [], 0.0
         self._last_save = time.perf_counter()
         self._final_result: ClassificationResult | None = None
-        self.compile_phases_s = None
+        self.compile_phases_s = self.compile_ahead = self.compile_cache = None
 
     def _check_levers(self) -> None:
         """Refuse a training lever the model cannot use, before any epoch runs (one forward pass
@@ -695,6 +721,8 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         log = {"config": asdict(self.config), "epochs": self.log, "setup_s": self.setup_s,
                "setup_phases_s": self.setup_phases_s, "compile_phases_s": self.compile_phases_s,
+               "compiled_from_epoch": self.compiled_from_epoch,
+               "compile_ahead": self.compile_ahead, "compile_cache": self.compile_cache,
                # Seconds from run() to this save, and the clock times of both (a process's start-up
                # and exit are the rest of its time: bench/recipe_speed.py).
                "run_s": (None if self._run_started is None
@@ -865,6 +893,17 @@ class Trainer:
 
     def run(self) -> list[dict[str, Any]]:
         """Train (resuming from ``out`` when it holds a state) and return the per-epoch log."""
+        try:
+            return self._train()
+        finally:
+            if self.ahead is not None:  # still compiling when the run ended: not needed now
+                self.ahead.stop()
+                self.ahead = None
+
+    def _train(self) -> list[dict[str, Any]]:
+        # The compiler's cache counts before this run's compiles (importing the compiler only
+        # when the run compiles).
+        self._cache_counts_at_start = cache_counts() if self.config.compile else {}
         started_setup = self._run_started = time.perf_counter()
         self._run_started_unix = time.time()
         self.prepare()
@@ -872,6 +911,8 @@ class Trainer:
         self.setup_s = round(time.perf_counter() - started_setup, 2)
         self._resume()
         config = self.config
+        if config.compile and self.ahead is None:
+            self.compiled_from_epoch = self.start_epoch + 1
         if self.start_epoch >= config.epochs:
             logger.info("%s already trained for %d epochs", self.out, self.start_epoch)
             return self.log
@@ -881,9 +922,12 @@ class Trainer:
                     torch.cuda.synchronize()
                 started = time.perf_counter()
                 lr = self.optimizer.param_groups[0]["lr"]
+                if self.ahead is not None and self.ahead.finished():
+                    self._compile_after_ahead(epoch)
                 train_loss, train_acc = self._train_epoch(epoch)
-                if config.compile and self.compile_phases_s is None:
+                if self.compiled_from_epoch == epoch and self.compile_phases_s is None:
                     self.compile_phases_s = compile_phases()
+                    self.compile_cache = cache_counts(since=self._cache_counts_at_start)
                 if self.cuda:
                     torch.cuda.synchronize()
                 epoch_time = time.perf_counter() - started
@@ -908,6 +952,19 @@ class Trainer:
                 + f" is in {self.out}: resume with `ltpa train --resume {self.out}`") from None
         return self.log
 
+    def _compile_after_ahead(self, epoch: int) -> None:
+        """Compile the model once the side process has filled the compiler's cache (or failed:
+        then the compile starts from nothing, as without ``compile_ahead``); the eager steps'
+        CUDA graphs are dropped so that the next steps capture the compiled kernels."""
+        result = self.ahead.result()
+        self.ahead = None
+        self.compile_ahead = result.as_log()
+        if not result.ok:
+            logger.warning("compiling ahead failed after %.1f s; compiling in the run instead:\n%s",
+                           result.seconds, result.error)
+        compile_model(self.model, self.config.compile_mode, self.config.compile_scope)
+        self.graphed_steps.clear()
+        self.compiled_from_epoch = epoch
 
     def _scores(self, epoch: int) -> dict[str, Any]:
         """One epoch's held-out scores: validation every ``eval_every`` epochs; the test set only

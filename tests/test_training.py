@@ -19,6 +19,7 @@ from PIL import Image
 import ltpa
 from sample_images import COLOURS, make_folder
 from ltpa.cli import main as cli
+from ltpa.compiling import repeated_blocks
 from ltpa.data import DatasetError, DeviceLoader, ImageSet, load_dataset
 from ltpa.maintainer.recipes import RECIPES, parse_settings, recipe_config, settings_arguments
 from ltpa.maintainer.shipping import FIXTURE_DIR, fixture_predictions, train_zoo
@@ -699,7 +700,7 @@ def test_compile_scope_blocks_compiles_repeated_blocks_and_is_refused_without_th
         tiny_data: Path, tmp_path: Path) -> None:
     with torch.device("meta"):
         resnet = training.create_model("resnet164", num_classes=10)
-    assert len(training._repeated_blocks(resnet)) == 54  # 3 stages of 18 bottlenecks
+    assert len(repeated_blocks(resnet)) == 54  # 3 stages of 18 bottlenecks
     config = TrainConfig(model="vgg", data=str(tiny_data), out=str(tmp_path / "run"), width=0.125,
                          epochs=1, batch_size=12, device="cpu", compile=True, compile_scope="blocks")
     with pytest.raises(ValueError, match="vgg has no repeated blocks"):

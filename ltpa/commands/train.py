@@ -100,6 +100,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch.compile mode with --compile (reduce-overhead: CUDA graphs)")
     parser.add_argument("--compile-scope", default=None, choices=COMPILE_SCOPES,
                         help="with --compile: the whole model, or each repeated block on its own")
+    parser.add_argument("--compile-ahead", action="store_true", default=None,
+                        help="with --compile: compile in a side process while the first epochs "
+                             "train eagerly, then compile from its cache (the recipe's on CUDA)")
+    parser.add_argument("--no-compile-ahead", dest="compile_ahead", action="store_false",
+                        help="compile in the run itself, before the first step")
     parser.add_argument("--step-graph", action="store_true", default=None,
                         help="capture the whole training step as one CUDA graph and replay it "
                              "(CUDA only; no compilation needed)")
@@ -149,10 +154,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             # Data-parallel runs stay eager unless --compile is given: compiled CUDA-graph
             # replays around DDP's gradient all-reduce are untested here (docs/distributed.md),
             # and one captured step cannot hold the all-reduce (ltpa.step_graph).
-            values.update(compile=False, compile_mode="default", step_graph=False)
+            values.update(compile=False, compile_mode="default", compile_ahead=False,
+                          step_graph=False)
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if getattr(args, f.name, None) is not None and f.name != "overrides"}
     values.update(given)
+    if given.get("compile") is False and "compile_ahead" not in given:
+        values["compile_ahead"] = False  # --no-compile: nothing to compile ahead either
     if given.get("flip") is False and "tta_translate" not in given:
         # --no-flip turns off the recipe's flip-and-translate scoring too (it needs the mirrors).
         values["tta_translate"] = 0

@@ -113,8 +113,10 @@ def fast_zoo_recipe(model: str, overrides: dict[str, Any] | None = None) -> dict
     int4 quantisation-aware epochs and int4 storage, with the settings the zoo's runs had
     (``ZOO_PINS``, ``ZOO_ATTENTION_LEVERS`` for attention models, and none of
     ``ZOO_UNSET_OVERRIDES`` unless ``overrides`` sets it);
-    ``compile`` is an argument of its own."""
-    settings = {key: value for key, value in recipe_for(model, cuda=True).items() if key != "compile"}
+    ``compile`` is an argument of its own (the zoo's runs compile in the run: no
+    ``compile_ahead``)."""
+    settings = {key: value for key, value in recipe_for(model, cuda=True).items()
+                if key not in ("compile", "compile_ahead")}
     settings.update(ZOO_PINS)
     if "aux_weight" in settings:  # the recipe gives attention models their levers
         settings.update(ZOO_ATTENTION_LEVERS)
