@@ -1,14 +1,14 @@
 """Compiling a run's model, now or in a side process while its first epochs train eagerly.
 
-Why a side process: the first compiled step of a VGG-att3 or RN-att2 costs 25-35 s of CPU time
+Why a side process: the first compiled step of a VGG-att3 or RN-att2 costs 25-50 s of CPU time
 in ``torch.compile`` (tracing, lowering, kernel code generation; docs/training.md), during which
 the GPU waits. ``CompileAhead`` starts a second Python process that compiles the same model for
 the same batch shape on made-up images and runs one training step; its compiled graphs land in
 the compiler's on-disk caches (Inductor's FX-graph cache and the AOT-autograd cache, on by
 default, under ``TORCHINDUCTOR_CACHE_DIR``). Meanwhile the run trains eagerly; once the side
 process has exited, the run compiles its model, which now finds every graph in the cache and
-costs seconds. Nothing is shared but the cache folder, so a side process that fails only costs
-the run the plain compile it would have had anyway.
+costs seconds. Nothing is shared but the cache folder: a side process that fails costs the run
+its slower eager epochs, then the plain compile it would have had anyway.
 """
 from __future__ import annotations
 

@@ -542,6 +542,7 @@ class Trainer:
         self.compiled_from_epoch: int | None = None
         self.compile_ahead: dict[str, Any] | None = None
         self.compile_cache: dict[str, int] | None = None
+        self._cache_counts_before: dict[str, int] = {}
         self._run_started: float | None = None
         self._run_started_unix: float | None = None
         self.distributed = distributed
@@ -644,6 +645,7 @@ class Trainer:
         phase("optimizer_loaders")
         if config.compile and self.ahead is None:
             # In place: state_dict keys keep their names (no _orig_mod.).
+            self._cache_counts_before = cache_counts()
             compile_model(self.model, config.compile_mode, config.compile_scope)
             phase("compile_setup")
         self.forward = self.model if self.distributed is None else self.distributed.wrap(self.model)
@@ -657,6 +659,7 @@ class Trainer:
         self._last_save = time.perf_counter()
         self._final_result: ClassificationResult | None = None
         self.compile_phases_s = self.compile_ahead = self.compile_cache = None
+        self.compiled_from_epoch = None
 
     def _check_levers(self) -> None:
         """Refuse a training lever the model cannot use, before any epoch runs (one forward pass
@@ -901,9 +904,6 @@ class Trainer:
                 self.ahead = None
 
     def _train(self) -> list[dict[str, Any]]:
-        # The compiler's cache counts before this run's compiles (importing the compiler only
-        # when the run compiles).
-        self._cache_counts_at_start = cache_counts() if self.config.compile else {}
         started_setup = self._run_started = time.perf_counter()
         self._run_started_unix = time.time()
         self.prepare()
@@ -927,7 +927,7 @@ class Trainer:
                 train_loss, train_acc = self._train_epoch(epoch)
                 if self.compiled_from_epoch == epoch and self.compile_phases_s is None:
                     self.compile_phases_s = compile_phases()
-                    self.compile_cache = cache_counts(since=self._cache_counts_at_start)
+                    self.compile_cache = cache_counts(since=self._cache_counts_before)
                 if self.cuda:
                     torch.cuda.synchronize()
                 epoch_time = time.perf_counter() - started
@@ -962,6 +962,7 @@ class Trainer:
         if not result.ok:
             logger.warning("compiling ahead failed after %.1f s; compiling in the run instead:\n%s",
                            result.seconds, result.error)
+        self._cache_counts_before = cache_counts()
         compile_model(self.model, self.config.compile_mode, self.config.compile_scope)
         self.graphed_steps.clear()
         self.compiled_from_epoch = epoch
