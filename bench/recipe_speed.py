@@ -8,8 +8,9 @@ Each model is trained with ``ltpa train MODEL --data DIR`` and nothing else (the
 defaults, ``ltpa.recipe``), one after the other, so each has the GPU to itself. Reported per run:
 the process's wall time (start of Python to exit: imports, reading and decoding the data,
 compilation, every epoch, every evaluation, the files), its start-up (to ``Trainer.run``) and exit
-(after the last save), the setup and its phases, the compiler's phase times and the evaluation
-share from its log, the median epoch, the training step's FLOPs per image (``torch.utils.flop_counter`` over one
+(after the last save), the setup and its phases, the compiler's phase times, the side
+compile's times, first compiled epoch and cache hits (``--compile-ahead``), the evaluation share
+from its log, the median epoch, the training step's FLOPs per image (``torch.utils.flop_counter`` over one
 forward and backward pass of the recipe's model and loss), the achieved training TFLOP/s at the
 median epoch and its share of the GPU's bf16 peak, measured here with large bf16 matrix products
 (and, on an H200, of the 989 TFLOP/s dense bf16 figure of NVIDIA's data sheet).
