@@ -43,6 +43,17 @@ def cache_counts(since: dict[str, int] | None = None) -> dict[str, int]:
     return {key: value - (since or {}).get(key, 0) for key, value in now.items()}
 
 
+def compiler_caches_on() -> bool:
+    """Whether compiled graphs are kept on disk for other processes (Inductor's FX-graph cache
+    and the AOT-autograd cache, both on unless turned off, e.g. by
+    ``TORCHINDUCTOR_FORCE_DISABLE_CACHES=1``): compiling ahead needs both."""
+    from torch._functorch import config as functorch_config
+    from torch._inductor import config as inductor_config
+
+    return bool(not inductor_config.force_disable_caches and inductor_config.fx_graph_cache
+                and functorch_config.enable_autograd_cache)
+
+
 def repeated_blocks(model: nn.Module) -> list[nn.Module]:
     """The modules ``compile_scope="blocks"`` compiles one by one (classes that set
     ``repeated_block = True``, e.g. a ResNet bottleneck)."""
@@ -205,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ltpa.training import compile_phases
 
+    if not compiler_caches_on():  # checked here, off the run's path: the run then compiles itself
+        print("the compiler's on-disk caches are off (e.g. TORCHINDUCTOR_FORCE_DISABLE_CACHES=1): "
+              "there is nothing to compile ahead into", file=sys.stderr)
+        return 3
     started = time.perf_counter()
     warm_compiler_cache(CompileJob(**json.loads(args[0])))
     # One line for CompileAhead.result: how long the compile and step took, and where it went.

@@ -147,6 +147,21 @@ def test_the_side_process_switches_the_run_at_the_epoch_after_it_ends(
     assert log["compile_ahead"]["step_s"] == 0.5 and log["compile_ahead"]["phases_s"] == {"x": 1.0}
 
 
+def test_with_the_compilers_caches_off_the_side_process_says_so_and_the_run_compiles_itself(
+        tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")  # read by the side process
+    wait_for_side(monkeypatch)
+    compiled = record_compiles(monkeypatch)
+    out = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger="ltpa.training"):
+        Trainer(tiny_config(tiny_data, out)).run()
+    assert "the compiler's on-disk caches are off" in caplog.text
+    log = read_log(out)
+    assert log["compile_ahead"]["ok"] is False and log["compile_ahead"]["wall_s"] < 60
+    assert len(compiled) == 1 and log["compiled_from_epoch"] == 1
+
+
 def test_compile_ahead_needs_compile_and_a_single_process(tiny_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--compile-ahead .* needs --compile"):
         TrainConfig(compile_ahead=True)
