@@ -109,7 +109,7 @@ def warm_compiler_cache(job: CompileJob) -> None:
     # Imported here: ltpa.training imports this module.
     from ltpa.data import DeviceLoader, ImageSet
     from ltpa.registry import create_model
-    from ltpa.training import training_loss
+    from ltpa.training import step_loss
 
     device = torch.device(job.device)
     torch.set_num_threads(job.threads)
@@ -126,18 +126,15 @@ def warm_compiler_cache(job: CompileJob) -> None:
     images = torch.randint(0, 256, (job.batch_size, 3, job.input_size, job.input_size),
                            dtype=torch.uint8, generator=generator)
     labels = torch.arange(job.batch_size) % job.num_classes
-    loader = DeviceLoader(ImageSet(images, labels, [str(i) for i in range(job.num_classes)]).to(device),
-                          job.batch_size, [0.5] * 3, [0.25] * 3, train=True, drop_last=True,
-                          generator=generator, channels_last=channels_last)
+    made_up = ImageSet(images, labels, [str(i) for i in range(job.num_classes)]).to(device)
+    loader = DeviceLoader(made_up, job.batch_size, [0.5] * 3, [0.25] * 3, train=True,
+                          drop_last=True, generator=generator, channels_last=channels_last)
     x, y = next(iter(loader))
     # Scaled like the run's levers: a device scalar when they decay (Trainer.lever_factor).
     lever_factor: torch.Tensor | float = (torch.ones((), device=device) if job.lever_decay
                                           else 1.0)
-    with torch.autocast(device.type, dtype=torch.bfloat16,
-                        enabled=device.type == "cuda" and job.amp, cache_enabled=job.autocast_cache):
-        out = model(x)
-    loss = training_loss(out, y, job.label_smoothing, job.aux_weight, job.entropy_weight,
-                         lever_factor)
+    _, loss = step_loss(model, x, y, device.type, job.amp, job.autocast_cache, job.label_smoothing,
+                        job.aux_weight, job.entropy_weight, lever_factor)
     loss.backward()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -164,10 +161,10 @@ class CompileAhead:
     """A side process running :func:`warm_compiler_cache` for a job; poll ``finished()``."""
 
     def __init__(self, job: CompileJob) -> None:
-        self.job = job
         self.started = time.perf_counter()
         # Output goes to files: a pipe nobody reads could fill up and stall the process.
-        self._report, self._errors = tempfile.TemporaryFile(mode="w+"), tempfile.TemporaryFile(mode="w+")
+        self._report = tempfile.TemporaryFile(mode="w+")
+        self._errors = tempfile.TemporaryFile(mode="w+")
         # The folder this ltpa was imported from comes first on the side process's path, so it
         # runs the same code wherever the run was started from.
         package_root = str(Path(__file__).resolve().parents[1])

@@ -69,8 +69,8 @@ CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
 # What a resumed run may change: where it runs and reads the data from, and how fast; everything
 # else defines the run, and continuing a saved state under other settings would mix two runs.
 RESUMABLE_CHANGES = ("out", "device", "data", "data_root", "download", "compile", "compile_mode",
-                     "compile_scope", "compile_ahead", "step_graph", "cudnn_benchmark", "eval_every",
-                     "save_interval_s")
+                     "compile_scope", "compile_ahead", "step_graph", "cudnn_benchmark",
+                     "eval_every", "save_interval_s")
 # Settings added after runs were recorded without them: a saved configuration that lacks one was
 # trained with this value (not today's default), e.g. on all training images.
 LEGACY_SETTINGS: dict[str, Any] = {"validation": 0.0, "validation_seed": 0, "ema": 0.0,
@@ -437,6 +437,31 @@ def lever_scale(step: int, total_steps: int, decay: float) -> float:
     return min(1.0, max(0.0, remaining / decay))
 
 
+def step_loss(forward: Callable[[Tensor], Any], x: Tensor, y: Tensor, device_type: str,
+              amp: bool, autocast_cache: bool, label_smoothing: float, aux_weight: float,
+              entropy_weight: float, lever_factor: Tensor | float) -> tuple[Any, Tensor]:
+    """A training step's forward pass (bf16 autocast on CUDA with ``amp``) and its loss: the one
+    definition that runs and compiles a run's steps and the side compile's
+    (``ltpa.compiling.warm_compiler_cache``), so both compile the same graphs.
+
+    Args:
+        forward: the model (or its data-parallel wrapper).
+        x, y: the batch and its labels.
+        device_type: "cuda", "cpu", ...
+        amp: bf16 autocast, on CUDA only.
+        autocast_cache: keep autocast's weight cache (not in a captured step, whose replays must
+            cast the current weights).
+        label_smoothing, aux_weight, entropy_weight, lever_factor: as :func:`training_loss`.
+
+    Returns:
+        The model's output and the loss.
+    """
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda" and amp,
+                        cache_enabled=autocast_cache):
+        out = forward(x)
+    return out, training_loss(out, y, label_smoothing, aux_weight, entropy_weight, lever_factor)
+
+
 def training_loss(out: Any, y: Tensor, label_smoothing: float, aux_weight: float = 0.0,
                   entropy_weight: float = 0.0, lever_factor: Tensor | float = 1.0) -> Tensor:
     """The loss of one batch: cross-entropy, plus the attention-quality terms.
@@ -559,8 +584,8 @@ class Trainer:
         if config.step_graph and not self.cuda:
             raise ValueError(f"--step-graph needs a CUDA device; this run is on {self.device.type}")
         if config.compile_ahead and self.distributed is not None:
-            raise ValueError("--compile-ahead is for single-process runs: drop it for data-parallel "
-                             "training")
+            raise ValueError("--compile-ahead is for single-process runs: drop it for "
+                             "data-parallel training")
         if config.step_graph and self.distributed is not None:
             raise ValueError("--step-graph is for single-GPU runs: data-parallel steps synchronise "
                              "gradients between processes, which one captured graph cannot do")
@@ -839,11 +864,9 @@ class Trainer:
             param.grad = None  # so that a captured backward pass writes the gradients
         config = self.config
         with storage_rounded_weights(self.model, rounding):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                enabled=self.cuda and config.amp, cache_enabled=autocast_cache):
-                out = self.forward(x)
-            loss = training_loss(out, y, config.label_smoothing, config.aux_weight,
-                                 config.entropy_weight, self.lever_factor)
+            out, loss = step_loss(self.forward, x, y, self.device.type, config.amp, autocast_cache,
+                                  config.label_smoothing, config.aux_weight,
+                                  config.entropy_weight, self.lever_factor)
             loss.backward()
         return out.logits.float(), loss
 

@@ -72,7 +72,8 @@ def test_the_side_process_fills_the_cache_that_the_runs_compile_then_reads(
 def test_the_side_process_gets_the_runs_model_batch_and_loss(
         tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     job_file = tmp_path / "job.json"
-    fake_side(monkeypatch, f"import sys, pathlib; pathlib.Path({str(job_file)!r}).write_text(sys.argv[1])")
+    fake_side(monkeypatch,
+              f"import sys, pathlib; pathlib.Path({str(job_file)!r}).write_text(sys.argv[1])")
     wait_for_side(monkeypatch)
     record_compiles(monkeypatch)
     config = tiny_config(tiny_data, tmp_path / "run", model="vgg_att3_concat_pc", batch_size=64,
@@ -130,7 +131,8 @@ def test_a_run_that_ends_before_the_side_process_stops_it_and_never_compiles(
 
 def test_the_side_process_switches_the_run_at_the_epoch_after_it_ends(
         tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_side(monkeypatch, "import json; print(json.dumps({'step_s': 0.5, 'phases_s': {'x': 1.0}}))")
+    fake_side(monkeypatch,
+              "import json; print(json.dumps({'step_s': 0.5, 'phases_s': {'x': 1.0}}))")
     compiled = record_compiles(monkeypatch)
     # finished() says no until the second epoch's check.
     checks: list[bool] = []
