@@ -619,9 +619,16 @@ class Trainer:
         self.validation_set: ImageSet | None = validation
         self.test_set: ImageSet = test.to(self.device)
         phase("to_device")
+        self.model = create_model(config.model, num_classes=len(self.class_names), **overrides)
+        # On the CPU, before the move: a probe on the GPU would pay cuDNN's algorithm search for
+        # shapes that training never uses.
+        self._check_levers()
+        phase("lever_check")
         if config.compile and config.compile_ahead:
-            # As soon as the class count and the batch shape are known: the side process's
-            # start-up and compile overlap the rest of the setup and the first epochs.
+            # Once the class count and the batch shape are known, and after the lever check:
+            # the side process's start-up (its compile workers) overlaps the rest of the setup
+            # and the first epochs; started before that CPU forward pass, it slowed it (RN-att2:
+            # 3.1 s beside it against 0.3 s without, docs/attention_levers.md section L).
             self.ahead = CompileAhead(CompileJob(
                 model=config.model, num_classes=len(self.class_names), overrides=overrides,
                 input_size=self.input_size, batch_size=min(config.batch_size, len(train)),
@@ -632,11 +639,6 @@ class Trainer:
                 cudnn_benchmark=config.cudnn_benchmark, autocast_cache=not config.step_graph,
                 threads=torch.get_num_threads()))
             phase("compile_ahead_start")
-        self.model = create_model(config.model, num_classes=len(self.class_names), **overrides)
-        # On the CPU, before the move: a probe on the GPU would pay cuDNN's algorithm search for
-        # shapes that training never uses.
-        self._check_levers()
-        phase("lever_check")
         self.model.to(self.device)
         if self.cuda and config.channels_last:
             self.model.to(memory_format=torch.channels_last)

@@ -93,6 +93,27 @@ def test_the_side_process_gets_the_runs_model_batch_and_loss(
                              threads=torch.get_num_threads())
 
 
+def test_the_side_process_starts_after_the_lever_check(
+        tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The check is a forward pass on the CPU; the side process's start-up beside it slowed it.
+    events: list[str] = []
+    check, start = Trainer._check_levers, CompileAhead.__init__
+    monkeypatch.setattr(Trainer, "_check_levers",
+                        lambda self: (events.append("lever check"), check(self))[1])
+    monkeypatch.setattr(CompileAhead, "__init__",
+                        lambda self, job: (events.append("side process"), start(self, job))[1])
+    fake_side(monkeypatch, "pass")
+    trainer = Trainer(tiny_config(tiny_data, tmp_path / "run", model="vgg_att3_concat_pc",
+                                  overrides={"stage_classifiers": True}, aux_weight=0.25))
+    trainer.prepare()
+    try:
+        assert events == ["lever check", "side process"]
+        phases = list(trainer.setup_phases_s)
+        assert phases.index("lever_check") < phases.index("compile_ahead_start")
+    finally:
+        trainer.ahead.stop()
+
+
 def test_a_failed_side_process_is_reported_and_the_run_compiles_itself(
         tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
