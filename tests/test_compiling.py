@@ -98,10 +98,17 @@ def test_the_side_process_starts_after_the_lever_check(
     # The check is a forward pass on the CPU; the side process's start-up beside it slowed it.
     events: list[str] = []
     check, start = Trainer._check_levers, CompileAhead.__init__
-    monkeypatch.setattr(Trainer, "_check_levers",
-                        lambda self: (events.append("lever check"), check(self))[1])
-    monkeypatch.setattr(CompileAhead, "__init__",
-                        lambda self, job: (events.append("side process"), start(self, job))[1])
+
+    def recorded_check(self: Trainer) -> None:
+        events.append("lever check")
+        check(self)
+
+    def recorded_start(self: CompileAhead, job: CompileJob) -> None:
+        events.append("side process")
+        start(self, job)
+
+    monkeypatch.setattr(Trainer, "_check_levers", recorded_check)
+    monkeypatch.setattr(CompileAhead, "__init__", recorded_start)
     fake_side(monkeypatch, "pass")
     trainer = Trainer(tiny_config(tiny_data, tmp_path / "run", model="vgg_att3_concat_pc",
                                   overrides={"stage_classifiers": True}, aux_weight=0.25))
