@@ -10,7 +10,8 @@ from torch import nn
 
 from ltpa.cli import main as cli
 from ltpa.data import DeviceLoader, ImageSet
-from ltpa.optim import OrthogonalisedSGD, build_optimizer, is_filter, orthogonalise, param_groups
+from ltpa.optim import (OrthogonalisedSGD, _orthogonalised_step_, build_optimizer, is_filter,
+                        orthogonalise, param_groups)
 from ltpa.models.vgg import VGG_LAYERS
 from ltpa.registry import create_model
 from ltpa.training import TrainConfig, Trainer
@@ -67,6 +68,27 @@ def test_a_filter_step_is_orthogonalised_of_the_relative_size_asked_and_keeps_th
     assert float(conv.detach().norm()) == pytest.approx(float(before_conv.norm()), rel=1e-5)
     # The classifier is not a filter: a plain SGD step.
     torch.testing.assert_close(linear.detach(), before_linear - 0.1 * grad_linear)
+
+
+def test_filters_stepped_as_one_stack_per_shape_each_take_their_own_step() -> None:
+    # Three filters of two shapes (one of them channels_last, as on CUDA), at a tensor rate as
+    # in a captured step graph: each must end where a step of that filter alone takes it.
+    torch.manual_seed(1)
+    filters = [torch.randn(8, 4, 3, 3), 3 * torch.randn(8, 4, 3, 3),
+               torch.randn(6, 8, 3, 3).to(memory_format=torch.channels_last)]
+    directions = [torch.randn_like(f) for f in filters]
+    rate = torch.tensor(0.05)
+    expected = []
+    for f, d in zip(filters, directions):
+        step = orthogonalise(d.reshape(1, d.shape[0], -1))[0].view_as(f)
+        moved = f - step * (rate * f.norm() / step.norm())
+        expected.append(moved * (f.norm() / moved.norm()))
+    params = [f.clone(memory_format=torch.preserve_format) for f in filters]
+    _orthogonalised_step_(params, directions, rate)
+    for param, want, before in zip(params, expected, filters):
+        torch.testing.assert_close(param, want, rtol=1e-5, atol=1e-6)
+        assert float(param.norm()) == pytest.approx(float(before.norm()), rel=1e-5)
+    assert params[2].is_contiguous(memory_format=torch.channels_last)
 
 
 def _toy_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, epochs: int, **settings) -> Trainer:
