@@ -1018,9 +1018,35 @@ class Trainer:
         return row
 
 
+_SCORE_KEYS = ("val_acc", "val_acc_flip", "val_acc_tta", "test_acc", "test_acc_flip", "test_acc_tta")
+
+
 def _scores_text(row: dict[str, Any]) -> str:
-    return "".join(f" {key} {row[key]:.4f}" for key in ("val_acc", "test_acc", "test_acc_flip")
-                   if row.get(key) is not None)
+    return "".join(f" {key} {row[key]:.4f}" for key in _SCORE_KEYS if row.get(key) is not None)
+
+
+def final_errors_text(row: dict[str, Any]) -> str:
+    """An epoch's held-out errors in words, every scoring the run logged, as ``ltpa train``
+    prints them at the end (the recipe's headline figure is the flip or flip+translate one).
+
+    Args:
+        row: a row of a run's log (``log.json``'s ``epochs``).
+
+    Returns:
+        e.g. ``"test error 9.33% (flip 8.57%, flip+translate 8.48%); validation error 8.80%
+        (flip 8.68%, flip+translate 8.38%)"``; empty when the row has no held-out scores.
+    """
+    parts = []
+    for split, name in (("test", "test"), ("val", "validation")):
+        if row.get(f"{split}_acc") is None:
+            continue
+        augmented = [f"{label} {error_percent(row[key]):.2f}%"
+                     for key, label in ((f"{split}_acc_flip", "flip"),
+                                        (f"{split}_acc_tta", "flip+translate"))
+                     if row.get(key) is not None]
+        parts.append(f"{name} error {error_percent(row[f'{split}_acc']):.2f}%"
+                     + (f" ({', '.join(augmented)})" if augmented else ""))
+    return "; ".join(parts)
 
 
 def load_state(path: Path) -> dict[str, Any]:

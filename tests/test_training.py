@@ -42,10 +42,16 @@ def train_args(data: Path, out: Path, epochs: int) -> list[str]:
             "--epochs", str(epochs), "--batch-size", "12", "--device", "cpu", "--lr", "0.05"]
 
 
-def test_train_cli_then_eval_loads_the_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
+def test_train_cli_then_eval_loads_the_checkpoint(tiny_data: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     assert cli(train_args(tiny_data, out, 2)) == 0
     log = json.loads((out / "log.json").read_text())
+    # The last line names every scoring the run logged (the recipe's headline is the TTA one).
+    last = log["epochs"][-1]
+    errors = [100 * (1 - last[key]) for key in ("test_acc", "test_acc_flip", "test_acc_tta")]
+    assert (f"done: {out}/model.pt, test error {errors[0]:.2f}% (flip {errors[1]:.2f}%, "
+            f"flip+translate {errors[2]:.2f}%)") in capsys.readouterr().out
     assert [row["epoch"] for row in log["epochs"]] == [1, 2]
     for row in log["epochs"]:
         assert set(row) >= {"train_loss", "train_acc", "test_acc", "lr", "epoch_time_s", "entropy"}
@@ -65,6 +71,14 @@ def test_train_cli_then_eval_loads_the_checkpoint(tiny_data: Path, tmp_path: Pat
     assert np.array(report["confusion"]).sum() == 12
     assert 0.0 <= report["top1_error"] <= 100.0
     assert (report_dir / "confusion.csv").read_text().splitlines()[0].startswith("true")
+
+
+def test_final_errors_name_each_scoring_a_row_holds() -> None:
+    from ltpa.training import final_errors_text
+    assert final_errors_text({"test_acc": 0.9, "test_acc_flip": 0.91, "val_acc": 0.8,
+                              "val_acc_flip": None}) == \
+        "test error 10.00% (flip 9.00%); validation error 20.00%"
+    assert final_errors_text({"epoch": 1, "test_acc": None}) == ""
 
 
 def test_resume_continues_from_the_saved_epoch(tiny_data: Path, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from ltpa.optim import OPTIMIZERS
 from ltpa.recipe import RECIPE_NAMES, recipe_for
 from ltpa.registry import read_argument_value
 from ltpa.training import (COMPILE_MODES, COMPILE_SCOPES, QAT_PRECISIONS, STATE_FILE, TrainConfig,
-                           Trainer, error_percent, load_state)
+                           Trainer, final_errors_text, load_state)
 
 
 def progress_bar(epoch: int, epochs: int, done: int, total: int, started: float,
@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         log = Trainer(config, extend=extends_run(args), on_batch=progress_bar).run()
     if main_rank and log and log[-1]["test_acc"] is not None:
-        print(f"done: {config.out}/model.pt, test error {error_percent(log[-1]['test_acc']):.2f}%")
+        print(f"done: {config.out}/model.pt, {final_errors_text(log[-1])}")
     return 0
 
 
