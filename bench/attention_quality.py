@@ -6,8 +6,9 @@ Usage:
 ``DIR`` holds ``rgb/`` photos and ``figure_ground/`` masks (the Weizmann horses). Each run is a
 folder holding ``model.pt`` and ``log.json`` (from ``ltpa train``) or a checkpoint file. Prints one
 row per run and stage (plus the centre prior) with Jaccard under the fixed thresholds of
-``ltpa.masks.DEFAULT_THRESHOLDS``, pointing, and the run's validation error, test-set entropy and
-wall time from its log; ``--json`` writes the same rows.
+``ltpa.masks.DEFAULT_THRESHOLDS``, pointing, and the run's validation and test errors (plain, flip
+and flip+translate, as logged), test-set entropy and wall time from its log; a model without
+attention gets one row of its errors. ``--json`` writes the same rows.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from ltpa import masks  # noqa: E402
 from ltpa.checkpoint import load_checkpoint  # noqa: E402
 from ltpa.preprocess import PixelModel  # noqa: E402
 from ltpa.saliency import centre_prior  # noqa: E402
+from ltpa.training import error_percent  # noqa: E402
 from ltpa.segmentation import load_samples, pair_folders  # noqa: E402
 
 
@@ -39,7 +41,8 @@ def scores_of(unit_maps: list[np.ndarray], truths: list[np.ndarray]) -> dict[str
 
 
 def run_rows(source: Path, samples: list, device: torch.device) -> list[dict]:
-    """One row per attention stage of a run (its model.pt) with the run's logged figures."""
+    """One row per attention stage of a run (its model.pt) with the run's logged figures; one row
+    of those figures alone for a model without attention."""
     model_path = source / "model.pt" if source.is_dir() else source
     model, meta = load_checkpoint(model_path, device)
     pixel = PixelModel(model, meta["mean"], meta["std"]).to(device).eval()
@@ -58,20 +61,15 @@ def run_rows(source: Path, samples: list, device: torch.device) -> list[dict]:
                 for sample, a in zip(chunk, attention[:, 0].float().cpu().numpy()):
                     maps.setdefault(stage, []).append(masks.unit_map(a, sample.mask.shape))
     truths = [s.mask for s in samples]
-    wall = sum(e.get("epoch_time_s", 0.0) for e in log.get("epochs", []))
-    rows = []
-    for stage, units in maps.items():
-        rows.append({
-            "run": source.name if source.is_dir() else source.stem, "stage": stage,
-            "val_error": None if last.get("val_acc") is None else 100 * (1 - last["val_acc"]),
-            "val_error_flip": (None if last.get("val_acc_flip") is None
-                               else 100 * (1 - last["val_acc_flip"])),
-            "test_error": None if last.get("test_acc") is None else 100 * (1 - last["test_acc"]),
-            "val_entropy": (last.get("entropy") or {}).get(stage),
-            "test_entropy": (last.get("test_entropy") or {}).get(stage),
-            "epoch_s": wall, **scores_of(units, truths),
-        })
-    return rows
+    logged = {"run": source.name if source.is_dir() else source.stem,
+              **{f"{split}_error{kind}": error_percent(last.get(f"{split}_acc{kind}"))
+                 for split in ("val", "test") for kind in ("", "_flip", "_tta")},
+              "epoch_s": sum(e.get("epoch_time_s", 0.0) for e in log.get("epochs", []))}
+    if not maps:  # a baseline: its errors, so that a round's table compares it with the rest
+        return [{**logged, "stage": "-"}]
+    return [{**logged, "stage": stage, "val_entropy": (last.get("entropy") or {}).get(stage),
+             "test_entropy": (last.get("test_entropy") or {}).get(stage), **scores_of(units, truths)}
+            for stage, units in maps.items()]
 
 
 def main() -> int:
@@ -92,9 +90,10 @@ def main() -> int:
             rows.extend(run_rows(source, samples, device))
         except (OSError, ValueError) as error:
             print(f"{source}: skipped ({error})", file=sys.stderr)
-    columns = ["run", "stage", "val_error", "val_error_flip", "test_error", "val_entropy",
-               "test_entropy", "jaccard_fraction", "jaccard_top", "jaccard_mass", "jaccard_otsu",
-               "pointing", "epoch_s"]
+    columns = ["run", "stage", "val_error", "val_error_flip", "val_error_tta", "test_error",
+               "test_error_flip", "test_error_tta", "val_entropy", "test_entropy",
+               "jaccard_fraction", "jaccard_top", "jaccard_mass", "jaccard_otsu", "pointing",
+               "epoch_s"]
     print(f"{len(samples)} horse images ({len(skips)} skipped)")
     print(" | ".join(columns))
     for row in rows:

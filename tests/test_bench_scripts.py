@@ -185,3 +185,55 @@ def test_data_load_times_cached_loads_and_a_runs_setup(tmp_path: Path) -> None:
     assert [line.split(":")[0] for line in lines[2:]] == [
         "setup of a vgg run (1)", "setup of a vgg run (2)"]
     assert (tmp_path / "cache" / "decoded").is_dir() and not (tmp_path / "run").exists()
+
+
+def test_attention_quality_scores_attention_runs_and_lists_baselines_with_every_scoring(
+        tmp_path: Path) -> None:
+    import json
+
+    import cv2
+    import numpy as np
+    import torch
+
+    import ltpa
+    from ltpa.preprocess import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
+
+    horses = tmp_path / "horses"
+    (horses / "rgb").mkdir(parents=True)
+    (horses / "figure_ground").mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        cv2.imwrite(str(horses / "rgb" / f"h{k}.jpg"), rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+        mask = np.zeros((40, 48), dtype=np.uint8)
+        mask[10:30, 12:36] = 255
+        cv2.imwrite(str(horses / "figure_ground" / f"h{k}.png"), mask)
+    last = {"epoch": 2, "epoch_time_s": 1.5, "val_acc": 0.9, "val_acc_flip": 0.92, "test_acc": 0.8,
+            "test_acc_flip": 0.85, "test_acc_tta": 0.875, "entropy": {"layer13": 0.5},
+            "test_entropy": {"layer13": 0.25}}
+    runs = []
+    for name in ("vgg_att1_concat_pc", "vgg"):
+        run = tmp_path / name
+        run.mkdir()
+        torch.manual_seed(0)
+        ltpa.save_checkpoint(run / "model.pt", ltpa.create_model(name, width=0.125).eval(),
+                             {"class_names": list(CIFAR10_CLASSES), "mean": list(CIFAR10_MEAN),
+                              "std": list(CIFAR10_STD), "input_size": 32, "dataset": "fixture"})
+        (run / "log.json").write_text(json.dumps({"epochs": [{"epoch": 1, "epoch_time_s": 2.0}, last]}))
+        runs.append(str(run))
+    report = tmp_path / "quality.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "attention_quality.py"), "--horses",
+                    str(horses), "--json", str(report), "--device", "cpu", *runs],
+                   capture_output=True, text=True, check=True, timeout=300)
+    prior, attention, baseline = json.loads(report.read_text())
+    assert prior["run"] == "centre_prior" and 0 <= prior["pointing"] <= 1
+    assert (attention["run"], attention["stage"]) == ("vgg_att1_concat_pc", "layer13")
+    assert (attention["val_entropy"], attention["test_entropy"]) == (0.5, 0.25)
+    assert 0 <= attention["jaccard_top"] <= 1 and 0 <= attention["pointing"] <= 1
+    # The baseline has no maps: one row of its logged errors, every scoring the run logged.
+    assert (baseline["run"], baseline["stage"]) == ("vgg", "-") and "pointing" not in baseline
+    for row in (attention, baseline):
+        assert row["epoch_s"] == 3.5
+        errors = {k: round(v, 6) for k, v in row.items() if "_error" in k and v is not None}
+        assert errors == {"val_error": 10.0, "val_error_flip": 8.0, "test_error": 20.0,
+                          "test_error_flip": 15.0, "test_error_tta": 12.5}
+        assert row["val_error_tta"] is None
