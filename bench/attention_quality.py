@@ -26,8 +26,8 @@ from ltpa import masks  # noqa: E402
 from ltpa.checkpoint import load_checkpoint  # noqa: E402
 from ltpa.preprocess import PixelModel  # noqa: E402
 from ltpa.saliency import centre_prior  # noqa: E402
-from ltpa.training import error_percent  # noqa: E402
 from ltpa.segmentation import load_samples, pair_folders  # noqa: E402
+from ltpa.training import error_percent  # noqa: E402
 
 
 def scores_of(unit_maps: list[np.ndarray], truths: list[np.ndarray]) -> dict[str, float]:

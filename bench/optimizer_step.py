@@ -8,7 +8,8 @@ For each model (at its recipe's width) every parameter gets a random gradient an
 recipe's optimiser takes is timed (median over ``--repeats`` updates, after warm-up) and profiled
 once: on CUDA the number of kernels it launches (inside a captured step graph each is a node the
 GPU runs one after the other, so at these sizes their count, not their arithmetic, sets the time),
-on the CPU the number of ATen operations it calls itself (not counting what they call). Prints one row per model.
+on the CPU the number of ATen operations it calls itself (not counting what they call). Prints
+one row per model.
 """
 from __future__ import annotations
 
@@ -56,8 +57,7 @@ def measure(model_name: str, optimizer_name: str, device: torch.device, repeats:
     for param in model.parameters():
         param.grad = torch.randn_like(param) * 1e-2
     optimizer = build_optimizer(model, optimizer_name, recipe["lr"], recipe["momentum"],
-                                recipe["nesterov"], recipe["weight_decay"], recipe["filter_lr"]
-                                if "filter_lr" in recipe else 0.02)
+                                recipe["nesterov"], recipe["weight_decay"], recipe["filter_lr"])
     rates = [group["lr"] for group in optimizer.param_groups]
     for _ in range(5):  # warm-up: momentum buffers exist, kernels are loaded
         sgd_update_(optimizer, rates)

@@ -165,6 +165,9 @@ def test_the_ablation_runs_the_recipe_or_the_short_schedule() -> None:
     line = ablation.command("aux0.5", 0, short, Path("runs"))
     assert line[line.index("--recipe") + 1] == "none" and line[line.index("--epochs") + 1] == "20"
     assert "stage_classifiers=true" in line
+    # The ResNets' earlier SGD recipe stays reachable (the recipe itself now takes muon steps).
+    line = ablation.command("resnet_att2_sgd", 0, recipe, Path("runs"))
+    assert line[line.index("--optimizer") + 1] == "sgd" and "resnet_att2_concat_pc" in line
 
 
 def test_data_load_times_cached_loads_and_a_runs_setup(tmp_path: Path) -> None:
