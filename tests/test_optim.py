@@ -91,6 +91,21 @@ def test_filters_stepped_as_one_stack_per_shape_each_take_their_own_step() -> No
     assert params[2].is_contiguous(memory_format=torch.channels_last)
 
 
+def test_the_filter_step_makes_as_many_calls_for_eight_filters_of_a_shape_as_for_two() -> None:
+    # Inside a captured step graph each call is a kernel run after the last: the update's calls
+    # must grow with the filter shapes, not with the filters (bench/optimizer_step.py).
+    from torch.profiler import ProfilerActivity, profile
+
+    def calls(count: int) -> int:
+        params = [torch.randn(8, 4, 3, 3) for _ in range(count)]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            _orthogonalised_step_(params, [torch.randn_like(p) for p in params], torch.tensor(0.1))
+        return sum(1 for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is None
+                   and e.name not in ("aten::randn_like", "aten::empty_like", "aten::normal_"))
+
+    assert calls(8) == calls(2) > 0
+
+
 def _toy_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, epochs: int, **settings) -> Trainer:
     """A VGG on two classes told apart by the red channel of the left half."""
     generator = torch.Generator().manual_seed(0)
