@@ -27,7 +27,7 @@ from ltpa.checkpoint import load_checkpoint  # noqa: E402
 from ltpa.preprocess import PixelModel  # noqa: E402
 from ltpa.saliency import centre_prior  # noqa: E402
 from ltpa.segmentation import load_samples, pair_folders  # noqa: E402
-from ltpa.training import error_percent  # noqa: E402
+from ltpa.training import SCORINGS, error_percent  # noqa: E402
 
 
 def scores_of(unit_maps: list[np.ndarray], truths: list[np.ndarray]) -> dict[str, float]:
@@ -62,8 +62,8 @@ def run_rows(source: Path, samples: list, device: torch.device) -> list[dict]:
                     maps.setdefault(stage, []).append(masks.unit_map(a, sample.mask.shape))
     truths = [s.mask for s in samples]
     logged = {"run": source.name if source.is_dir() else source.stem,
-              **{f"{split}_error{kind}": error_percent(last.get(f"{split}_acc{kind}"))
-                 for split in ("val", "test") for kind in ("", "_flip", "_tta")},
+              **{f"{split}_error{suffix}": error_percent(last.get(f"{split}_acc{suffix}"))
+                 for split in ("val", "test") for suffix, _ in SCORINGS},
               "epoch_s": sum(e.get("epoch_time_s", 0.0) for e in log.get("epochs", []))}
     if not maps:  # a baseline: its errors, so that a round's table compares it with the rest
         return [{**logged, "stage": "-"}]
@@ -90,8 +90,8 @@ def main() -> int:
             rows.extend(run_rows(source, samples, device))
         except (OSError, ValueError) as error:
             print(f"{source}: skipped ({error})", file=sys.stderr)
-    columns = ["run", "stage", "val_error", "val_error_flip", "val_error_tta", "test_error",
-               "test_error_flip", "test_error_tta", "val_entropy", "test_entropy",
+    columns = ["run", "stage", *(f"{split}_error{suffix}" for split in ("val", "test")
+                                 for suffix, _ in SCORINGS), "val_entropy", "test_entropy",
                "jaccard_fraction", "jaccard_top", "jaccard_mass", "jaccard_otsu", "pointing",
                "epoch_s"]
     print(f"{len(samples)} horse images ({len(skips)} skipped)")

@@ -41,7 +41,11 @@ def operations_of_one_update(optimizer: torch.optim.Optimizer, device: torch.dev
     with profile(activities=activities) as prof:
         sgd_update_(optimizer, [group["lr"] for group in optimizer.param_groups])
         _synchronise(device)
-    events = prof.events()
+    return count_operations(prof.events(), device)
+
+
+def count_operations(events: list, device: torch.device) -> int:
+    """Kernels (CUDA) or top-level ATen calls (CPU) among a profile's events."""
     if device.type == "cuda":
         return sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
     # On the CPU a foreach operation runs as one operation per tensor, where CUDA launches a few

@@ -1018,11 +1018,15 @@ class Trainer:
         return row
 
 
-_SCORE_KEYS = ("val_acc", "val_acc_flip", "val_acc_tta", "test_acc", "test_acc_flip", "test_acc_tta")
+# The scorings a run logs per held-out split, as suffixes of its log keys (``test_acc_flip``):
+# plain, mirror-averaged, and mirror-and-translate-averaged (``tta_translate``).
+SCORINGS = (("", "plain"), ("_flip", "flip"), ("_tta", "flip+translate"))
 
 
 def _scores_text(row: dict[str, Any]) -> str:
-    return "".join(f" {key} {row[key]:.4f}" for key in _SCORE_KEYS if row.get(key) is not None)
+    return "".join(f" {split}_acc{suffix} {row[f'{split}_acc{suffix}']:.4f}"
+                   for split in ("val", "test") for suffix, _ in SCORINGS
+                   if row.get(f"{split}_acc{suffix}") is not None)
 
 
 def final_errors_text(row: dict[str, Any]) -> str:
@@ -1040,10 +1044,8 @@ def final_errors_text(row: dict[str, Any]) -> str:
     for split, name in (("test", "test"), ("val", "validation")):
         if row.get(f"{split}_acc") is None:
             continue
-        augmented = [f"{label} {error_percent(row[key]):.2f}%"
-                     for key, label in ((f"{split}_acc_flip", "flip"),
-                                        (f"{split}_acc_tta", "flip+translate"))
-                     if row.get(key) is not None]
+        augmented = [f"{label} {error_percent(row[f'{split}_acc{suffix}']):.2f}%"
+                     for suffix, label in SCORINGS[1:] if row.get(f"{split}_acc{suffix}") is not None]
         parts.append(f"{name} error {error_percent(row[f'{split}_acc']):.2f}%"
                      + (f" ({', '.join(augmented)})" if augmented else ""))
     return "; ".join(parts)
