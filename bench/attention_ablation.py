@@ -71,6 +71,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # docs/attention_levers.md M).
     "resnet_att2_sgd": ("resnet_att2_concat_pc", ["--optimizer", "sgd"]),
     "resnet164_sgd": ("resnet164", ["--optimizer", "sgd"]),
+    # The VGG recipe's attention settings on RN-att2 (with --schedule recipe): half the lever
+    # weights and a sigmoid_sum last stage.
+    "resnet_att2_vgg_levers": ("resnet_att2_concat_pc", ["--aux-weight", "0.25", "--entropy-weight",
+                                                         "0.025", "--set",
+                                                         "normalisation=softmax,sigmoid_sum"]),
 }
 
 

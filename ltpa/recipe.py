@@ -21,7 +21,9 @@ What the recipe holds, and why (measurements in docs/attention_levers.md):
   tapped stage (layer 7) point inside the object and brought every stage's entropy under 0.95.
   VGGs take half of those weights (0.25 and 0.025): on the validation split that was 0.14 points
   ahead (2 seeds, within the seed spread) with every stage's entropy still under 0.95; the same
-  weights falling to zero over the run were not. ResNets keep the first weights (not measured).
+  weights falling to zero over the run were not. ResNets keep the first weights: on RN-att2 the
+  half weights with a ``sigmoid_sum`` last stage were level on the validation split (8.39%
+  against 8.46% with flip, 2 seeds) and made its 16x16 map point inside the object less often.
   Baselines have no attention, so no levers.
 - VGG attention models normalise their last tapped layer's map with ``sigmoid_sum`` (the earlier
   layers keep the paper's softmax; ``last_stage_sigmoid_sum``): under the entropy term that last
@@ -38,7 +40,7 @@ What the recipe holds, and why (measurements in docs/attention_levers.md):
   Both compile in a side process while their first epochs train eagerly (``compile_ahead``,
   ``ltpa.compiling``): a whole VGG-att3 run 109 s against 115 s on one freshly started H200,
   RN-att2 175 s against 185 s on another (both with SGD, before the ResNets took the
-  filter step).
+  filter step; with it, 161 s on a third).
 - Validation every 5 epochs and the run folder written at most every 30 s (plus the first and
   last epochs): at about a second an epoch, scoring and writing every epoch cost a tenth of a run.
   The translated views are scored after the last epoch only (``ltpa.training``).
