@@ -34,10 +34,12 @@ def test_ltpa_train_defaults_are_the_recipe_for_an_attention_vgg() -> None:
     assert not config.compile  # the recipe compiles on CUDA only
     assert config.out == "runs/vgg_att3_concat_pc"
     # Both families take orthogonalised filter steps (chosen on validation,
-    # docs/attention_levers.md F-G for VGGs, M for ResNets); ResNets keep flip-only scoring.
+    # docs/attention_levers.md F-G for VGGs, M for ResNets), and both are scored with flip and
+    # translate (I for VGGs, N for ResNets).
     assert (config.optimizer, config.filter_lr) == ("muon", 0.02)
     resnet = config_of("resnet_att2_concat_pc")
-    assert (resnet.optimizer, resnet.filter_lr) == ("muon", 0.02) and resnet.tta_translate == 0
+    assert (resnet.optimizer, resnet.filter_lr) == ("muon", 0.02) and resnet.tta_translate == 1
+    assert config_of("resnet164").tta_translate == 1
     assert config_of("resnet164").optimizer == "muon"
     assert "normalisation" not in resnet.overrides
     assert config_of("vgg_att1_concat_pc").overrides["normalisation"] == "sigmoid_sum"
