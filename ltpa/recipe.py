@@ -41,7 +41,7 @@ What the recipe holds, and why (measurements in docs/attention_levers.md):
   Both compile in a side process while their first epochs train eagerly (``compile_ahead``,
   ``ltpa.compiling``): a whole VGG-att3 run 109 s against 115 s on one freshly started H200,
   RN-att2 175 s against 185 s on another (both with SGD, before the ResNets took the
-  filter step; with it, 161 s on a third).
+  filter step; with it, 161 s and 170 s on two more).
 - Validation every 5 epochs and the run folder written at most every 30 s (plus the first and
   last epochs): at about a second an epoch, scoring and writing every epoch cost a tenth of a run.
   The translated views are scored after the last epoch only (``ltpa.training``).
