@@ -170,7 +170,6 @@ def test_the_ablation_runs_the_recipe_or_the_short_schedule() -> None:
     assert line[line.index("--optimizer") + 1] == "sgd" and "resnet_att2_concat_pc" in line
 
 
-
 def test_every_ablation_variant_is_a_valid_run_of_its_model() -> None:
     # A variant's flags go through ltpa train's own parser and configuration, and its model is
     # built with the run's model settings: a misspelt flag or setting fails here, not on the GPU.
@@ -184,16 +183,17 @@ def test_every_ablation_variant_is_a_valid_run_of_its_model() -> None:
     recipe = argparse.Namespace(schedule="recipe", epochs=None, width=None, data="D", tta_translate=1)
     parser = argparse.ArgumentParser()
     train.add_arguments(parser)
+    configs = {}
     for variant, (model, _) in ablation.VARIANTS.items():
         line = ablation.command(variant, 0, recipe, Path("runs"))
-        config = train.config_from_args(parser.parse_args(line[3:]))
+        configs[variant] = config = train.config_from_args(parser.parse_args(line[3:]))
         assert config.model == model and config.tta_translate == 1, variant
         create_model(config.model, num_classes=2, width=0.125, **config.overrides)
     # The VGG recipe's attention settings on RN-att2 keep the recipe's stage classifiers.
-    line = ablation.command("resnet_att2_vgg_levers", 0, recipe, Path("runs"))
-    config = train.config_from_args(parser.parse_args(line[3:]))
+    config = configs["resnet_att2_vgg_levers"]
     assert config.overrides == {"stage_classifiers": True, "normalisation": "softmax,sigmoid_sum"}
     assert (config.aux_weight, config.entropy_weight, config.optimizer) == (0.25, 0.025, "muon")
+
 
 def test_data_load_times_cached_loads_and_a_runs_setup(tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO / "tests"))
