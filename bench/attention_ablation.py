@@ -76,6 +76,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "resnet_att2_vgg_levers": ("resnet_att2_concat_pc", ["--aux-weight", "0.25", "--entropy-weight",
                                                          "0.025", "--set",
                                                          "normalisation=softmax,sigmoid_sum"]),
+    # RN-att2 without deep supervision and the entropy term, with half their weights, and with
+    # twice the deep supervision (with --schedule recipe): what do the levers do to the ResNet's
+    # accuracy? (docs/attention_levers.md O)
+    "resnet_att2_no_levers": ("resnet_att2_concat_pc", ["--aux-weight", "0", "--entropy-weight",
+                                                        "0", "--set", "stage_classifiers=false"]),
+    "resnet_att2_levers_half": ("resnet_att2_concat_pc", ["--aux-weight", "0.25",
+                                                          "--entropy-weight", "0.025"]),
+    "resnet_att2_aux1": ("resnet_att2_concat_pc", ["--aux-weight", "1.0"]),
 }
 
 
