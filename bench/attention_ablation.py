@@ -32,6 +32,9 @@ TRAIN = ("import argparse, sys; from ltpa.commands import train; p = argparse.Ar
 # The short schedule every variant shares (a fast-recipe candidate; see docs/).
 SCHEDULE = ["--batch-size", "512", "--lr", "0.2", "--label-smoothing", "0.1", "--cutout", "12",
             "--warmup", "0.15", "--validation", "0.1", "--validation-seed", "0"]
+# The RN-att2 runs of docs/attention_levers.md M-O had the head's dropout at the model's 0.5, the
+# ResNet recipe's before P: their variants keep it, so they train what those sections record.
+AUTHORS_DROPOUT = ["--set", "dropout=0.5"]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "base": ("vgg_att3_concat_pc", []),
     "ema": ("vgg_att3_concat_pc", ["--ema", "0.995"]),
@@ -65,25 +68,31 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "vgg_gap": ("vgg_gap", []),
     "no_levers": ("vgg_att3_concat_pc", ["--aux-weight", "0", "--entropy-weight", "0",
                                          "--set", "stage_classifiers=false"]),
-    "resnet_att2": ("resnet_att2_concat_pc", []),
+    "resnet_att2": ("resnet_att2_concat_pc", AUTHORS_DROPOUT),
     "resnet164": ("resnet164", []),
     # The ResNet recipe before its filters took the orthogonalised step (with --schedule recipe;
     # docs/attention_levers.md M).
-    "resnet_att2_sgd": ("resnet_att2_concat_pc", ["--optimizer", "sgd"]),
+    "resnet_att2_sgd": ("resnet_att2_concat_pc", ["--optimizer", "sgd", *AUTHORS_DROPOUT]),
     "resnet164_sgd": ("resnet164", ["--optimizer", "sgd"]),
     # The VGG recipe's attention settings on RN-att2 (with --schedule recipe): half the lever
     # weights and a sigmoid_sum last stage.
     "resnet_att2_vgg_levers": ("resnet_att2_concat_pc", ["--aux-weight", "0.25", "--entropy-weight",
                                                          "0.025", "--set",
-                                                         "normalisation=softmax,sigmoid_sum"]),
+                                                         "normalisation=softmax,sigmoid_sum",
+                                                         *AUTHORS_DROPOUT]),
     # RN-att2 without deep supervision and the entropy term, with half their weights, and with
     # twice the deep supervision (with --schedule recipe): what do the levers do to the ResNet's
     # accuracy? (docs/attention_levers.md O)
     "resnet_att2_no_levers": ("resnet_att2_concat_pc", ["--aux-weight", "0", "--entropy-weight",
-                                                        "0", "--set", "stage_classifiers=false"]),
+                                                        "0", "--set", "stage_classifiers=false",
+                                                        *AUTHORS_DROPOUT]),
     "resnet_att2_levers_half": ("resnet_att2_concat_pc", ["--aux-weight", "0.25",
-                                                          "--entropy-weight", "0.025"]),
-    "resnet_att2_aux1": ("resnet_att2_concat_pc", ["--aux-weight", "1.0"]),
+                                                          "--entropy-weight", "0.025",
+                                                          *AUTHORS_DROPOUT]),
+    "resnet_att2_aux1": ("resnet_att2_concat_pc", ["--aux-weight", "1.0", *AUTHORS_DROPOUT]),
+    # RN-att2's head without the authors' dropout of its descriptors, as ResNet-164's classifier on
+    # the pooled features has none (docs/attention_levers.md P; the ResNet recipe's since).
+    "resnet_att2_dropout0": ("resnet_att2_concat_pc", ["--set", "dropout=0"]),
 }
 
 

@@ -189,10 +189,14 @@ def test_every_ablation_variant_is_a_valid_run_of_its_model() -> None:
         configs[variant] = config = train.config_from_args(parser.parse_args(line[3:]))
         assert config.model == model and config.tta_translate == 1, variant
         create_model(config.model, num_classes=2, width=0.125, **config.overrides)
-    # The VGG recipe's attention settings on RN-att2 keep the recipe's stage classifiers.
+    # The VGG recipe's attention settings on RN-att2 keep the recipe's stage classifiers, and, as
+    # every RN-att2 variant run before the recipe dropped the head's dropout, the authors' 0.5.
     config = configs["resnet_att2_vgg_levers"]
-    assert config.overrides == {"stage_classifiers": True, "normalisation": "softmax,sigmoid_sum"}
+    assert config.overrides == {"stage_classifiers": True, "normalisation": "softmax,sigmoid_sum",
+                                "dropout": 0.5}
     assert (config.aux_weight, config.entropy_weight, config.optimizer) == (0.25, 0.025, "muon")
+    assert configs["resnet_att2"].overrides == {"stage_classifiers": True, "dropout": 0.5}
+    assert configs["resnet_att2_dropout0"].overrides == {"stage_classifiers": True, "dropout": 0.0}
 
 
 def test_data_load_times_cached_loads_and_a_runs_setup(tmp_path: Path) -> None:

@@ -72,7 +72,13 @@ def test_resnets_compile_block_by_block_and_indep_heads_need_no_extra_classifier
     assert on_cuda["compile"] and on_cuda["step_graph"] and on_cuda["compile_scope"] == "blocks"
     assert TrainConfig(**{k: v for k, v in on_cuda.items()})  # a valid combination
     assert resnet.epochs == FAMILY_RECIPES["resnet"]["epochs"]
-    assert resnet.overrides == {"stage_classifiers": True}
+    # ResNet attention heads drop none of their descriptors, as ResNet-164 drops none of its
+    # pooled features (docs/attention_levers.md P); the VGGs keep the model's dropout.
+    assert resnet.overrides == {"stage_classifiers": True, "dropout": 0.0}
+    assert config_of("resnet_att2_indep_pc").overrides == {"dropout": 0.0}
+    assert "dropout" not in config_of("vgg_att3_concat_pc").overrides
+    assert config_of("resnet164").overrides == {}  # its classifier has no dropout to set
+    assert config_of("resnet_att2_concat_pc", "--set", "dropout=0.5").overrides["dropout"] == 0.5
     # ResNets keep the first lever weights (the lighter ones were measured on VGGs only).
     assert (resnet.aux_weight, resnet.entropy_weight) == (0.5, 0.05)
     indep = recipe_for("vgg_att3_indep_pc")
@@ -146,8 +152,9 @@ def test_the_next_zoo_is_the_fast_recipe_with_int4_training_for_every_model_of_i
         fast = recipe_for(recipe["model"], cuda=True)
         # The recipe itself, plus int4 over the last fifth of the epochs, with what the shipped
         # zoo was trained with: plain SGD, no translated scoring, the model's own normalisation
-        # and the first lever weights (the VGG recipe's filter step, TTA and last-stage
-        # sigmoid_sum, and the lighter levers, came later); zoo runs compile in the run.
+        # and dropout, and the first lever weights (the VGG recipe's filter step, TTA and
+        # last-stage sigmoid_sum, the lighter levers and the ResNet heads' dropout 0 came later);
+        # zoo runs compile in the run.
         pinned = ("compile", "compile_ahead", "overrides", "optimizer", "tta_translate",
                   "aux_weight", "entropy_weight")
         assert "compile_ahead" not in recipe, recipe_id
@@ -157,7 +164,7 @@ def test_the_next_zoo_is_the_fast_recipe_with_int4_training_for_every_model_of_i
         assert {k: recipe[k] for k in fast if k not in pinned} == \
             {k: v for k, v in fast.items() if k not in pinned}, recipe_id
         assert recipe["overrides"] == {
-            **{k: v for k, v in fast["overrides"].items() if k != "normalisation"},
+            **{k: v for k, v in fast["overrides"].items() if k not in ("normalisation", "dropout")},
             **FAST_ZOO_MODELS[recipe_id.removesuffix("_fast")][1]}, recipe_id
         assert recipe["qat"] == "int4" and recipe["precision"] == "int4"
         assert recipe["qat_epochs"] == round(recipe["epochs"] * QAT_SHARE)

@@ -95,9 +95,10 @@ FAST_SUFFIX = "_fast"
 QAT_SHARE = 0.2  # of the epochs, as the 200-epoch VGGs had (40 of 200)
 
 
-# The shipped zoo was trained before four changes of the recipe: orthogonalised filter steps
+# The shipped zoo was trained before five changes of the recipe: orthogonalised filter steps
 # (docs/attention_levers.md, section G), the VGGs' last-stage sigmoid_sum and flip-and-translate
-# scoring (section I), and lighter attention levers (section J). The zoo recipes keep what its
+# scoring (section I), lighter attention levers (section J) and no descriptor dropout in the
+# ResNet attention heads (section P). The zoo recipes keep what its
 # runs had, so that each shipped card's own command still trains what the card records. A zoo
 # retrained with today's recipe drops these pins; cards shipped before it then get a
 # recreate_command (ltpa.maintainer.recreate).
@@ -105,7 +106,7 @@ ZOO_PINS: dict[str, Any] = {"optimizer": "sgd", "tta_translate": 0}
 # The attention levers the zoo's attention models were trained with.
 ZOO_ATTENTION_LEVERS: dict[str, Any] = {"aux_weight": 0.5, "entropy_weight": 0.05}
 # Model settings of today's recipe that the zoo's runs did not have.
-ZOO_UNSET_OVERRIDES = ("normalisation",)
+ZOO_UNSET_OVERRIDES = ("normalisation", "dropout")
 
 
 def fast_zoo_recipe(model: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
