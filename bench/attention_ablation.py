@@ -93,6 +93,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # RN-att2's head without the authors' dropout of its descriptors, as ResNet-164's classifier on
     # the pooled features has none (docs/attention_levers.md P; the ResNet recipe's since).
     "resnet_att2_dropout0": ("resnet_att2_concat_pc", ["--set", "dropout=0"]),
+    # The same for the VGGs (with --schedule recipe; not run yet): there both VGG-att3 and its
+    # baseline drop half of their head's inputs, so they are compared in pairs.
+    "dropout0": ("vgg_att3_concat_pc", ["--set", "dropout=0"]),
+    "vgg_dropout0": ("vgg", ["--set", "dropout=0"]),
 }
 
 
