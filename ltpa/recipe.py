@@ -79,10 +79,10 @@ ATTENTION_LEVERS: dict[str, dict[str, Any]] = {
 }
 # Families whose attention models normalise the last tapped layer with sigmoid_sum.
 LAST_STAGE_SIGMOID_SUM = ("vgg",)
-# The dropout of the attention head's descriptors, per family where the recipe sets it (elsewhere
-# the model's default, 0.5). ResNet-164's classifier on the pooled features has no dropout; RN-att2
-# without it was ahead on validation (docs/attention_levers.md P).
-ATTENTION_HEAD_DROPOUT: dict[str, float] = {"resnet": 0.0}
+# Model settings the recipe gives a family's attention models. ResNets: no dropout of the attended
+# descriptors (the model's default is 0.5), as ResNet-164's classifier on the pooled features has
+# none; RN-att2 without it was ahead on validation (docs/attention_levers.md P).
+ATTENTION_MODEL_OVERRIDES: dict[str, dict[str, Any]] = {"resnet": {"dropout": 0.0}}
 
 
 def last_stage_sigmoid_sum(stages: int) -> str:
@@ -115,6 +115,5 @@ def recipe_for(model: str, cuda: bool = True) -> dict[str, Any]:
             settings["overrides"]["stage_classifiers"] = True
         if spec.backbone in LAST_STAGE_SIGMOID_SUM and "normalisation" not in spec.fixed:
             settings["overrides"]["normalisation"] = last_stage_sigmoid_sum(len(spec.fixed["taps"]))
-        if spec.backbone in ATTENTION_HEAD_DROPOUT:
-            settings["overrides"]["dropout"] = ATTENTION_HEAD_DROPOUT[spec.backbone]
+        settings["overrides"].update(ATTENTION_MODEL_OVERRIDES.get(spec.backbone, {}))
     return settings

@@ -141,7 +141,8 @@ def test_data_parallel_runs_are_eager_unless_compile_is_asked_for(
 
 def test_the_next_zoo_is_the_fast_recipe_with_int4_training_for_every_model_of_issue_18(
         tmp_path: Path) -> None:
-    from ltpa.maintainer.recipes import FAST_ZOO_MODELS, FAST_ZOO_RECIPES, QAT_SHARE, recipe_config
+    from ltpa.maintainer.recipes import (FAST_ZOO_MODELS, FAST_ZOO_RECIPES, QAT_SHARE,
+                                         ZOO_UNSET_OVERRIDES, recipe_config)
     from ltpa.maintainer.selection import validation_error
 
     expected = {"vgg_att1_concat_pc", "vgg_att2_concat_pc", "vgg_att3_concat_pc", "vgg_att3_indep_pc",
@@ -164,7 +165,7 @@ def test_the_next_zoo_is_the_fast_recipe_with_int4_training_for_every_model_of_i
         assert {k: recipe[k] for k in fast if k not in pinned} == \
             {k: v for k, v in fast.items() if k not in pinned}, recipe_id
         assert recipe["overrides"] == {
-            **{k: v for k, v in fast["overrides"].items() if k not in ("normalisation", "dropout")},
+            **{k: v for k, v in fast["overrides"].items() if k not in ZOO_UNSET_OVERRIDES},
             **FAST_ZOO_MODELS[recipe_id.removesuffix("_fast")][1]}, recipe_id
         assert recipe["qat"] == "int4" and recipe["precision"] == "int4"
         assert recipe["qat_epochs"] == round(recipe["epochs"] * QAT_SHARE)
