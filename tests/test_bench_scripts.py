@@ -197,6 +197,14 @@ def test_every_ablation_variant_is_a_valid_run_of_its_model() -> None:
     assert (config.aux_weight, config.entropy_weight, config.optimizer) == (0.25, 0.025, "muon")
     assert configs["resnet_att2"].overrides == {"stage_classifiers": True, "dropout": 0.5}
     assert configs["resnet_att2_dropout0"].overrides == {"stage_classifiers": True, "dropout": 0.0}
+    # VGG variants likewise keep the 0.5 they were run with before the VGG recipe dropped it; the
+    # recipe's own rows train without it.
+    assert configs["ema"].overrides["dropout"] == 0.5 and configs["vgg_sgd"].overrides == {
+        "dropout": 0.5}
+    assert configs["base"].overrides["dropout"] == 0.0 and configs["vgg"].overrides == {
+        "dropout": 0.0}
+    assert configs["dropout0"].overrides == configs["base"].overrides
+    assert configs["vgg_gap"].overrides == {}
 
 
 def test_data_load_times_cached_loads_and_a_runs_setup(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ def test_ltpa_train_defaults_are_the_recipe_for_an_attention_vgg() -> None:
     assert ATTENTION_LEVERS["vgg"] == {"aux_weight": 0.25, "entropy_weight": 0.025}
     # The last tapped layer's map is normalised with sigmoid_sum, the others with softmax.
     assert config.overrides == {"stage_classifiers": True,
-                                "normalisation": "softmax,softmax,sigmoid_sum"}
+                                "normalisation": "softmax,softmax,sigmoid_sum", "dropout": 0.0}
     assert config.validation > 0 and config.flip and config.tta_translate == 1
     assert not config.compile  # the recipe compiles on CUDA only
     assert config.out == "runs/vgg_att3_concat_pc"
@@ -60,7 +60,8 @@ def test_baselines_get_the_schedule_but_no_attention_levers() -> None:
     config = config_of("vgg")
     assert config.width == FAMILY_RECIPES["vgg"]["width"]
     assert config.epochs == FAMILY_RECIPES["vgg"]["epochs"]
-    assert config.aux_weight == 0 and config.entropy_weight == 0 and config.overrides == {}
+    assert config.aux_weight == 0 and config.entropy_weight == 0
+    assert config.overrides == {"dropout": 0.0}  # a model setting, not an attention lever
     assert config.tta_translate == 1
 
 
@@ -72,17 +73,20 @@ def test_resnets_compile_block_by_block_and_indep_heads_need_no_extra_classifier
     assert on_cuda["compile"] and on_cuda["step_graph"] and on_cuda["compile_scope"] == "blocks"
     assert TrainConfig(**{k: v for k, v in on_cuda.items()})  # a valid combination
     assert resnet.epochs == FAMILY_RECIPES["resnet"]["epochs"]
-    # ResNet attention heads drop none of their descriptors, as ResNet-164 drops none of its
-    # pooled features (docs/attention_levers.md P); the VGGs keep the model's dropout.
+    # No model drops any of its descriptors, as ResNet-164 drops none of its pooled features
+    # (docs/attention_levers.md P for ResNets, Q for VGGs); models without the setting get none.
     assert resnet.overrides == {"stage_classifiers": True, "dropout": 0.0}
     assert config_of("resnet_att2_indep_pc").overrides == {"dropout": 0.0}
-    assert "dropout" not in config_of("vgg_att3_concat_pc").overrides
+    assert config_of("vgg_att3_concat_pc").overrides["dropout"] == 0.0
+    assert config_of("vgg").overrides == {"dropout": 0.0}
     assert config_of("resnet164").overrides == {}  # its classifier has no dropout to set
+    assert config_of("vgg_gap").overrides == {}  # nor has the GAP head
     assert config_of("resnet_att2_concat_pc", "--set", "dropout=0.5").overrides["dropout"] == 0.5
+    assert config_of("vgg", "--set", "dropout=0.5").overrides["dropout"] == 0.5
     # ResNets keep the first lever weights (the lighter ones were measured on VGGs only).
     assert (resnet.aux_weight, resnet.entropy_weight) == (0.5, 0.05)
     indep = recipe_for("vgg_att3_indep_pc")
-    assert indep["overrides"] == {"normalisation": "softmax,softmax,sigmoid_sum"}
+    assert indep["overrides"] == {"normalisation": "softmax,softmax,sigmoid_sum", "dropout": 0.0}
     assert indep["aux_weight"] > 0
     assert recipe_for("vgg", cuda=True)["compile"] and not recipe_for("vgg", cuda=False)["compile"]
 
@@ -92,7 +96,7 @@ def test_flags_override_the_recipe_and_recipe_none_gives_the_plain_defaults() ->
                        "--set", "stage_classifiers=false", "--no-flip", "--width", "0.25")
     assert (config.epochs, config.aux_weight, config.width, config.flip) == (7, 0.0, 0.25, False)
     assert config.overrides == {"stage_classifiers": False,
-                                "normalisation": "softmax,softmax,sigmoid_sum"}
+                                "normalisation": "softmax,softmax,sigmoid_sum", "dropout": 0.0}
     assert config.entropy_weight == ATTENTION_LEVERS["vgg"]["entropy_weight"]  # the recipe's
     plain = config_of("vgg_att3_concat_pc", "--recipe", "none")
     expected = {**asdict(TrainConfig()), "model": "vgg_att3_concat_pc",
