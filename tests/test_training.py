@@ -188,8 +188,12 @@ def test_quantisation_aware_run_ships_the_accuracy_it_logged(tiny_data: Path, tm
     _, test = load_dataset(str(tiny_data))
     loader = DeviceLoader(test, 100, meta["mean"], meta["std"], train=False)
     # The last epoch was evaluated with the weights rounded as int4 storage rounds them.
-    assert evaluate(int4, loader, 3).loss == pytest.approx(log["epochs"][-1]["test_loss"], rel=1e-5)
-    assert evaluate(model, loader, 3).loss != pytest.approx(log["epochs"][-1]["test_loss"], rel=1e-5)
+    logged = log["epochs"][-1]["test_loss"]
+    int4_loss, fp32_loss = evaluate(int4, loader, 3).loss, evaluate(model, loader, 3).loss
+    assert int4_loss == pytest.approx(logged, rel=1e-5)
+    # ...not with the fp32 weights: those miss the logged loss by more (how much depends on the
+    # run; without dropout in the recipe, by about 1e-5 of it on this tiny model).
+    assert abs(fp32_loss - logged) > abs(int4_loss - logged)
 
 
 @pytest.mark.parametrize("settings, message", [
