@@ -31,8 +31,9 @@ What the recipe holds, and why (measurements in docs/attention_levers.md):
   models' default is the authors' 0.5), as ResNet-164 drops none of its pooled features. RN-att2:
   8.06% validation error with flip against 8.53% (3 seeds each, every seed ahead), at the price of
   its 16x16 map pointing inside the object less often (47-68% of the horses against 75-82%).
-  VGG-att3: 6.29% with the recipe's scoring against 6.57% (3 seeds each, every seed ahead), the
-  VGG baseline 6.45% against 6.57% (docs/attention_levers.md Q).
+  VGG-att3: 6.29% with the recipe's scoring against 6.57% (3 seeds each, every seed ahead; 6.33%
+  over six runs with an earlier call's), the VGG baseline 6.45% against 6.57%
+  (docs/attention_levers.md Q).
 - VGG attention models normalise their last tapped layer's map with ``sigmoid_sum`` (the earlier
   layers keep the paper's softmax; ``last_stage_sigmoid_sum``): under the entropy term that last
   8x8 softmax map had collapsed onto a few positions (entropy about 0.2); with ``sigmoid_sum`` it
